@@ -1,0 +1,1 @@
+"""tpengine agent (cluster side)."""

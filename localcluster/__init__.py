@@ -1,0 +1,1 @@
+"""A single-node, Kubernetes-API-compatible cluster in network namespaces (for demos and tests)."""

@@ -1,0 +1,12 @@
+"""Entry point of `tp-manager`."""
+
+import sys
+
+
+def main() -> None:
+    print("tp-manager: not available yet in this version of tpengine", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The privileged helper: the only code that runs as root."""
