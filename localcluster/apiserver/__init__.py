@@ -1,0 +1,1 @@
+"""The local cluster's Kubernetes API server (HTTPS, discovery, verbs, subresources)."""

@@ -1,0 +1,172 @@
+"""The validation a real API server does that clients rely on (422 Invalid)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ._errors import invalid
+from ._resources import ResourceInfo
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+# k8s.io/apimachinery/pkg/util/validation/validation.go messages, verbatim.
+SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+    "'-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+DNS1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
+    "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+
+Cause = tuple[str, str, str]
+
+
+def _invalid_value(field: str, value: Any, detail: str) -> Cause:
+    return (field, "FieldValueInvalid", f"Invalid value: {json.dumps(value)}: {detail}")
+
+
+def _required(field: str) -> Cause:
+    return (field, "FieldValueRequired", "Required value")
+
+
+def check_name(info: ResourceInfo, name: str) -> list[Cause]:
+    # Namespaces are RFC 1123 labels, Services DNS-1035 labels, the rest subdomains.
+    if info.name == "namespaces":
+        pattern, msg, limit = _LABEL, LABEL_MSG, 63
+    elif info.name == "services":
+        pattern, msg, limit = _DNS1035, DNS1035_MSG, 63
+    else:
+        pattern, msg, limit = _SUBDOMAIN, SUBDOMAIN_MSG, 253
+    if len(name) > limit:
+        return [_invalid_value("metadata.name", name, f"must be no more than {limit} characters")]
+    if not pattern.match(name):
+        return [_invalid_value("metadata.name", name, msg)]
+    return []
+
+
+def _check_containers(spec: dict[str, Any], prefix: str) -> list[Cause]:
+    causes: list[Cause] = []
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        return [_required(f"{prefix}.containers")]
+    seen: set[str] = set()
+    for key in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(key) or []):
+            field = f"{prefix}.{key}[{i}]"
+            if not isinstance(c, dict):
+                causes.append(_invalid_value(field, c, "must be an object"))
+                continue
+            name = c.get("name")
+            if not name:
+                causes.append(_required(f"{field}.name"))
+            elif not isinstance(name, str) or not _LABEL.match(name):
+                causes.append(_invalid_value(f"{field}.name", name, LABEL_MSG))
+            elif name in seen:
+                causes.append(
+                    (f"{field}.name", "FieldValueDuplicate", f"Duplicate value: {json.dumps(name)}")
+                )
+            else:
+                seen.add(name)
+            if not c.get("image"):
+                causes.append(_required(f"{field}.image"))
+    return causes
+
+
+def _check_workload(obj: dict[str, Any]) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    selector = spec.get("selector")
+    template = spec.get("template")
+    causes: list[Cause] = []
+    if not isinstance(selector, dict) or not (
+        selector.get("matchLabels") or selector.get("matchExpressions")
+    ):
+        causes.append(_required("spec.selector"))
+    if not isinstance(template, dict):
+        return [*causes, _required("spec.template")]
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    wanted = (selector or {}).get("matchLabels") or {} if isinstance(selector, dict) else {}
+    if any(labels.get(k) != v for k, v in wanted.items()):
+        causes.append(
+            _invalid_value(
+                "spec.template.metadata.labels",
+                labels,
+                "`selector` does not match template `labels`",
+            )
+        )
+    causes += _check_containers(template.get("spec") or {}, "spec.template.spec")
+    replicas = spec.get("replicas")
+    if not isinstance(replicas, int) or replicas < 0:
+        causes.append(
+            _invalid_value("spec.replicas", replicas, "must be greater than or equal to 0")
+        )
+    return causes
+
+
+def _check_service(obj: dict[str, Any]) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    causes: list[Cause] = []
+    ports = spec.get("ports") or []
+    if not ports and spec.get("clusterIP") != "None" and spec.get("type") != "ExternalName":
+        causes.append(_required("spec.ports"))
+    for i, port in enumerate(ports):
+        value = port.get("port") if isinstance(port, dict) else None
+        if not isinstance(value, int) or not 0 < value < 65536:
+            causes.append(
+                _invalid_value(
+                    f"spec.ports[{i}].port", value, "must be between 1 and 65535, inclusive"
+                )
+            )
+        if len(ports) > 1 and isinstance(port, dict) and not port.get("name"):
+            causes.append(_required(f"spec.ports[{i}].name"))
+        proto = port.get("protocol") if isinstance(port, dict) else None
+        if proto not in ("TCP", "UDP", "SCTP"):
+            causes.append(
+                (
+                    f"spec.ports[{i}].protocol",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: {json.dumps(proto)}: supported values: "SCTP", "TCP", "UDP"',
+                )
+            )
+    return causes
+
+
+def _check_data_keys(obj: dict[str, Any]) -> list[Cause]:
+    data = obj.get("data")
+    if data is not None and not isinstance(data, dict):
+        return [_invalid_value("data", data, "must be an object")]
+    return []
+
+
+def validate(info: ResourceInfo, obj: dict[str, Any]) -> None:
+    """Raise Invalid (422) with the real API server's message format."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    causes = check_name(info, name)
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is not None and (
+            not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())
+        ):
+            causes.append(_invalid_value(f"metadata.{key}", value, "values must be strings"))
+    if info.name == "pods":
+        causes += _check_containers(obj.get("spec") or {}, "spec")
+    elif info.name in ("deployments", "replicasets", "statefulsets"):
+        causes += _check_workload(obj)
+    elif info.name == "services":
+        causes += _check_service(obj)
+    elif info.name in ("configmaps", "secrets"):
+        causes += _check_data_keys(obj)
+    if causes:
+        raise invalid(info.kind, name, info.group, causes)

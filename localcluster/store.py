@@ -1,0 +1,35 @@
+"""The cluster's in-memory object store (see ``localcluster.apiserver._store``)."""
+
+from __future__ import annotations
+
+from localcluster.apiserver._errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    StoreError,
+)
+from localcluster.apiserver._store import (
+    DNS_SERVICE_IP,
+    KUBERNETES_SERVICE_IP,
+    Store,
+    WatchEvent,
+)
+
+__all__ = [
+    "DNS_SERVICE_IP",
+    "KUBERNETES_SERVICE_IP",
+    "AlreadyExists",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "Gone",
+    "Invalid",
+    "NotFound",
+    "Store",
+    "StoreError",
+    "WatchEvent",
+]
