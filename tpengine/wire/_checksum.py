@@ -1,0 +1,61 @@
+"""The Internet checksum (RFC 1071) and the TCP/UDP/ICMPv6 pseudo-header sums.
+
+Theory: the 16-bit one's-complement sum of a byte string equals the big-endian integer of
+those bytes modulo 0xFFFF (because 0x10000 ≡ 1 mod 0xFFFF), except that one's-complement
+arithmetic never yields 0 from a non-zero input — it yields 0xFFFF ("negative zero").
+``(n - 1) % 0xFFFF + 1`` maps every n ≥ 1 into 1..0xFFFF with the right residue; n == 0
+(all-zero input) stays 0. An odd length is padded with one zero byte (RFC 1071 §4.1),
+i.e. the integer is shifted left by 8 bits. This is the fastest pure-Python form measured
+(see reference/measurements.md): ~5 µs for 1.5 KB, ~220 µs for 64 KB.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "internet_checksum",
+    "ones_complement_sum",
+    "pseudo_header_sum_v4",
+    "pseudo_header_sum_v6",
+]
+
+Buffer = bytes | bytearray | memoryview
+
+
+def ones_complement_sum(data: Buffer, initial: int = 0) -> int:
+    """Folded 16-bit one's-complement sum of ``data`` plus ``initial`` (not complemented).
+
+    ``initial`` is any non-negative int (typically a pseudo-header sum). The result is in
+    0..0xFFFF and is 0 only when both ``data`` and ``initial`` are all zero.
+    """
+    n = int.from_bytes(data, "big")
+    if len(data) & 1:
+        n <<= 8  # RFC 1071 §4.1: pad an odd final byte with a zero byte
+    n += initial
+    if n == 0:
+        return 0
+    return (n - 1) % 0xFFFF + 1
+
+
+def internet_checksum(data: Buffer, initial: int = 0) -> int:
+    """The RFC 1071 checksum: one's complement of the one's-complement sum.
+
+    A packet whose checksum field is correct sums (with its pseudo-header as ``initial``)
+    to 0xFFFF, so ``internet_checksum(packet, pseudo) == 0`` verifies it.
+    """
+    return 0xFFFF - ones_complement_sum(data, initial)
+
+
+def pseudo_header_sum_v4(src: bytes, dst: bytes, protocol: int, length: int) -> int:
+    """One's-complement sum of the IPv4 pseudo-header (RFC 9293 §3.1, RFC 768).
+
+    Returned folded (1..0xFFFF) and *not* complemented: that is also exactly the value a
+    sender puts in the checksum field for a virtio-net NEEDS_CSUM (partial) checksum.
+    """
+    n = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + protocol + length
+    return (n - 1) % 0xFFFF + 1 if n else 0
+
+
+def pseudo_header_sum_v6(src: bytes, dst: bytes, next_header: int, length: int) -> int:
+    """One's-complement sum of the IPv6 pseudo-header (RFC 8200 §8.1), folded."""
+    n = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + next_header + length
+    return (n - 1) % 0xFFFF + 1 if n else 0
