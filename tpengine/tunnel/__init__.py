@@ -1,1 +1,170 @@
-"""tpengine.tunnel."""
+"""tpengine.tunnel — one multiplexed stream protocol for engine, manager and agents.
+
+A sans-IO core (:class:`MuxConnection`: bytes in, frames and events out, time passed in)
+and thin trio drivers (:func:`open_mux_session` over any carrier, websocket helpers).
+
+Wire format (version 1.0)
+=========================
+The protocol runs over any ordered, reliable carrier: a websocket (binary messages whose
+boundaries are irrelevant: frames may span or share messages) or a plain byte stream.
+All integers are big-endian (network order).
+
+Preamble, sent once by each end before anything else::
+
+    "TPMUX" (5 bytes) | major u8 | minor u8
+
+Ends with different *major* versions refuse each other: the one that notices sends
+GOAWAY(VERSION_MISMATCH, "this end speaks 1.0, the peer speaks 2.0; …") and closes.
+A peer whose first bytes are not the magic is told it is not speaking this protocol.
+Minor versions only add frame types, settings or codes that older ends ignore.
+
+Then frames, each a 10-byte header and a payload::
+
+    length u32 | type u8 | flags u8 | stream id u32 | payload (length bytes)
+
+``length`` never exceeds the receiver's ``max_frame_size`` (FRAME_SIZE_ERROR otherwise).
+
+==  =============  ====================================================================
+#   type           payload; stream id meaning
+==  =============  ====================================================================
+0   HELLO          JSON settings {stream_window, connection_window, max_frame_size,
+                   max_streams, max_requests}; stream 0; must be the first frame
+1   DIAL           proto u8 (6 tcp, 17 udp) | port u16 | host len u8 | host (ASCII name
+                   or IP literal) | routing tag (rest, opaque); opens the stream
+2   ACCEPT         empty; the dialed end connected
+3   REJECT         reason u8 (1 refused, 2 unreachable, 3 timeout, 4 forbidden,
+                   5 going away) | UTF-8 message
+4   DATA           bytes; flag 0x1 FIN = the sender half-closed (TCP FIN)
+5   WINDOW_UPDATE  increment u32 (non-zero); stream 0 = connection window
+6   RESET          code u8 | UTF-8 message; the stream ends at once (TCP RST)
+7   DATAGRAM       one UDP datagram on the UDP stream (flow) with this id
+8   PING           8 opaque bytes; flag 0x1 ACK = the pong echoing them
+9   GOAWAY         last peer stream id u32 | code u8 | UTF-8 message; stream 0.
+                   Code 0: graceful (no new streams, open ones finish); else error close
+10  REQUEST        name len u8 | method | JSON; stream id field = request id
+11  RESPONSE       JSON; id = the request's; flag 0x1 ERROR = payload is a message
+12  PUSH           name len u8 | topic | JSON; one-way
+==  =============  ====================================================================
+
+Streams: the end that opened the carrier (CLIENT) numbers its streams odd, the other
+even, so both may dial at once (as HTTP/2, RFC 9113 §5.1.1). Frames for a stream that
+existed and is closed are ignored; frames for a never-opened id are a protocol error.
+The stream state machine is the table in ``_state.py``.
+
+Flow control: each end announces in HELLO the window it grants per stream and for the
+connection. A DATA payload consumes both; the receiver returns stream credit with
+WINDOW_UPDATE as the application reads (in batches of half a window) and connection
+credit as soon as the data reached its stream buffer. So a stream's receive buffer never
+holds more than its window, a stalled reader stops only its own stream, and the
+connection window bounds what is in transit. Exceeding a window is FLOW_CONTROL_ERROR.
+The core never queues more DATA than the credit allows (``send_data`` returns how much
+it took). Datagrams are not flow controlled: they are dropped when queues are full.
+
+Liveness: each end pings every ``keepalive_interval`` (the pong gives the RTT) and
+declares the peer dead after ``keepalive_timeout`` without any frame. Reconnecting is
+the caller's policy.
+
+Errors by blame: :class:`ProtocolViolation` (the peer's fault: GOAWAY with its code, the
+connection ends) and :class:`LocalProtocolError` (API misuse here). Public trio streams
+raise only trio's ClosedResourceError / BrokenResourceError / BusyResourceError.
+"""
+
+from ._api_errors import DialRejected, RemoteError, TunnelClosed, TunnelError
+from ._config import MuxConfig, PeerSettings, Role
+from ._driver import DialHandler, MuxSession, RequestHandler, Transport, open_mux_session
+from ._errors import (
+    ErrorCode,
+    FlowControlViolation,
+    FrameSizeViolation,
+    LocalProtocolError,
+    ProtocolViolation,
+    RejectReason,
+    VersionMismatch,
+)
+from ._events import (
+    ConnectionTerminated,
+    CreditAvailable,
+    DatagramReceived,
+    DataReceived,
+    Destination,
+    Event,
+    GoAwayReceived,
+    HandshakeCompleted,
+    PongReceived,
+    PushReceived,
+    RequestReceived,
+    ResponseReceived,
+    StreamAccepted,
+    StreamDialed,
+    StreamEnded,
+    StreamRejected,
+    StreamReset,
+)
+from ._frames import FrameType, Proto
+from ._mux import MuxConnection
+from ._state import StreamState
+from ._streams import IncomingDial, MuxDatagramFlow, MuxStream
+from ._transports import (
+    SUBPROTOCOL,
+    StreamTransport,
+    WebSocketTransport,
+    open_mux_over_stream,
+    open_mux_over_websocket,
+    open_mux_websocket_url,
+    serve_mux_websocket,
+    wrap_mux_client_stream,
+)
+
+__all__ = [
+    "SUBPROTOCOL",
+    "ConnectionTerminated",
+    "CreditAvailable",
+    "DataReceived",
+    "DatagramReceived",
+    "Destination",
+    "DialHandler",
+    "DialRejected",
+    "ErrorCode",
+    "Event",
+    "FlowControlViolation",
+    "FrameSizeViolation",
+    "FrameType",
+    "GoAwayReceived",
+    "HandshakeCompleted",
+    "IncomingDial",
+    "LocalProtocolError",
+    "MuxConfig",
+    "MuxConnection",
+    "MuxDatagramFlow",
+    "MuxSession",
+    "MuxStream",
+    "PeerSettings",
+    "PongReceived",
+    "Proto",
+    "ProtocolViolation",
+    "PushReceived",
+    "RejectReason",
+    "RemoteError",
+    "RequestHandler",
+    "RequestReceived",
+    "ResponseReceived",
+    "Role",
+    "StreamAccepted",
+    "StreamDialed",
+    "StreamEnded",
+    "StreamRejected",
+    "StreamReset",
+    "StreamState",
+    "StreamTransport",
+    "Transport",
+    "TunnelClosed",
+    "TunnelError",
+    "VersionMismatch",
+    "WebSocketTransport",
+    "open_mux_over_stream",
+    "open_mux_over_websocket",
+    "open_mux_session",
+    "open_mux_websocket_url",
+    "serve_mux_websocket",
+    "wrap_mux_client_stream",
+]
