@@ -1,11 +1,51 @@
-"""Entry point of `tp-manager`."""
+"""Entry point of ``tp-manager`` (the traffic-manager Deployment runs it)."""
 
+from __future__ import annotations
+
+import argparse
+import logging
+import os
 import sys
 
+import trio
 
-def main() -> None:
-    print("tp-manager: not available yet in this version of tpengine", file=sys.stderr)
-    sys.exit(2)
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tp-manager", description="tpengine traffic-manager")
+    parser.add_argument("--namespace", default=os.environ.get("TP_MANAGER_NAMESPACE", "tpengine"))
+    parser.add_argument(
+        "--tunnel-port", type=int, default=int(os.environ.get("TP_TUNNEL_PORT", "8081"))
+    )
+    parser.add_argument(
+        "--health-port", type=int, default=int(os.environ.get("TP_HEALTH_PORT", "8082"))
+    )
+    parser.add_argument("--session-timeout", type=float, default=30.0)
+    parser.add_argument("--log-level", default=os.environ.get("TP_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    from manager.server import Manager, ManagerSettings
+
+    settings = ManagerSettings(
+        namespace=args.namespace,
+        tunnel_port=args.tunnel_port,
+        health_port=args.health_port,
+        session_timeout=args.session_timeout,
+    )
+
+    async def run() -> None:
+        import kr8s.asyncio
+
+        api = await kr8s.asyncio.api()
+        await Manager(settings, api).run()
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

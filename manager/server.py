@@ -1,0 +1,253 @@
+"""The traffic-manager: the cluster side of every client's connection.
+
+One websocket port carries each client's multiplexed tunnel (``tpengine.tunnel``).
+Over it a client arrives (gets a session and the cluster's subnets), keeps its session
+alive, asks DNS questions, and dials TCP connections and UDP flows into the cluster; the
+manager dials them and reports refused/unreachable/timeout truthfully. A client that is
+silent for ``session_timeout`` loses its session and everything it held.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+import trio_websocket
+
+from manager._cluster import ClusterWatcher
+from manager._dialer import DialError, DialFailure, dial_tcp, open_udp
+from manager._health import serve_health
+from manager._lookup import ClusterLookup
+from manager._sessions import SessionRegistry
+from tpengine import __version__
+from tpengine.splice import splice
+from tpengine.tunnel import (
+    SUBPROTOCOL,
+    IncomingDial,
+    MuxDatagramFlow,
+    MuxSession,
+    Proto,
+    RejectReason,
+    RemoteError,
+    open_mux_over_websocket,
+)
+
+log = logging.getLogger("tp-manager")
+
+_REJECT = {
+    DialFailure.REFUSED: RejectReason.REFUSED,
+    DialFailure.UNREACHABLE: RejectReason.UNREACHABLE,
+    DialFailure.TIMEOUT: RejectReason.TIMEOUT,
+}
+UDP_IDLE = 60.0
+
+
+@dataclass(kw_only=True)
+class ManagerSettings:
+    namespace: str
+    tunnel_port: int = 8081
+    health_port: int = 8082
+    host: str | None = None
+    session_timeout: float = 30.0
+    dial_timeout: float = 10.0
+
+
+class _Connection:
+    """Per-tunnel state: which client session this tunnel belongs to."""
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+
+
+class Manager:
+    def __init__(
+        self, settings: ManagerSettings, api: Any, *, lookup: ClusterLookup | None = None
+    ) -> None:
+        self.settings = settings
+        self.sessions = SessionRegistry(timeout=settings.session_timeout)
+        self.cluster = ClusterWatcher(api=api, namespace=settings.namespace)
+        self.lookup = lookup or ClusterLookup()
+        self._session_changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.cluster.run)
+            nursery.start_soon(self._expire_sessions)
+            await nursery.start(serve_health, self.settings.health_port, self.cluster.ready.is_set)
+            server = await nursery.start(
+                lambda task_status: trio_websocket.serve_websocket(
+                    self._serve_tunnel,
+                    self.settings.host,
+                    self.settings.tunnel_port,
+                    None,
+                    receive_buffer_size=1 << 20,
+                    max_message_size=16 << 20,
+                    task_status=task_status,
+                )
+            )
+            log.info("traffic-manager %s serving tunnels on port %d", __version__, server.port)
+            task_status.started(server.port)
+
+    async def _expire_sessions(self) -> None:
+        while True:
+            deadline = self.sessions.get_timer()
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                await self._session_changed.wait()
+                self._session_changed = trio.Event()
+            for session in self.sessions.expire(trio.current_time()):
+                log.info("session %s of %s@%s expired", session.id, session.user, session.host)
+
+    async def _serve_tunnel(self, request: trio_websocket.WebSocketRequest) -> None:
+        # A ConnectionClosed escaping this handler would take the whole server down.
+        conn = _Connection()
+        try:
+            subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
+            ws = await request.accept(subprotocol=subprotocol)
+            async with (
+                open_mux_over_websocket(
+                    ws,
+                    dial_handler=self._on_dial,
+                    request_handler=lambda method, payload: self._on_request(conn, method, payload),
+                ) as mux,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(self._push_cluster_changes, mux)
+                await mux.wait_closed()
+                nursery.cancel_scope.cancel()
+        except (
+            trio_websocket.ConnectionClosed,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        ) as exc:
+            log.info("tunnel from %s ended: %s", request.remote, exc)
+        except Exception:
+            log.exception("tunnel from %s failed", request.remote)
+
+    async def _push_cluster_changes(self, mux: MuxSession) -> None:
+        while True:
+            await self.cluster.changed.wait()
+            try:
+                await mux.push("cluster_info", self.cluster.info.to_json())
+            except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteError):
+                return
+            except Exception as exc:  # a closed tunnel: nothing more to tell it
+                log.debug("push failed: %s", exc)
+                return
+
+    async def _on_request(self, conn: _Connection, method: str, payload: Any) -> Any:
+        payload = payload or {}
+        now = trio.current_time()
+        if method == "arrive":
+            return self._arrive(conn, payload, now)
+        if method == "cluster_info":
+            with trio.fail_after(30):
+                await self.cluster.ready.wait()
+            return self.cluster.info.to_json()
+        if method == "lookup":
+            return await self.lookup.lookup(str(payload["name"]), int(payload["type"]))
+        if method == "remain":
+            return {
+                "ok": conn.session_id is not None and self.sessions.remain(conn.session_id, now)
+            }
+        if method == "depart":
+            if conn.session_id is not None:
+                self.sessions.depart(conn.session_id)
+                conn.session_id = None
+            return {}
+        if method == "version":
+            return {"version": __version__}
+        raise ValueError(f"unknown method {method!r}")
+
+    def _arrive(self, conn: _Connection, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        previous = payload.get("session_id")
+        if isinstance(previous, str) and self.sessions.remain(previous, now):
+            conn.session_id = previous  # a reconnecting client keeps its session
+        else:
+            session = self.sessions.arrive(
+                user=str(payload.get("user", "")),
+                host=str(payload.get("host", "")),
+                namespace=str(payload.get("namespace", "default")),
+                version=str(payload.get("version", "")),
+                now=now,
+            )
+            conn.session_id = session.id
+            log.info("session %s: %s@%s arrived", session.id, session.user, session.host)
+        self._session_changed.set()
+        return {"session_id": conn.session_id, "manager_version": __version__}
+
+    async def _on_dial(self, dial: IncomingDial) -> None:
+        dest = dial.destination
+        if dest.proto is Proto.UDP:
+            await self._dial_udp(dial)
+            return
+        try:
+            upstream = await dial_tcp(
+                dest.host, dest.port, connect_timeout=self.settings.dial_timeout
+            )
+        except DialError as exc:
+            await dial.reject(_REJECT[exc.failure], str(exc))
+            return
+        try:
+            stream = await dial.accept_stream()
+        except BaseException:
+            await upstream.aclose()
+            raise
+        await splice(stream, upstream)
+
+    async def _dial_udp(self, dial: IncomingDial) -> None:
+        dest = dial.destination
+        try:
+            sock = await open_udp(dest.host, dest.port)
+        except DialError as exc:
+            await dial.reject(_REJECT[exc.failure], str(exc))
+            return
+        with sock:
+            flow = await dial.accept()
+            assert isinstance(flow, MuxDatagramFlow)
+            await _relay_udp(flow, sock)
+
+
+async def _relay_udp(flow: MuxDatagramFlow, sock: trio.socket.SocketType) -> None:
+    """Datagrams both ways until the flow ends or stays idle for UDP_IDLE seconds."""
+    idle = trio.CancelScope(deadline=trio.current_time() + UDP_IDLE)
+
+    def touch() -> None:
+        idle.deadline = trio.current_time() + UDP_IDLE
+
+    async def outbound() -> None:
+        async for datagram in flow:
+            touch()
+            try:
+                await sock.send(datagram)
+            except OSError:
+                continue  # e.g. ECONNREFUSED from an earlier ICMP: UDP drops, nothing more
+
+    async def inbound() -> None:
+        while True:
+            try:
+                datagram = await sock.recv(65535)
+            except OSError:
+                continue
+            touch()
+            flow.send_nowait(datagram)
+
+    try:
+        with idle:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_then_cancel, outbound, nursery.cancel_scope)
+                nursery.start_soon(_then_cancel, inbound, nursery.cancel_scope)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        with trio.CancelScope(shield=True):
+            await flow.aclose()
+
+
+async def _then_cancel(task: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+    try:
+        await task()
+    finally:
+        scope.cancel()
