@@ -248,7 +248,7 @@ def test_incompatible_version_is_refused_with_a_clear_message() -> None:
     client.receive_data(
         future_peer.replace(b"\x02\x03", b"\x01\x00") + _hello_then_rest(server), 0.0
     )
-    events = Pair_drain(client)
+    events = _drain_events(client)
     assert isinstance(events[-1], ConnectionTerminated)
     assert events[-1].code is ErrorCode.VERSION_MISMATCH and events[-1].by_peer
 
@@ -258,7 +258,7 @@ def _hello_then_rest(end: MuxConnection) -> bytes:
     return data[7:]  # without the server's own preamble
 
 
-def Pair_drain(end: MuxConnection) -> list[object]:  # noqa: N802
+def _drain_events(end: MuxConnection) -> list[object]:
     out = []
     while (event := end.next_event()) is not None:
         out.append(event)
