@@ -27,6 +27,9 @@ IPV4_DF: Final = 0x2  # flags field: Don't Fragment (RFC 791 §3.1)
 IPV4_MF: Final = 0x1  # flags field: More Fragments
 
 _V4: Final = struct.Struct("!BBHHHBBH4s4s")
+_V4X: Final = struct.Struct("!xBHHHBBH4s4s")  # all but version/IHL
+_NO_OPTIONS: Final = (b"",)
+_new = tuple.__new__
 _V6: Final = struct.Struct("!IHBB16s16s")
 
 # RFC 8200 §4: extension headers a receiver walks to find the upper layer.
@@ -37,14 +40,14 @@ _V6_DEST_OPTS: Final = 60
 
 
 class IPv4Header(NamedTuple):
-    """A parsed IPv4 header. ``flags`` holds the 3 flag bits (``IPV4_DF``/``IPV4_MF``);
-    ``fragment_offset`` is in 8-byte units as on the wire; ``options`` is raw, padded."""
+    """A parsed IPv4 header. ``flags_fragment`` is the 16-bit flags + fragment-offset
+    word as on the wire (see the ``flags``/``fragment_offset`` properties); ``options``
+    is raw and padded to 4 bytes."""
 
     tos: int
     total_length: int
     identification: int
-    flags: int
-    fragment_offset: int
+    flags_fragment: int
     ttl: int
     protocol: int
     checksum: int
@@ -61,9 +64,19 @@ class IPv4Header(NamedTuple):
         return self.total_length - 20 - len(self.options)
 
     @property
+    def flags(self) -> int:
+        """The 3 flag bits: ``IPV4_DF``, ``IPV4_MF``."""
+        return self.flags_fragment >> 13
+
+    @property
+    def fragment_offset(self) -> int:
+        """In 8-byte units, as on the wire."""
+        return self.flags_fragment & 0x1FFF
+
+    @property
     def is_fragment(self) -> bool:
         """True for any fragment, first or later (RFC 791: MF set or offset non-zero)."""
-        return bool(self.flags & IPV4_MF) or self.fragment_offset != 0
+        return (self.flags_fragment & 0x3FFF) != 0
 
     @classmethod
     def parse(cls, data: Buffer, *, verify_checksum: bool = True) -> IPv4Header:
@@ -74,24 +87,26 @@ class IPv4Header(NamedTuple):
         ``verify_checksum`` is false (it is always complete on packets from a TUN: only
         transport checksums are offloaded).
         """
-        if len(data) < 20:
-            raise MalformedPacket(f"IPv4: {len(data)} bytes, need at least 20")
-        vihl, tos, total, ident, frag, ttl, proto, csum, src, dst = _V4.unpack_from(data, 0)
+        n = len(data)
+        if n < 20:
+            raise MalformedPacket(f"IPv4: {n} bytes, need at least 20")
+        vihl = data[0]
         if vihl >> 4 != 4:
             raise MalformedPacket(f"IPv4: version {vihl >> 4}")
         hlen = (vihl & 0xF) << 2
         if hlen < 20:
             raise MalformedPacket(f"IPv4: header length {hlen} < 20")
-        if total < hlen or total > len(data):
-            raise MalformedPacket(
-                f"IPv4: total length {total}, header {hlen}, have {len(data)} bytes"
-            )
-        if verify_checksum and ones_complement_sum(data[:hlen]) != 0xFFFF:
+        fields = _V4X.unpack_from(data, 0)
+        total = fields[1]
+        if total < hlen or total > n:
+            raise MalformedPacket(f"IPv4: total length {total}, header {hlen}, have {n} bytes")
+        # A correct header sums to 0xFFFF, i.e. its integer is ≡ 0 mod 0xFFFF (and is
+        # never 0: the version nibble is set) — see _checksum.py.
+        if verify_checksum and int.from_bytes(data[:hlen], "big") % 0xFFFF:
             raise MalformedPacket("IPv4: bad header checksum")
-        options = bytes(data[20:hlen]) if hlen > 20 else b""
-        return cls(
-            tos, total, ident, frag >> 13, frag & 0x1FFF, ttl, proto, csum, src, dst, options
-        )
+        if hlen == 20:
+            return _new(cls, fields + _NO_OPTIONS)
+        return _new(cls, (*fields, bytes(data[20:hlen])))
 
     def buffer_len(self) -> int:
         return 20 + len(self.options)
@@ -114,7 +129,7 @@ class IPv4Header(NamedTuple):
             self.tos,
             self.total_length,
             self.identification,
-            (self.flags << 13) | self.fragment_offset,
+            self.flags_fragment,
             self.ttl,
             self.protocol,
             0 if fill_checksum else self.checksum,
@@ -160,7 +175,7 @@ class IPv6Header(NamedTuple):
             raise MalformedPacket(f"IPv6: version {vtf >> 28}")
         if 40 + plen > len(data):
             raise MalformedPacket(f"IPv6: payload length {plen}, have {len(data) - 40} bytes")
-        return cls((vtf >> 20) & 0xFF, vtf & 0xFFFFF, plen, nh, hlim, src, dst)
+        return _new(cls, ((vtf >> 20) & 0xFF, vtf & 0xFFFFF, plen, nh, hlim, src, dst))
 
     def buffer_len(self) -> int:
         return 40

@@ -18,6 +18,9 @@ from ._errors import MalformedPacket
 __all__ = ["TcpFlags", "TcpHeader", "TcpOptions", "parse_tcp_options"]
 
 _TCP: Final = struct.Struct("!HHIIBBHHH")
+_TCPX: Final = struct.Struct("!HHIIxBHHH")  # all but the data offset byte
+_EMPTY: Final = (b"",)
+_new = tuple.__new__
 _TS: Final = struct.Struct("!II")
 _TS_PREFIX: Final = b"\x01\x01\x08\x0a"
 
@@ -157,8 +160,8 @@ def parse_tcp_options(raw: Buffer) -> TcpOptions:
 
 
 class TcpHeader(NamedTuple):
-    """A parsed TCP header. ``flags`` holds the 8 control bits plus the 4 reserved bits
-    above them (bits 8..11), so nothing on the wire is lost; ``options`` is raw (decode
+    """A parsed TCP header. ``flags`` holds the 8 control bits (the 4 reserved bits
+    are ignored on receipt and sent as zero, RFC 9293 §3.1); ``options`` is raw (decode
     with :meth:`parsed_options`). ``seq``/``ack`` are raw ints; wrap in ``SeqNum`` for
     arithmetic."""
 
@@ -181,14 +184,15 @@ class TcpHeader(NamedTuple):
         """Parse the header of a TCP segment (the IP payload). The payload is
         ``segment[header.header_len:]``. The checksum is not checked here (it may be a
         partial sum under virtio NEEDS_CSUM); use :func:`tcp_checksum_ok` when complete."""
-        if len(segment) < 20:
-            raise MalformedPacket(f"TCP: {len(segment)} bytes, need at least 20")
-        sport, dport, seq, ack, off, flags, win, csum, urg = _TCP.unpack_from(segment, 0)
-        hlen = (off >> 4) << 2
-        if hlen < 20 or hlen > len(segment):
-            raise MalformedPacket(f"TCP: data offset {hlen}, have {len(segment)} bytes")
-        options = bytes(segment[20:hlen]) if hlen > 20 else b""
-        return cls(sport, dport, seq, ack, ((off & 0xF) << 8) | flags, win, csum, urg, options)
+        n = len(segment)
+        if n < 20:
+            raise MalformedPacket(f"TCP: {n} bytes, need at least 20")
+        hlen = (segment[12] >> 4) << 2
+        if hlen < 20 or hlen > n:
+            raise MalformedPacket(f"TCP: data offset {hlen}, have {n} bytes")
+        if hlen == 20:
+            return _new(cls, _TCPX.unpack_from(segment, 0) + _EMPTY)
+        return _new(cls, (*_TCPX.unpack_from(segment, 0), bytes(segment[20:hlen])))
 
     def parsed_options(self) -> TcpOptions:
         return parse_tcp_options(self.options)
@@ -211,8 +215,8 @@ class TcpHeader(NamedTuple):
             self.dst_port,
             self.seq,
             self.ack,
-            (hlen << 2) | ((self.flags >> 8) & 0xF),
-            self.flags & 0xFF,
+            hlen << 2,
+            self.flags,
             self.window,
             self.checksum,
             self.urgent,
