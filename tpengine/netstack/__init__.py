@@ -1,1 +1,44 @@
-"""tpengine.netstack."""
+"""tpengine.netstack: a userspace TCP/UDP stack for the TUN device.
+
+The sans-IO core (``TcpEndpoint``, ``UdpFlowTable``) and the trio driver
+(``open_netstack``) that reads the TUN, terminates every connection the kernel opens
+towards it and hands each to the engine as a trio stream.
+"""
+
+from ._config import TcpConfig
+from ._errors import LocalProtocolError, ProtocolViolation
+from ._events import (
+    Closed,
+    ConnectionReset,
+    Established,
+    Event,
+    Readable,
+    RemoteClosed,
+    Writable,
+)
+from ._segment import ACK, FIN, PSH, RST, SYN, URG, TcpSegment, reset_for
+from ._state import TcpState
+from ._tcp import TcpEndpoint
+
+__all__ = [
+    "ACK",
+    "FIN",
+    "PSH",
+    "RST",
+    "SYN",
+    "URG",
+    "Closed",
+    "ConnectionReset",
+    "Established",
+    "Event",
+    "LocalProtocolError",
+    "ProtocolViolation",
+    "Readable",
+    "RemoteClosed",
+    "TcpConfig",
+    "TcpEndpoint",
+    "TcpSegment",
+    "TcpState",
+    "Writable",
+    "reset_for",
+]
