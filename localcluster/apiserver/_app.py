@@ -1,0 +1,355 @@
+"""Request routing: authentication, discovery, the verbs, subresources, audit log.
+
+URL layout (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go):
+``/api/v1[/watch][/namespaces/{ns}]/{resource}[/{name}[/{subresource}]]`` and the same under
+``/apis/{group}/{version}``. Anything else is 404 with a ``Status`` body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..runtime_api import NodeRuntime
+from . import _discovery, _streams
+from ._errors import MethodNotAllowed, NotFound, StoreError
+from ._http import Request, Response
+from ._resources import ResourceInfo, lookup
+from ._store import Store
+from ._tables import to_table
+from ._verbs import Verbs, decode_body
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+NOT_FOUND_MESSAGE = "the server could not find the requested resource"
+PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def json_response(obj: Any, status: int = 200, content_type: str = JSON) -> Response:
+    return Response(status=status, headers=[("Content-Type", content_type)], body=dumps(obj))
+
+
+def status_response(error: StoreError) -> Response:
+    return json_response(error.status(), error.code)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """A parsed resource URL."""
+
+    info: ResourceInfo
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+    watch_path: bool  # the deprecated /watch/ prefix
+
+
+@dataclass(eq=False)
+class AuditLog:
+    path: Path
+    _file: TextIO | None = None
+
+    def write(self, entry: dict[str, Any]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass(eq=False)
+class ApiServer:
+    store: Store
+    runtime: NodeRuntime
+    token: str
+    server_address: str = "127.0.0.1:6443"
+    audit: AuditLog | None = None
+    bookmark_interval: float = 10.0
+    user: str = "admin"
+    verbs: Verbs = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verbs = Verbs(store=self.store, bookmark_interval=self.bookmark_interval)
+
+    # ---- entry point --------------------------------------------------------------------
+
+    async def handle(self, req: Request) -> Response:
+        audit: dict[str, Any] = {
+            "verb": req.method.lower(),
+            "resource": "",
+            "subresource": "",
+            "namespace": "",
+            "name": "",
+        }
+        try:
+            response = await self._dispatch(req, audit)
+        except StoreError as exc:
+            response = status_response(exc)
+        except Exception:  # a bug must not take the server down; answer 500 as a real one
+            log.exception("internal error serving %s %s", req.method, req.path)
+            response = status_response(
+                StoreError("an error on the server has prevented the request from succeeding")
+            )
+        self._audit(req, audit, response)
+        return response
+
+    def _audit(self, req: Request, audit: dict[str, Any], response: Response) -> None:
+        if self.audit is None:
+            return
+        entry = {
+            "ts": time.time(),
+            "user": audit.pop("user", self.user),
+            **audit,
+            "code": response.code_for_audit or response.status,
+            "path": req.path,
+            "userAgent": req.header("user-agent"),
+        }
+        try:
+            self.audit.write(entry)
+        except OSError:
+            log.warning("cannot write the audit log", exc_info=True)
+
+    def _authenticated(self, req: Request) -> bool:
+        auth = req.header("authorization")
+        if not auth.lower().startswith("bearer "):
+            return False
+        return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
+
+    async def _dispatch(self, req: Request, audit: dict[str, Any]) -> Response:
+        path = req.path.rstrip("/") or "/"
+        if path in ("/healthz", "/livez", "/readyz"):
+            return Response(headers=[("Content-Type", "text/plain")], body=b"ok")
+        if path == "/version":
+            return json_response(_discovery.VERSION_INFO)
+        if not self._authenticated(req):
+            audit["user"] = "system:anonymous"
+            return json_response(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": "Unauthorized",
+                    "reason": "Unauthorized",
+                    "code": 401,
+                },
+                401,
+            )
+        if path.startswith("/openapi"):
+            return self._openapi(path)
+        segments = [s for s in path.split("/") if s]
+        if not segments or segments[0] not in ("api", "apis"):
+            raise NotFound(NOT_FOUND_MESSAGE)
+        if segments == ["api"] or segments == ["apis"]:
+            return self._discovery(req, core=segments == ["api"])
+        if segments[0] == "api":
+            group, version, rest = "", segments[1], segments[2:]
+        elif len(segments) == 2:
+            found = _discovery.api_group(segments[1])
+            if found is None:
+                raise NotFound(NOT_FOUND_MESSAGE)
+            return json_response(found)
+        else:
+            group, version, rest = segments[1], segments[2], segments[3:]
+        if not rest:
+            listing = _discovery.resource_list(group, version)
+            if listing is None:
+                raise NotFound(NOT_FOUND_MESSAGE)
+            return json_response(listing)
+        target = _parse_target(group, version, rest)
+        audit.update(
+            resource=target.info.name,
+            subresource=target.subresource or "",
+            namespace=target.namespace or "",
+            name=target.name or "",
+        )
+        return await self._resource(req, target, audit)
+
+    def _discovery(self, req: Request, *, core: bool) -> Response:
+        chosen = _discovery.negotiate_discovery(req.header("accept", "application/json"))
+        if chosen is not None:
+            return json_response(
+                _discovery.aggregated(core, chosen), content_type=_discovery.AGGREGATED[chosen]
+            )
+        if core:
+            return json_response(_discovery.api_versions(self.server_address))
+        return json_response(_discovery.api_group_list())
+
+    def _openapi(self, path: str) -> Response:
+        segments = [s for s in path.split("/") if s]
+        if segments == ["openapi", "v3"]:
+            return json_response(_discovery.openapi_root())
+        if segments[:2] == ["openapi", "v3"] and len(segments) >= 4:
+            if segments[2] == "api" and len(segments) == 4:
+                doc = _discovery.openapi_document("", segments[3])
+            elif segments[2] == "apis" and len(segments) == 5:
+                doc = _discovery.openapi_document(segments[3], segments[4])
+            else:
+                doc = None
+            if doc is not None:
+                return json_response(doc)
+        raise NotFound(NOT_FOUND_MESSAGE)
+
+    # ---- resources ----------------------------------------------------------------------
+
+    async def _resource(self, req: Request, target: Target, audit: dict[str, Any]) -> Response:
+        method, sub = req.method, target.subresource
+        watching = target.watch_path or req.arg("watch", "") in ("true", "1")
+        if target.name is None:
+            audit["verb"] = {
+                "GET": "watch" if watching else "list",
+                "POST": "create",
+                "DELETE": "deletecollection",
+            }.get(method, method.lower())
+            if method == "GET":
+                if watching:
+                    return self._watch(req, target)
+                return self._list(req, target)
+            if method == "POST":
+                body = decode_body(req)
+                obj = await self.store.create(
+                    target.info.name, target.namespace, body, dry_run=_dry_run(req)
+                )
+                return json_response(obj, 201)
+            if method == "DELETE":
+                return json_response(
+                    await self.verbs.delete_collection(req, target.info, target.namespace)
+                )
+            raise MethodNotAllowed(
+                "the server does not allow this method on the requested resource"
+            )
+        if sub in ("exec", "attach", "portforward"):
+            audit["verb"] = "create" if method == "POST" else "get"
+            return await _streams.handle(self, req, target)
+        if sub == "log":
+            audit["verb"] = "get"
+            return await _streams.handle_log(self, req, target)
+        audit["verb"] = {
+            "GET": "watch" if watching else "get",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete",
+        }.get(method, method.lower())
+        if sub == "scale":
+            return json_response(
+                *await self.verbs.scale(req, target.info, target.namespace, target.name)
+            )
+        if sub not in (None, "status"):
+            raise NotFound(NOT_FOUND_MESSAGE)
+        if method == "GET":
+            obj = self.store.get(target.info.name, target.namespace, target.name)
+            if _wants_table(req):
+                return json_response(
+                    to_table(
+                        target.info.name,
+                        [obj],
+                        resource_version=obj["metadata"].get("resourceVersion", ""),
+                        include=req.arg("includeObject", "Metadata") or "Metadata",
+                    )
+                )
+            return json_response(obj)
+        if method == "PUT":
+            return json_response(
+                await self.verbs.update(req, target.info, target.namespace, target.name, sub)
+            )
+        if method == "PATCH":
+            obj, created = await self.verbs.patch(
+                req, target.info, target.namespace, target.name, sub
+            )
+            return json_response(obj, 201 if created else 200)
+        if method == "DELETE" and sub is None:
+            return json_response(
+                await self.verbs.delete(req, target.info, target.namespace, target.name)
+            )
+        raise MethodNotAllowed("the server does not allow this method on the requested resource")
+
+    def _list(self, req: Request, target: Target) -> Response:
+        items, rv = self.store.list(
+            target.info.name,
+            target.namespace,
+            label_selector=req.arg("labelSelector"),
+            field_selector=req.arg("fieldSelector"),
+        )
+        if _wants_table(req):
+            return json_response(
+                to_table(
+                    target.info.name,
+                    items,
+                    resource_version=rv,
+                    include=req.arg("includeObject", "Metadata") or "Metadata",
+                )
+            )
+        for item in items:  # list items carry no kind/apiVersion in a real list
+            item.pop("kind", None)
+            item.pop("apiVersion", None)
+        return json_response(
+            {
+                "kind": target.info.list_kind,
+                "apiVersion": target.info.api_version,
+                "metadata": {"resourceVersion": rv},
+                "items": items,
+            }
+        )
+
+    def _watch(self, req: Request, target: Target) -> Response:
+        stream = self.verbs.watch_stream(
+            req, target.info, target.namespace, table=_wants_table(req)
+        )
+        return Response(
+            headers=[("Content-Type", JSON), ("Cache-Control", "no-cache, private")],
+            stream=stream,
+        )
+
+
+def _dry_run(req: Request) -> bool:
+    return "All" in req.args("dryRun")
+
+
+def _wants_table(req: Request) -> bool:
+    for media, params in _discovery.parse_accept(req.header("accept", JSON)):
+        if params.get("as") == "Table" and params.get("v") in ("v1", "v1beta1"):
+            return True
+        if media in ("application/json", "*/*") and "as" not in params:
+            return False
+    return False
+
+
+def _parse_target(group: str, version: str, rest: list[str]) -> Target:
+    watch_path = False
+    if rest and rest[0] == "watch":
+        watch_path, rest = True, rest[1:]
+    namespace: str | None = None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        inner = lookup(group, version, rest[2])
+        if inner is not None and inner.namespaced:
+            namespace, rest = rest[1], rest[2:]
+    if not rest or len(rest) > 3:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    info = lookup(group, version, rest[0])
+    if info is None:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    if info.namespaced and name is not None and namespace is None:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    if sub is not None and sub not in {s[0] for s in info.subresources}:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    return Target(info=info, namespace=namespace, name=name, subresource=sub, watch_path=watch_path)
+
+
+__all__ = ["ApiServer", "AuditLog"]

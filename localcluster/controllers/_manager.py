@@ -1,0 +1,240 @@
+"""The controller manager: bootstrap objects, watches feeding one work queue, resync.
+
+Level-triggered like kube-controller-manager: events only say *which* object to look at;
+each sync reads the current state and converges. A periodic resync covers anything a
+watch could have missed, and a failed sync is retried on the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ..apiserver._errors import AlreadyExists, NotFound, StoreError
+from ..apiserver._store import KUBERNETES_SERVICE_IP, Store, WatchEvent
+from ._common import Obj, controller_of
+from ._endpoints import sync_service_endpoints
+from ._workloads import sync_deployment, sync_replicaset, sync_statefulset
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+RESYNC_SECONDS = 5.0
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+class _Queue:
+    """A de-duplicating work queue."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Key, None] = {}
+        self._wakeup = trio.Event()
+
+    def add(self, key: Key) -> None:
+        self._pending[key] = None
+        self._wakeup.set()
+
+    async def take(self) -> Key:
+        while not self._pending:
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+        key = next(iter(self._pending))
+        del self._pending[key]
+        return key
+
+
+async def _ensure(store: Store, resource: str, ns: str | None, obj: Obj) -> None:
+    try:
+        await store.create(resource, ns, obj)
+    except AlreadyExists:
+        pass
+
+
+async def bootstrap(
+    store: Store,
+    *,
+    ca_cert_pem: bytes | None = None,
+    api_host: str = "198.18.0.1",
+    api_port: int = 6443,
+) -> None:
+    """Default namespaces and the ``kubernetes`` Service with its Endpoints(lices)."""
+    for ns in DEFAULT_NAMESPACES:
+        await _ensure(store, "namespaces", None, {"metadata": {"name": ns}})
+        await _namespace_contents(store, ns, ca_cert_pem)
+    labels = {"component": "apiserver", "provider": "kubernetes"}
+    await _ensure(
+        store,
+        "services",
+        "default",
+        {
+            "metadata": {"name": "kubernetes", "labels": labels},
+            "spec": {
+                "clusterIP": KUBERNETES_SERVICE_IP,
+                "ports": [
+                    {"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}
+                ],
+            },
+        },
+    )
+    await _ensure(
+        store,
+        "endpoints",
+        "default",
+        {
+            "metadata": {
+                "name": "kubernetes",
+                "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+            },
+            "subsets": [
+                {
+                    "addresses": [{"ip": api_host}],
+                    "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}],
+                }
+            ],
+        },
+    )
+    await _ensure(
+        store,
+        "endpointslices",
+        "default",
+        {
+            "metadata": {
+                "name": "kubernetes",
+                "labels": {"kubernetes.io/service-name": "kubernetes"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [api_host], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}],
+        },
+    )
+
+
+async def _namespace_contents(store: Store, ns: str, ca_cert_pem: bytes | None) -> None:
+    # The serviceaccount controller and root-ca-cert-publisher of a real cluster.
+    try:
+        if store.get("namespaces", None, ns)["metadata"].get("deletionTimestamp"):
+            return
+    except NotFound:
+        return
+    await _ensure(store, "serviceaccounts", ns, {"metadata": {"name": "default"}})
+    if ca_cert_pem is not None:
+        await _ensure(
+            store,
+            "configmaps",
+            ns,
+            {
+                "metadata": {
+                    "name": "kube-root-ca.crt",
+                    "annotations": {
+                        "kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."
+                    },
+                },
+                "data": {"ca.crt": ca_cert_pem.decode()},
+            },
+        )
+
+
+def _keys_for(resource: str, event: WatchEvent) -> list[Key]:
+    meta = event.object.get("metadata", {})
+    ns, name = meta.get("namespace", ""), meta.get("name", "")
+    keys: list[Key] = [(resource, ns, name)]
+    owner = controller_of(event.object)
+    if owner is not None:
+        kind = {
+            "ReplicaSet": "replicasets",
+            "Deployment": "deployments",
+            "StatefulSet": "statefulsets",
+        }.get(owner.get("kind", ""))
+        if kind:
+            keys.append((kind, ns, owner["name"]))
+    if resource == "pods":
+        keys.append(("endpoints-ns", ns, ""))
+    return keys
+
+
+async def run_controllers(
+    store: Store,
+    *,
+    ca_cert_pem: bytes | None = None,
+    api_host: str = "198.18.0.1",
+    api_port: int = 6443,
+    resync_seconds: float = RESYNC_SECONDS,
+) -> None:
+    """Run every controller until cancelled."""
+    await bootstrap(store, ca_cert_pem=ca_cert_pem, api_host=api_host, api_port=api_port)
+    queue = _Queue()
+    syncs: dict[str, Callable[[str, str], Awaitable[None]]] = {
+        "deployments": lambda ns, name: sync_deployment(store, ns, name),
+        "replicasets": lambda ns, name: sync_replicaset(store, ns, name),
+        "statefulsets": lambda ns, name: sync_statefulset(store, ns, name),
+        "services": lambda ns, name: sync_service_endpoints(store, ns, name),
+        "namespaces": lambda ns, name: _namespace_contents(store, name, ca_cert_pem),
+        "endpoints-ns": lambda ns, name: _sync_namespace_services(store, ns),
+    }
+
+    async def watch(resource: str) -> None:
+        while True:
+            try:
+                async with store.watch(resource) as events:
+                    async for event in events:
+                        for key in _keys_for(resource, event):
+                            queue.add(key)
+            except StoreError:
+                pass
+            await trio.sleep(0.1)  # the store closed a lagging watcher: watch again
+
+    async def resync() -> None:
+        while True:
+            await trio.sleep(resync_seconds)
+            for resource in (
+                "deployments",
+                "replicasets",
+                "statefulsets",
+                "services",
+                "namespaces",
+            ):
+                for obj in store.list(resource)[0]:
+                    queue.add(
+                        (resource, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+                    )
+
+    async with trio.open_nursery() as nursery:
+        for resource in (
+            "deployments",
+            "replicasets",
+            "statefulsets",
+            "services",
+            "namespaces",
+            "pods",
+        ):
+            nursery.start_soon(watch, resource)
+        nursery.start_soon(resync)
+        while True:
+            kind, ns, name = await queue.take()
+            sync = syncs.get(kind)
+            if sync is None:
+                continue
+            try:
+                await sync(ns, name)
+            except StoreError as exc:
+                log.debug("sync %s %s/%s: %s; retrying", kind, ns, name, exc)
+                nursery.start_soon(_requeue_later, queue, (kind, ns, name))
+            except Exception:
+                log.exception("sync %s %s/%s failed", kind, ns, name)
+                nursery.start_soon(_requeue_later, queue, (kind, ns, name))
+
+
+async def _requeue_later(queue: _Queue, key: Key) -> None:
+    await trio.sleep(0.2)
+    queue.add(key)
+
+
+async def _sync_namespace_services(store: Store, ns: str) -> None:
+    services, _ = store.list("services", ns)
+    for svc in services:
+        await sync_service_endpoints(store, ns, svc["metadata"]["name"])
+
+
+__all__ = ["bootstrap", "run_controllers"]
