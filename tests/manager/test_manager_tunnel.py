@@ -59,7 +59,7 @@ class FakeApi:
 class FakeLookup:
     async def lookup(self, fqdn: str, rdtype: int) -> dict[str, Any]:
         await trio.lowlevel.checkpoint()
-        if fqdn == "web.default.svc.cluster.local":
+        if fqdn == "web.default.svc.cluster.local" and rdtype == 1:
             return {"rcode": 0, "records": ["10.96.0.7"], "ttl": 5}
         return {"rcode": 3, "records": [], "ttl": 0}
 
