@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command("version", help="Show the version of the client, the engine and the manager.")(
     _version_cmd.version
 )
+app.add_typer(__import__("tpengine.cli._local_cluster_cmd", fromlist=["app"]).app)
 
 # Commands whose issue has not landed yet. Each says so in one line and exits 2, so a
 # script can tell "not built" from "failed".

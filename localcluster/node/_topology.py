@@ -1,0 +1,192 @@
+"""The local cluster's network namespaces and links (pyroute2).
+
+::
+
+    <name>-laptop ──veth 198.18.0.0/30── <name>-node ──routed /32 veth── <name>-pod-<i>
+       eth0 .2                 laptop0 .1 │ pv<i> 10.244.0.1/32     eth0 10.244.x.y/32
+
+No namespace gets a link to the root namespace or an uplink. Pods use routed /32
+veths (no bridge): the node holds 10.244.0.1/32 on every pod veth and a /32 route per
+pod; each pod's default route is ``via 10.244.0.1 onlink``, so conntrack on the node
+sees both directions of every flow (what the Service DNAT needs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute, NetNS, netns
+
+from localcluster.node._ns import call_in_netns
+
+NODE_IP = "198.18.0.1"
+LAPTOP_IP = "198.18.0.2"
+LINK_PREFIX = 30
+POD_GATEWAY = "10.244.0.1"
+POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
+SERVICE_CIDR = "10.96.0.0/12"
+CLUSTER_DNS_IP = "10.96.0.10"
+LAPTOP_DNS_IP = "127.0.0.53"
+RTNH_F_ONLINK = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterNames:
+    """Every kernel-visible name one cluster uses (all derived from its name)."""
+
+    name: str
+
+    @property
+    def laptop_ns(self) -> str:
+        return f"{self.name}-laptop"
+
+    @property
+    def node_ns(self) -> str:
+        return f"{self.name}-node"
+
+    @property
+    def pod_ns_prefix(self) -> str:
+        return f"{self.name}-pod-"
+
+    def pod_ns(self, index: int) -> str:
+        return f"{self.pod_ns_prefix}{index}"
+
+    @property
+    def nft_table(self) -> str:
+        return f"tp-{self.name}"
+
+    def etc_netns(self, ns: str) -> Path:
+        return Path("/etc/netns") / ns
+
+
+def pod_ip(index: int) -> str:
+    """The pod address of slot ``index`` (1-based), skipping .0/.1/.255 of each /24."""
+    per_block = 253  # .2 … .254
+    block, offset = divmod(index - 1, per_block)
+    return str(POD_CIDR.network_address + block * 256 + 2 + offset)
+
+
+def pod_veth(index: int) -> str:
+    name = f"pv{index}"
+    assert len(name) <= 15  # IFNAMSIZ - 1
+    return name
+
+
+def _ifindex(ipr: IPRoute | NetNS, name: str) -> int:
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise OSError(f"no link {name}")
+    return int(found[0])
+
+
+def _write_sysctl_in(ns: str, key: str, value: str) -> None:
+    def write() -> None:
+        Path("/proc/sys", *key.split(".")).write_text(value)
+
+    call_in_netns(f"/run/netns/{ns}", write)
+
+
+def existing_namespaces(names: ClusterNames) -> list[str]:
+    """This cluster's named network namespaces that exist now."""
+    mine = {names.laptop_ns, names.node_ns}
+    return sorted(
+        ns for ns in netns.listnetns() if ns in mine or ns.startswith(names.pod_ns_prefix)
+    )
+
+
+def create_cluster(names: ClusterNames) -> None:
+    """The laptop and node namespaces, the veth between them, lo, forwarding, routes."""
+    netns.create(names.laptop_ns)
+    netns.create(names.node_ns)
+    with NetNS(names.node_ns) as node:
+        node.link(
+            "add",
+            ifname="laptop0",
+            kind="veth",
+            peer={"ifname": "eth0", "net_ns_fd": names.laptop_ns},
+        )
+        idx = _ifindex(node, "laptop0")
+        node.addr("add", index=idx, address=NODE_IP, prefixlen=LINK_PREFIX)
+        node.link("set", index=idx, state="up")
+        lo = _ifindex(node, "lo")
+        node.link("set", index=lo, state="up")
+        # Cluster DNS listens on 10.96.0.10 on the node's lo, so pods reach it through
+        # their default route; node-originated ClusterIP traffic needs a route that the
+        # nftables output hook can DNAT (kubernetes-api-notes: "Networking in namespaces").
+        node.addr("add", index=lo, address=CLUSTER_DNS_IP, prefixlen=32)
+        node.route("add", dst=SERVICE_CIDR, oif=lo, prefsrc=NODE_IP)
+    with NetNS(names.laptop_ns) as laptop:
+        idx = _ifindex(laptop, "eth0")
+        laptop.addr("add", index=idx, address=LAPTOP_IP, prefixlen=LINK_PREFIX)
+        laptop.link("set", index=idx, state="up")
+        laptop.link("set", index=_ifindex(laptop, "lo"), state="up")
+    _write_sysctl_in(names.node_ns, "net.ipv4.ip_forward", "1")
+
+
+def remove_cluster(names: ClusterNames) -> list[str]:
+    """Delete every namespace of this cluster (their links go with them); say which."""
+    removed = []
+    for ns in existing_namespaces(names):
+        try:
+            netns.remove(ns)
+        except OSError:
+            continue
+        removed.append(f"network namespace {ns}")
+    for ns in (names.laptop_ns, names.node_ns):
+        etc = names.etc_netns(ns)
+        if etc.exists():
+            shutil.rmtree(etc, ignore_errors=True)
+            removed.append(f"directory {etc}")
+    return removed
+
+
+def create_pod_network(names: ClusterNames, index: int) -> tuple[str, str]:
+    """A pod netns with a routed /32 veth; returns (netns path, pod IP).
+
+    Runs in the node netns (the daemon's own), blocking: call it from a worker thread.
+    """
+    ns = names.pod_ns(index)
+    ip = pod_ip(index)
+    veth = pod_veth(index)
+    if ns in netns.listnetns():
+        netns.remove(ns)
+    netns.create(ns)
+    with IPRoute() as node:
+        for stale in node.link_lookup(ifname=veth):
+            node.link("del", index=stale)
+        node.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
+        idx = _ifindex(node, veth)
+        node.addr("add", index=idx, address=POD_GATEWAY, prefixlen=32)
+        node.link("set", index=idx, state="up")
+        node.route("add", dst=f"{ip}/32", oif=idx)
+    with NetNS(ns) as pod:
+        pod.link("set", index=_ifindex(pod, "lo"), state="up")
+        idx = _ifindex(pod, "eth0")
+        pod.addr("add", index=idx, address=ip, prefixlen=32)
+        pod.link("set", index=idx, state="up")
+        pod.route("add", dst="0.0.0.0/0", gateway=POD_GATEWAY, oif=idx, flags=RTNH_F_ONLINK)
+    return f"/run/netns/{ns}", ip
+
+
+def remove_pod_network(names: ClusterNames, index: int) -> None:
+    """Delete a pod's netns (its veth goes with it, and with the veth the /32 route)."""
+    ns = names.pod_ns(index)
+    if ns in netns.listnetns():
+        netns.remove(ns)
+    etc = names.etc_netns(ns)
+    if etc.exists():
+        shutil.rmtree(etc, ignore_errors=True)
+
+
+def write_netns_resolv(names: ClusterNames, ns: str, text: str) -> Path:
+    """/etc/netns/<ns>/resolv.conf, which `ip netns exec` and our launchers bind-mount."""
+    path = names.etc_netns(ns) / "resolv.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
