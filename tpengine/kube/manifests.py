@@ -1,0 +1,146 @@
+"""The cluster side's objects, rendered for a namespace and image.
+
+``deploy/`` holds the same objects as kustomize manifests for users who apply them with
+their own tools; a test keeps the two identical for the default namespace and image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tpengine import __version__
+
+MANAGER = "traffic-manager"
+DEFAULT_NAMESPACE = "tpengine"
+DEFAULT_IMAGE = f"tpengine/tpengine:{__version__}"
+TUNNEL_PORT = 8081
+HEALTH_PORT = 8082
+VERSION_ANNOTATION = "tpengine.io/version"
+
+Manifest = dict[str, Any]
+
+
+def _labels(name: str | None = None) -> dict[str, str]:
+    labels = {"app.kubernetes.io/part-of": "tpengine"}
+    if name:
+        labels = {"app.kubernetes.io/name": name, **labels}
+    return labels
+
+
+def _meta(
+    name: str, namespace: str | None = None, *, component: str | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    meta["labels"] = _labels(component)
+    return meta
+
+
+def manager_manifests(
+    namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE
+) -> list[Manifest]:
+    """Namespace, least-privilege RBAC, Deployment and Service of the traffic-manager."""
+    cluster_role = f"{MANAGER}-{namespace}"
+    subject = [{"kind": "ServiceAccount", "name": MANAGER, "namespace": namespace}]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": _labels()},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(MANAGER, namespace, component=MANAGER),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": _meta(cluster_role),
+            # Cluster-wide reads: pod IPs and node podCIDRs for the subnets, namespaces for
+            # DNS, services for the service-subnet fallback.
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods", "namespaces", "nodes", "services"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": _meta(cluster_role),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": cluster_role,
+            },
+            "subjects": subject,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(MANAGER, namespace),
+            # The service-subnet probe: a Service with an invalid ClusterIP, refused by the
+            # API server with the valid range in its message.
+            "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["create"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(MANAGER, namespace),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": MANAGER},
+            "subjects": subject,
+        },
+        _deployment(namespace, image),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(MANAGER, namespace, component=MANAGER),
+            "spec": {
+                "selector": {"app.kubernetes.io/name": MANAGER},
+                "ports": [{"name": "tunnel", "port": TUNNEL_PORT, "targetPort": "tunnel"}],
+            },
+        },
+    ]
+
+
+def _deployment(namespace: str, image: str) -> Manifest:
+    container = {
+        "name": MANAGER,
+        "image": image,
+        "command": ["tp-manager"],
+        "env": [
+            {
+                "name": "TP_MANAGER_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+        ],
+        "ports": [
+            {"name": "tunnel", "containerPort": TUNNEL_PORT},
+            {"name": "health", "containerPort": HEALTH_PORT},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "health"}, "periodSeconds": 2},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+        # The image runs as uid 1000 (its USER); no capability or escalation is needed.
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            **_meta(MANAGER, namespace, component=MANAGER),
+            "annotations": {VERSION_ANNOTATION: __version__},
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": MANAGER}},
+            "template": {
+                "metadata": {"labels": _labels(MANAGER)},
+                "spec": {"serviceAccountName": MANAGER, "containers": [container]},
+            },
+        },
+    }
