@@ -88,8 +88,10 @@ class Manager:
                     task_status=task_status,
                 )
             )
-            log.info("traffic-manager %s serving tunnels on port %d", __version__, server.port)
-            task_status.started(server.port)
+            endpoint = server.listeners[0]
+            port = int(getattr(endpoint, "port", self.settings.tunnel_port))
+            log.info("traffic-manager %s serving tunnels on port %d", __version__, port)
+            task_status.started(port)
 
     async def _expire_sessions(self) -> None:
         while True:
