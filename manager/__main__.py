@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from manager.server import Manager, ManagerSettings
 
     settings = ManagerSettings(
