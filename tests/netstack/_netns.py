@@ -1,0 +1,274 @@
+"""Test helpers: a TUN device inside a throwaway network namespace, commands and
+threads inside that namespace, and a hand-driven userspace TCP peer on the TUN.
+
+``open_test_tun()`` makes a namespace named ``tpn-<random>`` (no link to the root
+namespace: its only devices are ``lo`` and the TUN), creates the TUN inside it with
+virtio-net headers and offloads, gives it ``192.0.2.1/32`` and ``fd00:192::1/128`` and
+routes the test CIDRs (``10.77.0.0/16``, ``fd77::/64``) to it, and yields
+``(TunDevice, netns_name)``. Everything is removed on exit, also on failure.
+
+Kernel sockets for the other end live in the namespace: ``run_in_netns`` runs a command
+there (``ip netns exec``), ``in_netns`` switches a worker thread into it (sockets made
+inside stay in it).
+
+``RawTcpPeer`` plays the userspace side of one kernel TCP connection with nothing but
+tpengine.wire: it answers the SYN, ACKs what arrives (in order only; no SACK, no
+timestamps) and sends with GSO within the kernel's window. It is the baseline for the
+netstack and its test oracle, not a TCP implementation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from tpengine.netstack.tun import TunDevice, open_tun, setns_thread
+from tpengine.wire import (
+    VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_LEN,
+    MalformedPacket,
+    TcpFlags,
+    TcpHeader,
+    TcpOptions,
+    VirtioNetHdr,
+    build_tcp_packet,
+    parse_ip_packet,
+)
+
+__all__ = [
+    "TEST_CIDR",
+    "TEST_CIDR6",
+    "TUN_ADDRESS",
+    "RawTcpPeer",
+    "in_netns",
+    "open_test_netns",
+    "open_test_tun",
+    "run_in_netns",
+]
+
+TEST_CIDR = "10.77.0.0/16"
+TEST_CIDR6 = "fd77::/64"
+TUN_ADDRESS = "192.0.2.1"  # TEST-NET-1: the kernel's source address towards the TUN
+TUN_ADDRESS6 = "fd00:192::1"
+
+in_netns = setns_thread  # ``with in_netns(name): socket.create_connection(...)`` in a thread
+
+
+async def _ip(*argv: str) -> None:
+    await trio.run_process(["ip", *argv], stdout=subprocess.DEVNULL, capture_stderr=True)
+
+
+@contextlib.asynccontextmanager
+async def open_test_netns(prefix: str = "tpn-") -> AsyncIterator[str]:
+    """A fresh, empty network namespace with ``lo`` up; deleted on exit."""
+    name = f"{prefix}{secrets.token_hex(4)}"
+    await _ip("netns", "add", name)
+    try:
+        await _ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.run_process(["ip", "netns", "del", name], check=False)
+
+
+@contextlib.asynccontextmanager
+async def open_test_tun(
+    *,
+    name: str = "tpn0",
+    mtu: int = 1500,
+    routes: Sequence[str] = (TEST_CIDR, TEST_CIDR6),
+    uso: bool = True,
+    pcap: str | os.PathLike[str] | None = None,
+) -> AsyncIterator[tuple[TunDevice, str]]:
+    """A TUN device (virtio-net headers, offloads) in a fresh namespace, routed to."""
+    async with (
+        open_test_netns() as netns,
+        open_tun(
+            name,
+            netns=netns,
+            mtu=mtu,
+            addresses=(f"{TUN_ADDRESS}/32", f"{TUN_ADDRESS6}/128"),
+            routes=routes,
+            uso=uso,
+            pcap=pcap,
+        ) as tun,
+    ):
+        yield tun, netns
+
+
+async def run_in_netns(
+    netns: str, argv: Sequence[str], **kwargs: object
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` inside the namespace (``ip netns exec``); trio.run_process kwargs."""
+    return await trio.run_process(["ip", "netns", "exec", netns, *argv], **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass
+class PeerStats:
+    packets: int = 0
+    batches: int = 0
+    largest_packet: int = 0
+    gso_types: set[int] = field(default_factory=set)
+
+
+class RawTcpPeer:
+    """The userspace end of one TCP connection the kernel opens into the TUN."""
+
+    WSCALE = 7
+    WINDOW = 0xFFFF  # << WSCALE: an 8 MB receive window
+
+    def __init__(self, tun: TunDevice, *, iss: int = 0x10000000, mss: int = 1460) -> None:
+        self.tun = tun
+        self.iss = iss
+        self.mss = mss
+        self.stats = PeerStats()
+        self.kernel: tuple[bytes, int] = (b"", 0)
+        self.us: tuple[bytes, int] = (b"", 0)
+        self.rcv_nxt = 0
+        self.snd_nxt = iss  # the SYN-ACK carries the ISS; data starts at ISS + 1
+        self.snd_una = iss
+        self.peer_window = 0
+        self.peer_wscale = 0
+        self.peer_mss = 536
+        self.fin_received = False
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _segments(self, batch: list[bytes]) -> list[tuple[VirtioNetHdr, TcpHeader, memoryview]]:
+        """Parse a batch, keeping TCP segments of our connection (or any SYN before it)."""
+        out = []
+        for raw in batch:
+            self.stats.packets += 1
+            self.stats.largest_packet = max(
+                self.stats.largest_packet, len(raw) - VIRTIO_NET_HDR_LEN
+            )
+            try:
+                vnet = VirtioNetHdr.parse(raw)
+                pkt = parse_ip_packet(memoryview(raw)[VIRTIO_NET_HDR_LEN:])
+                if pkt.protocol != 6:
+                    continue  # IPv6 router solicitations, MLD reports…
+                tcp = TcpHeader.parse(pkt.transport)
+            except MalformedPacket:
+                continue
+            self.stats.gso_types.add(vnet.gso_type)
+            if self.kernel[0] and (pkt.ip.src, tcp.src_port) != self.kernel:
+                continue
+            if not self.kernel[0]:
+                self.kernel, self.us = (pkt.ip.src, tcp.src_port), (pkt.ip.dst, tcp.dst_port)
+            out.append((vnet, tcp, pkt.transport[tcp.header_len :]))
+        return out
+
+    def _packet(
+        self, flags: int, payload: bytes | memoryview = b"", options: bytes = b""
+    ) -> bytearray:
+        return build_tcp_packet(
+            src=self.us[0],
+            dst=self.kernel[0],
+            src_port=self.us[1],
+            dst_port=self.kernel[1],
+            seq=self.snd_nxt,
+            ack=self.rcv_nxt,
+            flags=flags,
+            window=self.WINDOW,
+            options=options,
+            payload=payload,
+            vnet=True,
+            gso_size=self.peer_mss,
+        )
+
+    def _note_ack(self, tcp: TcpHeader) -> None:
+        if tcp.flags & TcpFlags.ACK and ((tcp.ack - self.snd_una) & 0xFFFFFFFF) < 0x80000000:
+            self.snd_una = tcp.ack
+        self.peer_window = tcp.window << self.peer_wscale
+
+    # -- the connection --------------------------------------------------------------
+
+    async def accept(
+        self, *, on_syn: Callable[[VirtioNetHdr, TcpHeader], None] | None = None
+    ) -> None:
+        """Wait for the kernel's SYN, answer SYN-ACK (MSS, window scale 7), and wait for
+        the handshake's ACK."""
+        syn: TcpHeader | None = None
+        while syn is None:
+            for vnet, tcp, _ in self._segments(await self.tun.read_batch()):
+                if tcp.flags & (TcpFlags.SYN | TcpFlags.ACK) == TcpFlags.SYN:
+                    syn = tcp
+                    if on_syn is not None:
+                        on_syn(vnet, tcp)
+                    break
+            else:
+                self.kernel = (b"", 0)
+        options = syn.parsed_options()
+        self.peer_mss = options.mss or 536
+        self.peer_wscale = options.window_scale or 0
+        self.rcv_nxt = (syn.seq + 1) & 0xFFFFFFFF
+        ours = TcpOptions(mss=self.mss, window_scale=self.WSCALE).to_bytes()
+        await self.tun.write(self._packet(TcpFlags.SYN | TcpFlags.ACK, options=ours))
+        self.snd_nxt = (self.iss + 1) & 0xFFFFFFFF
+        while self.snd_una != self.snd_nxt:
+            for _, tcp, _ in self._segments(await self.tun.read_batch()):
+                self.peer_window = tcp.window  # the SYN-ACK's ACK: not scaled yet
+                if tcp.flags & TcpFlags.ACK and tcp.ack == self.snd_nxt:
+                    self.snd_una = tcp.ack
+                    self.peer_window = tcp.window << self.peer_wscale
+
+    async def receive(self, nbytes: int, sink: bytearray | None = None) -> int:
+        """Take ``nbytes`` (or until FIN) in order, one cumulative ACK per batch.
+        Bytes go to ``sink`` when given. Returns the count received."""
+        got = 0
+        while got < nbytes and not self.fin_received:
+            segments = self._segments(await self.tun.read_batch(256))
+            self.stats.batches += 1
+            advanced = False
+            for _, tcp, payload in segments:
+                self._note_ack(tcp)
+                if tcp.seq == self.rcv_nxt and payload:
+                    self.rcv_nxt = (self.rcv_nxt + len(payload)) & 0xFFFFFFFF
+                    got += len(payload)
+                    if sink is not None:
+                        sink += payload
+                    advanced = True
+                if (
+                    tcp.flags & TcpFlags.FIN
+                    and (tcp.seq + len(payload)) & 0xFFFFFFFF == self.rcv_nxt
+                ):
+                    self.rcv_nxt = (self.rcv_nxt + 1) & 0xFFFFFFFF
+                    self.fin_received = advanced = True
+            if advanced or segments:
+                await self.tun.write(self._packet(TcpFlags.ACK))
+        return got
+
+    async def send(self, data: bytes | memoryview, *, segment: int = 64000) -> None:
+        """Send ``data`` in GSO segments of up to ``segment`` bytes, within the
+        kernel's advertised window; returns when all of it is acknowledged. Without
+        progress for 200 ms it goes back to the first unacknowledged byte (go-back-N)."""
+        view = memoryview(data)
+        start = self.snd_nxt
+        end = (start + len(view)) & 0xFFFFFFFF
+        while self.snd_una != end:
+            sent = (self.snd_nxt - start) & 0xFFFFFFFF
+            packets = []
+            while sent < len(view):
+                in_flight = (self.snd_nxt - self.snd_una) & 0xFFFFFFFF
+                room = min(segment, self.peer_window - in_flight, len(view) - sent)
+                if room <= 0 or (room < len(view) - sent and room < self.peer_mss):
+                    break  # no silly windows (RFC 9293 §3.8.6.2.1)
+                packets.append(self._packet(TcpFlags.ACK | TcpFlags.PSH, view[sent : sent + room]))
+                self.snd_nxt = (self.snd_nxt + room) & 0xFFFFFFFF
+                sent += room
+            if packets:
+                await self.tun.write_batch(packets)
+            with trio.move_on_after(0.2) as idle:
+                for _, tcp, _ in self._segments(await self.tun.read_batch(256)):
+                    self._note_ack(tcp)
+            if idle.cancelled_caught:
+                self.snd_nxt = self.snd_una
+
+    def gso_seen(self) -> bool:
+        return bool(self.stats.gso_types - {VIRTIO_NET_HDR_GSO_NONE})
