@@ -78,3 +78,36 @@ async def test_the_first_request_must_be_hello(netns: tuple[str, Path]) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.root
+async def test_tun_routes_and_cleanup_when_the_engine_dies(netns: tuple[str, Path]) -> None:
+    from tpengine.netstack.tun import TunDevice, TunOffloads
+
+    name, _ = netns
+    sock, process = start_helper(netns_argv=["ip", "netns", "exec", name])
+    try:
+        client = HelperClient(sock)
+        await client.hello()
+        fd, info = await client.create_tun("tpt%d", mtu=65000, addresses=["198.19.0.1/32"])
+        device = TunDevice.from_fd(fd, offloads=TunOffloads.from_flags(info["offloads"]))
+        assert device.name == info["name"] and device.name.startswith("tpt")
+        assert device.offloads.tso4  # the kernel hands us large segments
+        await client.add_routes(device.name, ["10.96.0.0/12", "10.244.0.0/16"])
+        shown = await trio.run_process(
+            ["ip", "-n", name, "route", "show", "dev", device.name], capture_stdout=True
+        )
+        routes = shown.stdout.decode()
+        assert "10.96.0.0/12" in routes and "10.244.0.0/16" in routes
+        # The engine dies: its socket and its TUN descriptor close with it.
+        device.close()
+        sock.close()
+        assert await wait_exit(process) == 0
+        links = (
+            await trio.run_process(["ip", "-n", name, "-o", "link"], capture_stdout=True)
+        ).stdout.decode()
+        assert "tpt" not in links
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

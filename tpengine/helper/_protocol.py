@@ -29,7 +29,8 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = 16384
-_DEVICE_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,14}$")  # IFNAMSIZ is 16 with the NUL
+# IFNAMSIZ is 16 with the NUL; a trailing %d lets the kernel pick the number (tun(4)).
+_DEVICE_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,12}(%d)?$")
 _MAX_CIDRS = 256
 
 
