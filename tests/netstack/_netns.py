@@ -244,22 +244,27 @@ class RawTcpPeer:
                 await self.tun.write(self._packet(TcpFlags.ACK))
         return got
 
-    async def send(self, data: bytes | memoryview, *, segment: int = 64000) -> None:
-        """Send ``data`` in GSO segments of up to ``segment`` bytes, within the
-        kernel's advertised window; returns when all of it is acknowledged. Without
-        progress for 200 ms it goes back to the first unacknowledged byte (go-back-N)."""
+    async def send(
+        self, data: bytes | memoryview, *, segment: int = 64000, total: int | None = None
+    ) -> None:
+        """Send ``data`` (repeated cyclically up to ``total`` bytes when given) in GSO
+        segments of up to ``segment`` bytes within the kernel's advertised window;
+        returns when all of it is acknowledged. Without progress for 200 ms it goes
+        back to the first unacknowledged byte (go-back-N)."""
         view = memoryview(data)
+        size = len(view) if total is None else total
         start = self.snd_nxt
-        end = (start + len(view)) & 0xFFFFFFFF
+        end = (start + size) & 0xFFFFFFFF
         while self.snd_una != end:
             sent = (self.snd_nxt - start) & 0xFFFFFFFF
             packets = []
-            while sent < len(view):
+            while sent < size:
+                at = sent % len(view)
                 in_flight = (self.snd_nxt - self.snd_una) & 0xFFFFFFFF
-                room = min(segment, self.peer_window - in_flight, len(view) - sent)
-                if room <= 0 or (room < len(view) - sent and room < self.peer_mss):
+                room = min(segment, self.peer_window - in_flight, size - sent, len(view) - at)
+                if room <= 0 or (room < size - sent and room < self.peer_mss):
                     break  # no silly windows (RFC 9293 §3.8.6.2.1)
-                packets.append(self._packet(TcpFlags.ACK | TcpFlags.PSH, view[sent : sent + room]))
+                packets.append(self._packet(TcpFlags.ACK | TcpFlags.PSH, view[at : at + room]))
                 self.snd_nxt = (self.snd_nxt + room) & 0xFFFFFFFF
                 sent += room
             if packets:
