@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from . import _patch
+from ._admission import WebhookAdmission
 from ._defaults import apply_defaults
 from ._errors import (
     AlreadyExists,
@@ -99,7 +100,8 @@ class Store:
 
     node_name: str = "node"
     history_limit: int = 10_000
-    admit: Admit | None = None  # called for pods on CREATE (mutating admission)
+    # Mutating admission for pods on CREATE (webhooks); None turns admission off.
+    admit: Admit | None = field(default_factory=WebhookAdmission)
     _objects: dict[str, dict[Key, Obj]] = field(default_factory=dict)
     _by_uid: dict[str, tuple[str, Key]] = field(default_factory=dict)
     _rv: int = 1
@@ -290,22 +292,28 @@ class Store:
         ns = self._namespace_for(info, namespace, obj)
         if info.namespaced:
             self._check_namespace_open(ns)
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = str(meta["generateName"]) + _generate_suffix()
         for stale in ("uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(stale, None)
         apply_defaults(resource, obj, node_name=self.node_name, creating=True)
         self._reset_status(info, obj)
+        generated = not meta.get("name") and bool(meta.get("generateName"))
+        if not generated:
+            validate(info, obj)
+            if (ns, str(meta["name"])) in self._table(resource):
+                raise self._exists(info, str(meta["name"]))
+        if resource == "pods" and self.admit is not None:
+            # Webhooks see the defaulted pod; a generateName pod has no name yet
+            # (the registry's BeforeCreate names it after admission).
+            obj = await self.admit(self, obj, "CREATE")
+            apply_defaults(resource, obj, node_name=self.node_name, creating=False)
+            meta = obj.setdefault("metadata", {})
+            meta["namespace"] = ns
+        if generated:
+            meta["name"] = str(meta["generateName"]) + _generate_suffix()
         validate(info, obj)
         key = (ns, str(meta["name"]))
         if key in self._table(resource):
             raise self._exists(info, key[1])
-        if resource == "pods" and self.admit is not None:
-            obj = await self.admit(self, obj, "CREATE")
-            apply_defaults(resource, obj, node_name=self.node_name, creating=False)
-            validate(info, obj)
-            if key in self._table(resource):
-                raise self._exists(info, key[1])
         if resource == "services":
             self._allocate_service(obj)
         meta = obj["metadata"]
