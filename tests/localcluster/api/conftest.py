@@ -18,7 +18,6 @@ from localcluster.apiserver._admission import WebhookAdmission
 from localcluster.controllers import bootstrap, run_controllers
 from localcluster.pki import Pki, ensure_pki, write_kubeconfig
 from localcluster.store import Store
-
 from tests.localcluster.api.fakenode import FakeKubelet, FakeRuntime
 
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
@@ -91,10 +90,13 @@ class Cluster:
             )
         return result
 
-    async def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
-        with trio.fail_after(timeout):
-            while not predicate():
-                await trio.sleep(0.05)
+    async def wait_for(self, predicate: Any, seconds: float = 15.0) -> None:
+        """Poll ``predicate`` (a plain function of the store) until it holds."""
+        for _ in range(int(seconds / 0.05)):
+            if predicate():
+                return
+            await trio.sleep(0.05)
+        raise AssertionError(f"condition not met within {seconds} s")
 
     def audit(self) -> list[dict[str, Any]]:
         import json

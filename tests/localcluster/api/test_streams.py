@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
-import subprocess
 import struct
+import subprocess
 from pathlib import Path
 
 import trio
@@ -44,7 +45,7 @@ async def test_logs_and_follow(cluster: Cluster, tmp_path: Path) -> None:
     cluster.runtime.logs_by_pod[f"default/{pod}"] = [b"line one\n", b"line two\n"]
     out = await cluster.kubectl("logs", pod)
     assert out.stdout == b"line one\nline two\n"
-    out = await cluster.kubectl("logs", "-f", f"deployment/web")
+    out = await cluster.kubectl("logs", "-f", "deployment/web")
     assert out.stdout.endswith(b"follow 0\nfollow 1\nfollow 2\n")
 
 
@@ -74,13 +75,13 @@ async def test_kubectl_port_forward_20mb_intact(cluster: Cluster, tmp_path: Path
     pod = await _deploy(cluster, tmp_path)
     async with trio.open_nursery() as nursery:
         proc = await nursery.start(
-            lambda task_status: trio.run_process(
+            functools.partial(
+                trio.run_process,
                 ["kubectl", "port-forward", f"pod/{pod}", ":8080"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=cluster.env,
                 check=False,
-                task_status=task_status,
             )
         )
         buffer = b""
