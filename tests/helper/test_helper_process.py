@@ -94,6 +94,12 @@ async def test_tun_routes_and_cleanup_when_the_engine_dies(netns: tuple[str, Pat
         assert device.name == info["name"] and device.name.startswith("tpt")
         assert device.offloads.tso4  # the kernel hands us large segments
         await client.add_routes(device.name, ["10.96.0.0/12", "10.244.0.0/16"])
+        udp, tcp = await client.bind_dns("198.19.0.1")  # port 53 for an unprivileged engine
+        assert udp.getsockname() == ("198.19.0.1", 53) and tcp.getsockname() == ("198.19.0.1", 53)
+        udp.close()
+        tcp.close()
+        with pytest.raises(HelperError, match="not an address of a TUN"):
+            await client.bind_dns("192.0.2.1")
         shown = await trio.run_process(
             ["ip", "-n", name, "route", "show", "dev", device.name], capture_stdout=True
         )

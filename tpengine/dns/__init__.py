@@ -15,7 +15,7 @@ from tpengine.dns._resolver import (
     UpstreamError,
     format_error,
 )
-from tpengine.dns._server import MAX_INFLIGHT, UdpUpstream, serve_dns
+from tpengine.dns._server import MAX_INFLIGHT, UdpUpstream, serve_dns, serve_dns_on
 
 __all__ = [
     "CLUSTER_TYPES",
@@ -33,4 +33,5 @@ __all__ = [
     "format_error",
     "reverse_pointer_address",
     "serve_dns",
+    "serve_dns_on",
 ]

@@ -30,14 +30,32 @@ async def serve_dns(
 ) -> None:
     """Answer queries on ``host:port`` over UDP and TCP (RFC 1035 §4.2) until cancelled."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    udp = trio.socket.socket(family, socket.SOCK_DGRAM)
-    tcp = trio.socket.socket(family, socket.SOCK_STREAM)
-    with udp, tcp:
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    try:
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await udp.bind((host, port))
-        bound = udp.getsockname()
-        await tcp.bind((host, bound[1]))
+        udp.bind((host, port))
+        tcp.bind((host, udp.getsockname()[1]))
         tcp.listen(64)
+    except OSError:
+        udp.close()
+        tcp.close()
+        raise
+    await serve_dns_on(resolver, udp, tcp, task_status=task_status)
+
+
+async def serve_dns_on(
+    resolver: Resolver,
+    udp_socket: socket.socket,
+    tcp_socket: socket.socket,
+    *,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve on sockets bound elsewhere (port 53 is privileged: the helper binds them)."""
+    udp = trio.socket.from_stdlib_socket(udp_socket)
+    tcp = trio.socket.from_stdlib_socket(tcp_socket)
+    bound = udp.getsockname()
+    with udp, tcp:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_serve_udp, resolver, udp)
             nursery.start_soon(

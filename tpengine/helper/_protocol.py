@@ -8,6 +8,8 @@ descriptor as SCM_RIGHTS ancillary data.
     {"op": "create_tun", "name": "tp0", "mtu": 65000, "addresses": ["198.19.0.1/32"]}
     {"op": "add_routes", "device": "tp0", "cidrs": ["10.96.0.0/12"]}
     {"op": "remove_routes", "device": "tp0", "cidrs": ["10.96.0.0/12"]}
+    {"op": "bind_dns", "address": "198.19.0.1"}    (reply carries a UDP and a TCP socket
+                                                    bound to port 53 of a TUN address)
     {"op": "set_dns", "nameservers": ["198.19.0.2"]}
     {"op": "restore_dns"}
     {"op": "register_mount", "path": "/tmp/tpfs-1"}
@@ -63,6 +65,11 @@ class SetDns:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BindDns:
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, kw_only=True)
 class RestoreDns:
     pass
 
@@ -78,7 +85,7 @@ class Bye:
     pass
 
 
-Request = Hello | CreateTun | Routes | SetDns | RestoreDns | Mount | Bye
+Request = Hello | CreateTun | Routes | BindDns | SetDns | RestoreDns | Mount | Bye
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -173,6 +180,14 @@ def _set_dns(message: dict[str, Any]) -> Request:
     return SetDns(nameservers=tuple(servers))
 
 
+def _bind_dns(message: dict[str, Any]) -> Request:
+    text = _field(message, "address", str)
+    try:
+        return BindDns(address=ipaddress.ip_address(text))
+    except ValueError:
+        raise BadRequest(f"bind_dns: {text!r} is not an IP address") from None
+
+
 def _mount(message: dict[str, Any]) -> Request:
     path = _field(message, "path", str)
     if not os.path.isabs(path) or "\0" in path or os.path.normpath(path) != path or path == "/":
@@ -197,6 +212,7 @@ _PARSERS = {
     "create_tun": _create_tun,
     "add_routes": _routes,
     "remove_routes": _routes,
+    "bind_dns": _bind_dns,
     "set_dns": _set_dns,
     "restore_dns": lambda message: RestoreDns(),
     "register_mount": _mount,

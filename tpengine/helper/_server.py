@@ -23,6 +23,7 @@ from tpengine.helper import _system
 from tpengine.helper._protocol import (
     PROTOCOL_VERSION,
     BadRequest,
+    BindDns,
     Bye,
     CreateTun,
     Hello,
@@ -54,6 +55,7 @@ class Helper:
         self._open_tun = open_tun
         self._resolv = resolv
         self._tuns: list[str] = []
+        self._tun_addresses: set[str] = set()
         self._routes: set[tuple[str, Any]] = set()
         self._mounts: set[str] = set()
         self._greeted = False
@@ -116,6 +118,7 @@ class Helper:
             case CreateTun(name=name, mtu=mtu, addresses=addresses):
                 fd, info = self._open_tun(name)
                 self._tuns.append(info.get("name", name))
+                self._tun_addresses.update(str(a.ip) for a in addresses)
                 try:
                     _system.configure_link(info.get("name", name), mtu, addresses)
                 except OSError:
@@ -133,6 +136,10 @@ class Helper:
                         _system.remove_route(device, cidr)
                         self._routes.discard((device, cidr))
                 return {"ok": True}, []
+            case BindDns(address=address):
+                if str(address) not in self._tun_addresses:
+                    raise BadRequest(f"{address} is not an address of a TUN this helper created")
+                return {"ok": True}, _system.bind_dns_sockets(str(address))
             case SetDns(nameservers=servers):
                 self._resolv.apply(servers)
                 return {"ok": True}, []

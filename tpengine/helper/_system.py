@@ -10,6 +10,7 @@ import ctypes
 import errno
 import ipaddress
 import os
+import socket
 
 from pyroute2 import IPRoute
 
@@ -64,3 +65,24 @@ def unmount(path: str) -> None:
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more)
             raise OSError(code, f"umount {path}: {os.strerror(code)}")
+
+
+def bind_dns_sockets(address: str) -> list[int]:
+    """A UDP and a listening TCP socket on ``address`` port 53 (a privileged port, so the
+    unprivileged engine gets them from here); returns their descriptors."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    made: list[socket.socket] = []
+    try:
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        made.append(udp)
+        udp.bind((address, 53))
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        made.append(tcp)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((address, 53))
+        tcp.listen(64)
+    except OSError:
+        for sock in made:
+            sock.close()
+        raise
+    return [sock.detach() for sock in made]

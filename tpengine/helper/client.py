@@ -100,6 +100,15 @@ class HelperClient:
     async def remove_routes(self, device: str, cidrs: Sequence[str]) -> None:
         await self.request("remove_routes", device=device, cidrs=list(cidrs))
 
+    async def bind_dns(self, address: str) -> tuple[socket.socket, socket.socket]:
+        """UDP and listening TCP sockets on ``address``:53 (UDP first)."""
+        _, fds = await self.request("bind_dns", address=address)
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            raise HelperError("the helper did not pass the DNS sockets")
+        return socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])
+
     async def set_dns(self, nameservers: Sequence[str]) -> None:
         await self.request("set_dns", nameservers=list(nameservers))
 
