@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -13,15 +14,18 @@ from scapy.layers.l2 import CookedLinux
 from scapy.utils import rdpcap
 
 from tests.netstack._netns import RawTcpPeer, in_netns, open_test_tun, run_in_netns
-from tpengine.netstack.tun import TunError, create_tun
+from tpengine.netstack.tun import TunDevice, TunError, create_tun
 from tpengine.wire import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP_L4,
     VIRTIO_NET_HDR_LEN,
     TcpFlags,
     TcpHeader,
     VirtioNetHdr,
+    build_udp_packet,
     parse_ip_packet,
 )
 
@@ -191,3 +195,64 @@ async def test_malformed_write_is_dropped_and_the_device_keeps_working() -> None
             await peer.accept()
             await peer.receive(len(data), received)
     assert received == data
+
+
+async def test_uso_write_is_split_into_datagrams_for_a_kernel_socket() -> None:
+    async with open_test_tun() as (tun, netns):
+        if not tun.offloads.uso4:
+            pytest.skip("this kernel has no USO (Linux < 6.2)")  # detected, not assumed
+        with in_netns(netns):
+            server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with server:
+            server.bind(("192.0.2.1", 9999))
+            server.setblocking(False)
+            datagrams = [pattern(1000, seed=10 + i) for i in range(10)]
+            packet = build_udp_packet(
+                src=bytes([10, 77, 0, 9]),
+                dst=bytes([192, 0, 2, 1]),
+                src_port=53,
+                dst_port=9999,
+                payload=b"".join(datagrams),
+                vnet=True,
+                gso_size=1000,
+            )
+            assert VirtioNetHdr.parse(packet).gso_type == VIRTIO_NET_HDR_GSO_UDP_L4
+            await tun.write(packet)
+            received = []
+            with trio.fail_after(TIMEOUT):
+                while len(received) < len(datagrams):
+                    await trio.lowlevel.wait_readable(server)
+                    data, sender = server.recvfrom(65536)
+                    assert sender == ("10.77.0.9", 53)
+                    received.append(data)
+    assert received == datagrams
+    assert tun.dropped_writes == 0
+
+
+async def test_ipv6_syn_and_tso6() -> None:
+    data = pattern(300_000, seed=5)
+    async with open_test_tun() as (tun, netns), trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, kernel_send, netns, ("fd77::2", 5000), data)
+        peer = RawTcpPeer(tun)
+        received = bytearray()
+        with trio.fail_after(TIMEOUT):
+            await peer.accept()
+            await peer.receive(len(data), received)
+    assert peer.kernel[0] == socket.inet_pton(socket.AF_INET6, "fd00:192::1")
+    assert received == data
+    assert VIRTIO_NET_HDR_GSO_TCPV6 in peer.stats.gso_types
+
+
+async def test_wrapping_an_existing_fd() -> None:
+    # what the engine does with the fd the privileged helper passes it
+    async with open_test_tun() as (tun, _):
+        dup = os.dup(tun.fd)
+        other = TunDevice.from_fd(dup, offloads=tun.offloads)
+        try:
+            assert other.name == tun.name and other.offloads == tun.offloads
+        finally:
+            await other.aclose()
+        # closing the duplicate leaves the original working
+        assert isinstance(tun.read_batch_nowait(), list)
+    with pytest.raises(TunError, match="not a TUN device"):
+        TunDevice.from_fd(0, offloads=tun.offloads)
