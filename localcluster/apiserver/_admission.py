@@ -143,6 +143,14 @@ async def _http_post(
             return status, b"".join(chunks)
 
 
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__ or exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        # Go's wording, which clients and people search for.
+        return f"tls: failed to verify certificate: x509: {cause.verify_message}"
+    return str(cause) or type(cause).__name__
+
+
 @dataclass(eq=False)
 class WebhookAdmission:
     """The ``Store.admit`` hook. ``resolve`` maps a webhook Service to an address."""
@@ -260,7 +268,7 @@ class WebhookAdmission:
                 h11.ProtocolError,
             ) as exc:
                 raise WebhookError(
-                    f'failed to call webhook: Post "{url}?timeout={timeout}s": {exc}'
+                    f'failed to call webhook: Post "{url}?timeout={timeout}s": {_reason(exc)}'
                 ) from None
         if scope.cancelled_caught:
             raise WebhookError(
