@@ -61,8 +61,11 @@ def _http(netns: str | None, host: str, port: int, get: dict, timeout: float) ->
         try:
             headers = {h["name"]: h["value"] for h in get.get("httpHeaders") or []}
             headers.setdefault("User-Agent", "kube-probe/1.32")
+            headers.setdefault("Connection", "close")
             conn.request("GET", get.get("path") or "/", headers=headers)
-            status = conn.getresponse().status
+            response = conn.getresponse()
+            response.read(10240)  # the kubelet reads (and caps) the body
+            status = response.status
             return 200 <= status < 400  # "any code >= 200 and < 400 indicates success"
         except (OSError, http.client.HTTPException):
             return False
