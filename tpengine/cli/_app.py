@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import typer
 
-from tpengine.cli import _version_cmd
+from tpengine.cli import _connect_cmd, _version_cmd
 
 app = typer.Typer(
     name="tp",
@@ -20,13 +20,16 @@ app.command("version", help="Show the version of the client, the engine and the 
     _version_cmd.version
 )
 app.add_typer(__import__("tpengine.cli._local_cluster_cmd", fromlist=["app"]).app)
+app.command(
+    "connect",
+    context_settings={"allow_interspersed_args": False},
+)(_connect_cmd.connect)
+app.command("status")(_connect_cmd.status)
+app.command("quit")(_connect_cmd.quit_)
 
 # Commands whose issue has not landed yet. Each says so in one line and exits 2, so a
 # script can tell "not built" from "failed".
 _NOT_YET = {
-    "connect": "Connect the laptop to the cluster's network.",
-    "status": "Show the engine, network and manager status.",
-    "quit": "Disconnect and stop the engine.",
     "list": "List workloads and their engagements.",
     "intercept": "Send a workload's traffic (or matching requests) to the laptop.",
     "replace": "Replace a workload's container with a local process.",

@@ -92,7 +92,7 @@ def kubeconfig(name: str = NAME_OPTION) -> None:
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def exec_(
-    command: list[str] = typer.Argument(None, help="The command, after --."),  # noqa: B008
+    command: list[str] = typer.Argument(None, help="The command, after --."),
     name: str = NAME_OPTION,
 ) -> None:
     """Run a command on the laptop (its netns and mount namespace) with KUBECONFIG set."""

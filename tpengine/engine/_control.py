@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -74,7 +74,7 @@ def _peer_uid(sock: trio.socket.SocketType) -> int:
 
 
 async def serve_control(
-    handlers: dict[str, Handler],
+    handlers: Mapping[str, Handler],
     *,
     name: str | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -92,7 +92,7 @@ async def serve_control(
         )
 
 
-async def _serve_client(handlers: dict[str, Handler], stream: trio.SocketStream) -> None:
+async def _serve_client(handlers: Mapping[str, Handler], stream: trio.SocketStream) -> None:
     async with stream:
         if _peer_uid(stream.socket) not in (os.getuid(), 0):
             return
@@ -104,7 +104,7 @@ async def _serve_client(handlers: dict[str, Handler], stream: trio.SocketStream)
             return
 
 
-async def _answer(handlers: dict[str, Handler], stream: trio.SocketStream, line: bytes) -> None:
+async def _answer(handlers: Mapping[str, Handler], stream: trio.SocketStream, line: bytes) -> None:
     async def send(message: dict[str, Any]) -> None:
         await stream.send_all(json.dumps(message).encode() + b"\n")
 

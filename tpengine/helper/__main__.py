@@ -52,8 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     if peer_uid(sock) not in (allowed, 0):
         print("tp-helper: the peer is not the user who started tp connect", file=sys.stderr)
         sys.exit(1)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
+    # The terminal that ran tp connect may close: only the engine's socket ends the helper.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     Helper(sock, open_tun=_open_tun, resolv=ResolvConf()).serve()
 
 

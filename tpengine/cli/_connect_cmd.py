@@ -1,0 +1,272 @@
+"""``tp connect``, ``tp status``, ``tp quit``: start, show and stop the engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import trio
+import typer
+
+from tpengine.cli._output import OUTPUT_OPTION, OutputFormat, emit_structured, fail, key_value_block
+from tpengine.engine._control import ControlError, EngineNotRunning, open_control_client
+from tpengine.engine._paths import logs_dir
+from tpengine.engine._routes import CidrError, parse_cidrs
+from tpengine.kube.kubeconfig import KubeconfigError, resolve_target
+
+ENGINE_START_TIMEOUT = 15.0
+
+
+async def call_engine(
+    method: str, params: dict[str, Any] | None = None, *, on_progress: Any = None
+) -> Any:
+    async with open_control_client() as client:
+        return await client.call(method, params, on_progress=on_progress)
+
+
+def engine_call(
+    method: str, params: dict[str, Any] | None = None, *, on_progress: Any = None
+) -> Any:
+    """Call the engine from synchronous CLI code; EngineNotRunning when there is none."""
+    return trio.run(lambda: call_engine(method, params, on_progress=on_progress))
+
+
+def connect(
+    namespace: str = typer.Option(
+        None, "--namespace", "-n", help="Namespace of engagements and of short DNS names."
+    ),
+    kubeconfig: str = typer.Option(None, "--kubeconfig", help="Path to the kubeconfig file."),
+    context: str = typer.Option(None, "--context", help="The kubeconfig context to use."),
+    manager_namespace: str = typer.Option(
+        "tpengine", "--manager-namespace", help="Namespace of the traffic-manager."
+    ),
+    also_proxy: list[str] = typer.Option(
+        [], "--also-proxy", help="Also route this CIDR to the cluster (repeatable)."
+    ),
+    never_proxy: list[str] = typer.Option(
+        [], "--never-proxy", help="Never route this CIDR to the cluster (repeatable)."
+    ),
+    image: str = typer.Option(
+        None, "--image", envvar="TP_IMAGE", help="Image of the traffic-manager to install."
+    ),
+    pcap: str = typer.Option(
+        None, "--pcap", help="Record every packet through the TUN into this pcap file."
+    ),
+    output: OutputFormat = OUTPUT_OPTION,
+    command: list[str] = typer.Argument(None, help="Run this command while connected, then quit."),
+) -> None:
+    """Connect the laptop to the cluster's network."""
+    try:
+        status = engine_call("status")
+    except EngineNotRunning:
+        status = None
+    if status is None:
+        _validate(also_proxy, never_proxy, kubeconfig, context, namespace)
+        status = _start_engine(
+            namespace,
+            kubeconfig,
+            context,
+            manager_namespace,
+            also_proxy,
+            never_proxy,
+            image,
+            pcap,
+            quiet=output is not OutputFormat.text,
+        )
+        prefix = "Connected to"
+    else:
+        prefix = "Already connected to"
+    engine = status["engine"]
+    if output is not OutputFormat.text:
+        emit_structured(status, output)
+    else:
+        typer.echo(
+            f"{prefix} context {engine.get('kubernetes_context')}, namespace {engine.get('namespace')} "
+            f"({engine.get('kubernetes_server')})"
+        )
+    if command:
+        code = subprocess.call(command)
+        _quit_engine(quiet=True)
+        raise typer.Exit(code)
+
+
+def _validate(
+    also: list[str],
+    never: list[str],
+    kubeconfig: str | None,
+    context: str | None,
+    namespace: str | None,
+) -> None:
+    try:
+        parse_cidrs(also, "--also-proxy")
+        parse_cidrs(never, "--never-proxy")
+        resolve_target(kubeconfig=kubeconfig, context=context, namespace=namespace)
+    except (CidrError, KubeconfigError) as exc:
+        fail(str(exc))
+
+
+def _start_engine(
+    namespace: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    manager_namespace: str,
+    also_proxy: list[str],
+    never_proxy: list[str],
+    image: str | None,
+    pcap: str | None,
+    *,
+    quiet: bool,
+) -> dict[str, Any]:
+    from tpengine.helper import start_helper
+
+    logs = logs_dir()
+    try:
+        helper_socket, helper = start_helper(log_file=str(logs / "helper.log"))
+    except OSError as exc:
+        fail(
+            f"cannot start the privileged helper (tp-helper): {exc.strerror or exc}; run as root or allow sudo"
+        )
+    argv = [sys.executable, "-m", "tpengine.engine", "--helper-fd", str(helper_socket.fileno())]
+    argv += ["--manager-namespace", manager_namespace, "--log-file", str(logs / "engine.log")]
+    for flag, value in (
+        ("--namespace", namespace),
+        ("--kubeconfig", kubeconfig),
+        ("--context", context),
+        ("--image", image),
+        ("--pcap", pcap),
+    ):
+        if value:
+            argv += [flag, value]
+    for value in also_proxy:
+        argv += ["--also-proxy", value]
+    for value in never_proxy:
+        argv += ["--never-proxy", value]
+    with open(logs / "engine.out", "ab") as out:
+        engine = subprocess.Popen(
+            argv,
+            pass_fds=[helper_socket.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # the engine outlives this command and its terminal
+        )
+    helper_socket.close()  # the engine holds it now; the helper ends when the engine does
+    del helper
+
+    def progress(line: str) -> None:
+        if not quiet:
+            typer.echo(f"  {line}", err=True)
+
+    deadline = time.monotonic() + ENGINE_START_TIMEOUT
+    while True:
+        try:
+            status: dict[str, Any] = engine_call("wait_ready", on_progress=progress)
+            return status
+        except EngineNotRunning:
+            if engine.poll() is not None:
+                fail(
+                    f"the engine exited at start (code {engine.returncode}); see {logs / 'engine.out'}"
+                )
+            if time.monotonic() > deadline:
+                engine.terminate()
+                fail(
+                    f"the engine did not start within {ENGINE_START_TIMEOUT:g} s; see {logs / 'engine.log'}"
+                )
+            time.sleep(0.05)
+        except ControlError as exc:
+            fail(str(exc))
+
+
+def status(output: OutputFormat = OUTPUT_OPTION) -> None:
+    """Show the engine, network and manager status."""
+    try:
+        info = engine_call("status")
+    except EngineNotRunning:
+        info = None
+    if output is not OutputFormat.text:
+        emit_structured(info or {"engine": {"status": "Not running"}}, output)
+        return
+    if info is None:
+        typer.echo("Engine: Not running")
+        return
+    typer.echo(render_status(info))
+
+
+def render_status(info: dict[str, Any]) -> str:
+    engine, network = info["engine"], info["network"]
+    lines = [f"Engine: {'Running' if not info.get('failure') else 'Failed'}"]
+    lines.append(
+        key_value_block(
+            [
+                ("Version", engine.get("version", "")),
+                ("Status", engine.get("status", "")),
+                ("Kubernetes server", engine.get("kubernetes_server") or ""),
+                ("Kubernetes context", engine.get("kubernetes_context") or ""),
+                ("Namespace", engine.get("namespace") or ""),
+                ("Manager namespace", engine.get("manager_namespace") or ""),
+                ("Reconnects", str(engine.get("reconnects", 0))),
+                *([("Last error", engine["last_error"])] if engine.get("last_error") else []),
+            ],
+            indent=2,
+        )
+    )
+    subnets = network.get("subnets") or []
+    dns = network.get("dns") or "not configured"
+    if network.get("dns_upstream"):
+        dns += f" (then {', '.join(network['dns_upstream'])})"
+    lines.append(f"Network: {'Ready' if network.get('tun') else 'Not ready'}")
+    lines.append(
+        key_value_block(
+            [
+                ("TUN device", network.get("tun") or "none"),
+                ("DNS", dns),
+                ("Subnets", f"({len(subnets)} subnets)"),
+            ],
+            indent=2,
+        )
+    )
+    lines += [f"    - {subnet}" for subnet in subnets]
+    manager_version = engine.get("manager_version")
+    lines.append(
+        f"Traffic Manager: {'Connected' if engine.get('status') == 'Connected' else 'Not connected'}"
+    )
+    lines.append(
+        key_value_block(
+            [
+                ("Version", f"v{manager_version}" if manager_version else "unknown"),
+                ("RTT", f"{engine['rtt_ms']} ms" if engine.get("rtt_ms") else "unknown"),
+            ],
+            indent=2,
+        )
+    )
+    return "\n".join(lines)
+
+
+def _quit_engine(*, quiet: bool) -> bool:
+    try:
+        engine_call("quit")
+    except EngineNotRunning:
+        return False
+    except ControlError:
+        pass  # it went away while answering: that is what quit asked for
+    # Wait until the control socket is gone: the engine and its helper have cleaned up.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            engine_call("status")
+        except (EngineNotRunning, ControlError):
+            return True
+        time.sleep(0.05)
+    if not quiet:
+        typer.echo("tp quit: the engine is still shutting down", err=True)
+    return True
+
+
+def quit_() -> None:
+    """Disconnect and stop the engine."""
+    if _quit_engine(quiet=False):
+        typer.echo("Disconnected")
+    else:
+        typer.echo("Not connected")

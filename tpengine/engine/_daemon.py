@@ -1,0 +1,262 @@
+"""The engine process behind ``tp connect``: session, TUN, network stack, DNS, control.
+
+``tp connect`` starts it in the background with the helper's socket; it serves the
+control socket first (so a second ``tp connect`` finds it), then connects step by step,
+reporting progress to whoever waits on ``wait_ready``. ``quit`` (or SIGTERM) ends it; its
+helper then undoes the TUN, routes and DNS. If it dies, the helper does the same.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from tpengine import __version__
+from tpengine.dns import Resolver, UdpUpstream, serve_dns_on
+from tpengine.engine._control import ControlError, Progress, serve_control
+from tpengine.engine._kube import ensure_manager, open_api, port_forward_connector
+from tpengine.engine._network import serve_tun
+from tpengine.engine._routes import Network, parse_cidrs, routed_networks
+from tpengine.engine._session import Session, SessionError, SessionInfo, open_session_with
+from tpengine.helper import HelperClient, HelperError
+from tpengine.helper._resolvconf import nameservers_of
+from tpengine.netstack import open_netstack
+from tpengine.netstack.tun import TunDevice, TunOffloads
+
+log = logging.getLogger("tp-engine")
+
+TUN_NAME = "tp%d"
+TUN_MTU = 65000
+
+
+@dataclass(kw_only=True)
+class EngineOptions:
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    manager_namespace: str = "tpengine"
+    also_proxy: list[str] = field(default_factory=list)
+    never_proxy: list[str] = field(default_factory=list)
+    image: str | None = None
+    tun_address: str = "198.19.0.1"
+    pcap: str | None = None
+    control_name: str | None = None
+
+
+class Engine:
+    def __init__(self, options: EngineOptions, helper: HelperClient | None) -> None:
+        self.options = options
+        self.helper = helper
+        self.session: Session | None = None
+        self.progress: list[str] = []
+        self.failure: str | None = None
+        self.ready = trio.Event()
+        self._news = trio.Event()
+        self._quit = trio.Event()
+        self.tun_name = ""
+        self.routed: list[Network] = []
+        self.dns_upstream: list[str] = []
+
+    # -- progress ---------------------------------------------------------------------
+
+    async def say(self, text: str) -> None:
+        log.info("%s", text)
+        self.progress.append(text)
+        self._news.set()
+        self._news = trio.Event()
+        await trio.lowlevel.checkpoint()
+
+    def fail(self, text: str) -> None:
+        log.error("connect failed: %s", text)
+        self.failure = text
+        self.ready.set()
+        self._news.set()
+
+    # -- control handlers -------------------------------------------------------------
+
+    async def _wait_ready(self, params: dict[str, Any], progress: Progress) -> Any:
+        shown = 0
+        while True:
+            while shown < len(self.progress):
+                await progress(self.progress[shown])
+                shown += 1
+            if self.ready.is_set():
+                break
+            await self._news.wait()
+        if self.failure:
+            raise ControlError(self.failure, "connect-failed")
+        return self.status()
+
+    async def _status(self, params: dict[str, Any], progress: Progress) -> Any:
+        return self.status()
+
+    async def _quit_handler(self, params: dict[str, Any], progress: Progress) -> Any:
+        self._quit.set()
+        return {"quitting": True}
+
+    def status(self) -> dict[str, Any]:
+        session = self.session.status() if self.session else {"status": "Connecting"}
+        return {
+            "engine": {"version": f"v{__version__}", **session},
+            "network": {
+                "tun": self.tun_name or None,
+                "dns": self.options.tun_address if self.tun_name else None,
+                "dns_upstream": self.dns_upstream,
+                "subnets": [str(n) for n in self.routed],
+                "also_proxy": self.options.also_proxy,
+                "never_proxy": self.options.never_proxy,
+            },
+            "failure": self.failure,
+        }
+
+    # -- the run ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        handlers = {
+            "wait_ready": self._wait_ready,
+            "status": self._status,
+            "quit": self._quit_handler,
+        }
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: serve_control(
+                    handlers, name=self.options.control_name, task_status=task_status
+                )
+            )
+            nursery.start_soon(self._connect_and_serve, nursery.cancel_scope)
+            await self._quit.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _connect_and_serve(self, everything: trio.CancelScope) -> None:
+        try:
+            await self._connect_and_serve_inner()
+        except SessionError as exc:
+            self.fail(str(exc))
+        except HelperError as exc:
+            self.fail(f"the privileged helper failed: {exc}")
+        except OSError as exc:
+            self.fail(f"{exc.strerror or exc}")
+        finally:
+            if self.failure:
+                # Let the waiting tp connect read the failure, then end the engine.
+                await trio.sleep(0.5)
+                self._quit.set()
+
+    async def _connect_and_serve_inner(self) -> None:
+        opts = self.options
+        also = parse_cidrs(opts.also_proxy, "--also-proxy")
+        never = parse_cidrs(opts.never_proxy, "--never-proxy")
+        await self.say("Connecting to the cluster")
+        api, target = await open_api(
+            kubeconfig=opts.kubeconfig, context=opts.context, namespace=opts.namespace
+        )
+        await self.say(
+            await ensure_manager(
+                api, namespace=opts.manager_namespace, image=opts.image, progress=self.say
+            )
+        )
+        info = SessionInfo(
+            namespace=target.namespace,
+            manager_namespace=opts.manager_namespace,
+            context=target.context,
+            server=target.server,
+        )
+        async with open_session_with(
+            port_forward_connector(api, opts.manager_namespace), info
+        ) as session:
+            self.session = session
+            await self.say(f"Connected to the traffic-manager (session {info.session_id})")
+            if self.helper is None:
+                self.ready.set()
+                self._news.set()
+                await trio.sleep_forever()
+            await self._serve_network(session, also, never)
+
+    async def _serve_network(
+        self, session: Session, also: list[Network], never: list[Network]
+    ) -> None:
+        assert self.helper is not None
+        opts = self.options
+        hello = await self.helper.hello()
+        if hello.get("restored_dns"):
+            await self.say("Restored the DNS configuration a crashed session left behind")
+        fd, tun_info = await self.helper.create_tun(
+            TUN_NAME, mtu=TUN_MTU, addresses=[f"{opts.tun_address}/32"]
+        )
+        tun = TunDevice.from_fd(
+            fd, offloads=TunOffloads.from_flags(tun_info["offloads"]), mtu=TUN_MTU
+        )
+        self.tun_name = tun.name
+        if opts.pcap:
+            tun.trace_to(opts.pcap)
+        await self.say(f"Created TUN device {tun.name}")
+        async with trio.open_nursery() as nursery:
+            resolver = await self._start_dns(session, nursery)
+            await self._update_routes(session, also, never)
+            async with open_netstack(tun) as stack:
+                nursery.start_soon(serve_tun, stack, session)
+                nursery.start_soon(self._follow_cluster, session, resolver, also, never)
+                await self.say(
+                    f"Network ready: {len(self.routed)} subnets routed to {tun.name}, DNS on {opts.tun_address}"
+                )
+                self.ready.set()
+                self._news.set()
+                await trio.sleep_forever()
+
+    async def _start_dns(self, session: Session, nursery: trio.Nursery) -> Resolver:
+        assert self.helper is not None
+        address = self.options.tun_address
+        try:
+            current = await trio.Path("/etc/resolv.conf").read_text()
+        except OSError:
+            current = ""
+        self.dns_upstream = [s for s in nameservers_of(current) if s != address]
+        upstream = UdpUpstream(self.dns_upstream) if self.dns_upstream else None
+        resolver = Resolver(
+            session.policy,
+            cluster_lookup=session.lookup,
+            upstream=upstream,
+            clock=trio.current_time,
+        )
+        udp, tcp = await self.helper.bind_dns(address)
+        await nursery.start(serve_dns_on, resolver, udp, tcp)
+        await self.helper.set_dns([address])
+        return resolver
+
+    async def _update_routes(
+        self, session: Session, also: list[Network], never: list[Network]
+    ) -> None:
+        assert self.helper is not None
+        cluster = [*session.info.cluster.pod_cidrs, *session.info.cluster.service_cidrs]
+        wanted = routed_networks(cluster, also, never)
+        stale = [n for n in self.routed if n not in wanted]
+        new = [n for n in wanted if n not in self.routed]
+        if stale:
+            await self.helper.remove_routes(self.tun_name, [str(n) for n in stale])
+        if new:
+            await self.helper.add_routes(self.tun_name, [str(n) for n in new])
+        self.routed = wanted
+
+    async def _follow_cluster(
+        self, session: Session, resolver: Resolver, also: list[Network], never: list[Network]
+    ) -> None:
+        while True:
+            await session.wait_cluster_changed()
+            resolver.set_policy(session.policy)
+            await self._update_routes(session, also, never)
+            log.info("subnets now: %s", ", ".join(map(str, self.routed)))
+
+
+def helper_from_fd(fd: int | None) -> HelperClient | None:
+    if fd is None:
+        return None
+    return HelperClient(socket.socket(fileno=fd))
+
+
+def parse_address(text: str) -> str:
+    return str(ipaddress.ip_address(text))
