@@ -181,6 +181,26 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ),
 )
 
+# RBAC objects are stored and served (so manifests with least-privilege roles apply as on
+# a real cluster) but not enforced: the local cluster authorizes every authenticated call.
+RBAC_RESOURCES: tuple[ResourceInfo, ...] = tuple(
+    ResourceInfo(
+        name=name,
+        singular=name[:-1],
+        kind=kind,
+        group="rbac.authorization.k8s.io",
+        version="v1",
+        namespaced=namespaced,
+    )
+    for name, kind, namespaced in (
+        ("roles", "Role", True),
+        ("rolebindings", "RoleBinding", True),
+        ("clusterroles", "ClusterRole", False),
+        ("clusterrolebindings", "ClusterRoleBinding", False),
+    )
+)
+RESOURCES = RESOURCES + RBAC_RESOURCES
+
 BY_NAME: dict[str, ResourceInfo] = {info.name: info for info in RESOURCES}
 
 
