@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import typer
 
-from tpengine.cli import _connect_cmd, _version_cmd
+from tpengine.cli import _connect_cmd, _install_cmd, _version_cmd
 
 app = typer.Typer(
     name="tp",
@@ -26,6 +26,9 @@ app.command(
 )(_connect_cmd.connect)
 app.command("status")(_connect_cmd.status)
 app.command("quit")(_connect_cmd.quit_)
+app.command("install")(_install_cmd.install)
+app.command("uninstall")(_install_cmd.uninstall)
+app.command("gather-logs")(_install_cmd.gather_logs)
 
 # Commands whose issue has not landed yet. Each says so in one line and exits 2, so a
 # script can tell "not built" from "failed".
@@ -36,9 +39,6 @@ _NOT_YET = {
     "wiretap": "Get a read-only copy of a workload's traffic.",
     "ingest": "Borrow a workload's environment and volumes.",
     "leave": "End an engagement.",
-    "install": "Install the traffic manager into the cluster.",
-    "uninstall": "Remove the traffic manager or agents from the cluster.",
-    "gather-logs": "Zip the logs of every tpengine process.",
 }
 
 
