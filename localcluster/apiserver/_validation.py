@@ -41,7 +41,29 @@ def _required(field: str) -> Cause:
     return (field, "FieldValueRequired", "Required value")
 
 
+def _check_path_segment(name: str) -> list[Cause]:
+    # apimachinery path.ValidatePathSegmentName (RBAC names like "system:controller").
+    if not name:
+        return [_required("metadata.name")]
+    if name in (".", ".."):
+        return [_invalid_value("metadata.name", name, f"may not be '{name}'")]
+    for bad in ("/", "%"):
+        if bad in name:
+            return [_invalid_value("metadata.name", name, f"may not contain '{bad}'")]
+    return []
+
+
 def check_name(info: ResourceInfo, name: str) -> list[Cause]:
+    if info.group == "rbac.authorization.k8s.io":
+        return _check_path_segment(name)
+    if not name:
+        return [
+            (
+                "metadata.name",
+                "FieldValueRequired",
+                "Required value: name or generateName is required",
+            )
+        ]
     # Namespaces are RFC 1123 labels, Services DNS-1035 labels, the rest subdomains.
     if info.name == "namespaces":
         pattern, msg, limit = _LABEL, LABEL_MSG, 63
