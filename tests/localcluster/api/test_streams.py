@@ -137,3 +137,70 @@ async def test_port_forward_to_a_closed_port_reports_error(
     async with open_websocket_url(url, ssl_context=context, extra_headers=headers) as ws:
         messages = [await ws.get_message() for _ in range(3)]
     assert messages[2][0] == 1 and b"error forwarding port 9" in messages[2]
+
+
+async def test_spdy_upgrade_fallback_port_forward(cluster: Cluster, tmp_path: Path) -> None:
+    """The pre-1.31 path: POST + ``Upgrade: SPDY/3.1``, then raw SPDY frames on the socket."""
+    import ssl
+    import zlib
+
+    from localcluster.apiserver import _spdy
+    from tests.localcluster.api.test_units import _syn
+
+    pod = await _deploy(cluster, tmp_path)
+    context = ssl.create_default_context(cadata=cluster.pki.ca_cert_pem.decode())
+    tcp = await trio.open_tcp_stream("127.0.0.1", cluster.port)
+    stream = trio.SSLStream(tcp, context, server_hostname="127.0.0.1")
+    request = (
+        f"POST /api/v1/namespaces/default/pods/{pod}/portforward HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAuthorization: Bearer {cluster.pki.token}\r\n"
+        "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+        "X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    )
+    await stream.send_all(request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(4096)
+    assert head.startswith(b"HTTP/1.1 101")
+    rest = head.split(b"\r\n\r\n", 1)[1]
+    deflate = zlib.compressobj(zdict=_spdy.DICTIONARY)
+    inflate = _Client(rest)
+    await stream.send_all(
+        _syn(deflate, 1, {"streamtype": "error", "port": "8080", "requestid": "0"})
+        + _syn(deflate, 3, {"streamtype": "data", "port": "8080", "requestid": "0"})
+        + struct.pack(">II", 3, (1 << 24) | 4)
+        + b"ping"
+    )
+    echoed, fins = b"", set()
+    with trio.fail_after(10):
+        while fins != {1, 3}:
+            for kind, sid, data, fin in inflate.feed(await stream.receive_some(65536)):
+                if kind == "data":
+                    echoed += data if sid == 3 else b""
+                    assert sid == 3 or not data  # nothing on the error stream
+                    if fin:
+                        fins.add(sid)
+    assert echoed == b"ping"
+    await stream.aclose()
+
+
+class _Client:
+    """Just enough of a SPDY reader for the test: DATA frames and control frame types."""
+
+    def __init__(self, data: bytes) -> None:
+        self.buffer = bytearray(data)
+
+    def feed(self, data: bytes) -> list[tuple[str, int, bytes, bool]]:
+        self.buffer += data
+        out = []
+        while len(self.buffer) >= 8:
+            length = int.from_bytes(self.buffer[5:8], "big")
+            if len(self.buffer) < 8 + length:
+                break
+            frame, self.buffer = bytes(self.buffer[: 8 + length]), self.buffer[8 + length :]
+            if frame[0] & 0x80:
+                out.append(("control", int.from_bytes(frame[2:4], "big"), b"", False))
+            else:
+                sid = int.from_bytes(frame[0:4], "big")
+                out.append(("data", sid, frame[8:], bool(frame[4] & 1)))
+        return out
