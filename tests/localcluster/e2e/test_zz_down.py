@@ -13,6 +13,21 @@ import pytest
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 
+TOP_DIR = "/tpt-e2e-data"
+LEFTOVER = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: leftover}}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: [sleep, "3600"]
+    volumeMounts: [{{name: d, mountPath: {TOP_DIR}}}]
+  volumes: [{{name: d, emptyDir: {{}}}}]
+"""
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -21,11 +36,32 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def test_up_recovers_from_a_crashed_daemon(cluster: Any) -> None:
+    status = json.loads(
+        cluster.tp("local-cluster", "status", "--name", cluster.name, "-o", "json").stdout
+    )
+    os.kill(status["daemon_pid"], 9)
+    broken = json.loads(
+        cluster.tp("local-cluster", "status", "--name", cluster.name, "-o", "json").stdout
+    )
+    assert broken["state"] == "broken"
+    up = cluster.tp("local-cluster", "up", "--name", cluster.name)
+    assert up.returncode == 0, up.stderr
+    assert "Cleaning up" in up.stdout
+    assert "Server Version" in cluster.kubectl_ok("version")
+    assert not [p for p in os.listdir("/run/netns") if p.startswith(f"{cluster.name}-pod-")]
+
+
 def test_down_leaves_nothing(cluster: Any) -> None:
     status = json.loads(
         cluster.tp("local-cluster", "status", "--name", cluster.name, "-o", "json").stdout
     )
     assert status["state"] == "running"
+    # A pod whose mount point does not exist on the host: the directory is made (directly
+    # under / no overlay is possible) and must be gone after `down`.
+    cluster.kubectl_ok("apply", "-f", "-", input=LEFTOVER)
+    cluster.kubectl_ok("wait", "--for=condition=Ready", "pod/leftover", "--timeout=60s")
+    assert Path(TOP_DIR).is_dir()
     pids = [status["daemon_pid"], status["laptop_pid"]]
     pids += [int(p) for f in (cluster.state_dir / "pids").iterdir() for p in f.read_text().split()]
     assert len(pids) > 2  # the earlier tests left pods running
@@ -44,6 +80,7 @@ def test_down_leaves_nothing(cluster: Any) -> None:
     mounts = Path("/proc/self/mountinfo").read_text()
     assert f"/run/netns/{cluster.name}-" not in mounts and str(cluster.state_dir) not in mounts
     assert not cluster.state_dir.exists()
+    assert not Path(TOP_DIR).exists()
     assert not Path(f"/etc/netns/{cluster.name}-laptop").exists()
     after = json.loads(
         cluster.tp("local-cluster", "status", "--name", cluster.name, "-o", "json").stdout
