@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 
-from tpengine.tunnel import Event, MuxConfig, MuxConnection, Role
+import pytest
+import trio
+
+from tpengine.tunnel import (
+    DialHandler,
+    Event,
+    MuxConfig,
+    MuxConnection,
+    MuxSession,
+    RequestHandler,
+    Role,
+    open_mux_websocket_url,
+    serve_mux_websocket,
+)
 
 
 class Pair:
@@ -40,3 +55,42 @@ class Pair:
 @pytest.fixture(scope="session")
 def pair_cls() -> type[Pair]:
     return Pair
+
+
+@asynccontextmanager
+async def tunnel_pair(
+    *,
+    dial_handler: DialHandler | None = None,
+    request_handler: RequestHandler | None = None,
+    config: MuxConfig | None = None,
+    client_config: MuxConfig | None = None,
+) -> AsyncIterator[tuple[MuxSession, MuxSession]]:
+    """A real tunnel over trio-websocket on loopback: (client session, server session)."""
+    send, recv = trio.open_memory_channel[MuxSession](1)
+
+    async def on_session(session: MuxSession, request: object) -> None:
+        await send.send(session)
+        await session.wait_closed()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(
+                serve_mux_websocket,
+                on_session,
+                "127.0.0.1",
+                0,
+                config=config,
+                dial_handler=dial_handler,
+                request_handler=request_handler,
+            )
+        )
+        url = f"ws://127.0.0.1:{server.port}/tunnel"
+        async with open_mux_websocket_url(url, config=client_config or config) as client:
+            server_session = await recv.receive()
+            yield client, server_session
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture(scope="session")
+def open_tunnel_pair():  # type: ignore[no-untyped-def]
+    return tunnel_pair

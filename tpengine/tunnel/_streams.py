@@ -8,6 +8,7 @@ died) and BusyResourceError (two tasks sending or receiving at once).
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,8 @@ class MuxStream(trio.abc.HalfCloseableStream):
         self.stream_id = stream_id
         self.destination = destination
         self._buf: deque[bytes] = deque()
+        #: Bytes handed to the tunnel so far (never ahead of the peer's window).
+        self.sent = 0
         self._buffered = 0
         self._eof = False  # the peer sent FIN
         self._eof_sent = False
@@ -86,6 +89,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
                 taken = conn.send_data(self.stream_id, view[pos:])
                 if taken:
                     pos += taken
+                    self.sent += taken
                     self.session._kick()
                 else:
                     await self._wait_credit()
@@ -120,8 +124,10 @@ class MuxStream(trio.abc.HalfCloseableStream):
             self.session._kick()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as trio streams do
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
         with self._recv_busy:
             await trio.lowlevel.checkpoint()
             while True:
@@ -145,6 +151,15 @@ class MuxStream(trio.abc.HalfCloseableStream):
         self.session._conn.acknowledge_received(self.stream_id, len(chunk))
         self.session._kick()
         return chunk
+
+    async def reset(self, message: str = "reset by the application") -> None:
+        """Abort the stream: the peer's reads and writes fail (a TCP RST)."""
+        if not self._closed:
+            if self._broken is None and not self.session._conn.closed:
+                self.session._conn.reset_stream(self.stream_id, ErrorCode.CANCEL, message)
+                self.session._kick()
+            self._on_broken(message)
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Close both directions, as close(2) on a socket: FIN if our side is open, and
