@@ -6,6 +6,7 @@ towards it and hands each to the engine as a trio stream.
 """
 
 from ._config import TcpConfig
+from ._device import NetstackStats
 from ._errors import LocalProtocolError, ProtocolViolation
 from ._events import (
     Closed,
@@ -17,8 +18,12 @@ from ._events import (
     Writable,
 )
 from ._segment import ACK, FIN, PSH, RST, SYN, URG, TcpSegment, reset_for
+from ._stack import Connection, Netstack, NetstackConfig, PendingConnection, open_netstack
 from ._state import TcpState
+from ._stream import TcpStream
 from ._tcp import TcpEndpoint
+from ._udp import UdpFlowTable
+from ._udp_flow import UdpFlow
 
 __all__ = [
     "ACK",
@@ -31,7 +36,12 @@ __all__ = [
     "ConnectionReset",
     "Established",
     "Event",
+    "Connection",
     "LocalProtocolError",
+    "Netstack",
+    "NetstackConfig",
+    "NetstackStats",
+    "PendingConnection",
     "ProtocolViolation",
     "Readable",
     "RemoteClosed",
@@ -39,6 +49,10 @@ __all__ = [
     "TcpEndpoint",
     "TcpSegment",
     "TcpState",
+    "TcpStream",
+    "UdpFlow",
+    "UdpFlowTable",
     "Writable",
+    "open_netstack",
     "reset_for",
 ]

@@ -8,6 +8,8 @@ from typing import Any
 
 import trio
 
+from .pcap import PcapTracer
+
 _BATCH = 256
 _NO_VNET = bytes(10)  # flags 0, GSO_NONE: a plain packet with complete checksums
 
@@ -32,7 +34,7 @@ class Device:
     """Adapter from the stack to a TUN device (``fd``, ``vnet_hdr``, ``offloads``,
     ``mtu``, ``read_batch_nowait``, ``write_nowait``)."""
 
-    def __init__(self, tun: Any, tracer: Any = None) -> None:
+    def __init__(self, tun: Any, tracer: PcapTracer | None = None) -> None:
         self.tun = tun
         self.fd: int = tun.fd
         self.vnet_hdr: bool = bool(tun.vnet_hdr)
@@ -47,9 +49,7 @@ class Device:
     def wrap(cls, tun: Any, *, pcap: str | None = None) -> Device:
         tracer = None
         if pcap is not None:
-            from .pcap import open_pcap_tracer  # debugging only: scapy is heavy
-
-            tracer = open_pcap_tracer(pcap, vnet_hdr=bool(tun.vnet_hdr))
+            tracer = PcapTracer(pcap, vnet_hdr=bool(tun.vnet_hdr))
         return cls(tun, tracer)
 
     async def wait_readable(self) -> None:
@@ -58,14 +58,13 @@ class Device:
     def read_batch(self) -> list[bytes]:
         batch: list[bytes] = self.tun.read_batch_nowait(_BATCH)
         if self.tracer is not None:
-            for packet in batch:
-                self.tracer.record(packet, inbound=True)
+            self.tracer.read_from_tun(batch)
         return batch
 
     def write_packet(self, packet: bytes | bytearray | memoryview) -> None:
         """Write one packet now. A full queue drops it: TCP retransmits, UDP may lose."""
         if self.tracer is not None:
-            self.tracer.record(packet, inbound=False)
+            self.tracer.written_to_tun((packet,))
         try:
             if not self.tun.write_nowait(packet):
                 self.write_drops += 1

@@ -9,6 +9,7 @@ It raises only trio's resource errors: ``ClosedResourceError`` after our own
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 import trio
@@ -136,8 +137,10 @@ class TcpStream(trio.abc.HalfCloseableStream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._receiving:
             raise trio.BusyResourceError("another task is receiving on this stream")
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
         self._check_open()
         self._receiving = True
         try:

@@ -1,0 +1,370 @@
+"""The netstack against the real peer: Linux's own TCP, in a namespace, through a TUN.
+
+Each test opens a fresh namespace with a TUN routed to ``10.77.0.0/16`` and
+``fd77::/64``, runs ``open_netstack`` on it, and plays the engine: port 1 is refused,
+port 2 unreachable, everything else accepted and handed to a per-test handler. Kernel
+sockets are made inside the namespace and driven from trio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import trio
+import trio.testing
+
+from tests.netstack._netns import in_netns, open_test_tun
+from tpengine.netstack import Netstack, NetstackConfig, TcpStream, open_netstack
+
+pytestmark = pytest.mark.root
+
+Handler = Callable[[TcpStream], Awaitable[None]]
+REFUSED_PORT = 1
+UNREACHABLE_PORT = 2
+
+
+class Env:
+    def __init__(self, stack: Netstack, netns: str) -> None:
+        self.stack = stack
+        self.netns = netns
+        self.handler: Handler = echo_handler
+        self.accepted: list[TcpStream] = []
+
+    async def kernel_socket(
+        self, family: socket.AddressFamily = socket.AF_INET, kind: int = socket.SOCK_STREAM
+    ) -> trio.socket.SocketType:
+        def make() -> socket.socket:
+            with in_netns(self.netns):
+                return socket.socket(family, kind)
+
+        return trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(make))
+
+    async def connect(self, host: str = "10.77.1.1", port: int = 80) -> trio.SocketStream:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = await self.kernel_socket(family)
+        try:
+            await sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+
+
+async def echo_handler(stream: TcpStream) -> None:
+    async with stream:
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+
+
+async def _serve(env: Env, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        async for pending in env.stack.pending_connections():
+            port = pending.destination[1]
+            if port == REFUSED_PORT:
+                pending.refuse()
+            elif port == UNREACHABLE_PORT:
+                pending.unreachable()
+            else:
+                nursery.start_soon(_accept_and_handle, env, pending)
+
+
+async def _accept_and_handle(env: Env, pending: object) -> None:
+    try:
+        stream = await pending.accept()  # type: ignore[attr-defined]
+    except trio.BrokenResourceError:
+        return
+    env.accepted.append(stream)
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await env.handler(stream)
+
+
+@contextlib.asynccontextmanager
+async def serving(config: NetstackConfig | None = None) -> AsyncIterator[Env]:
+    async with open_test_tun() as (tun, netns), open_netstack(tun, config=config) as stack:
+        env = Env(stack, netns)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_serve, env)
+            yield env
+            nursery.cancel_scope.cancel()
+
+
+def pattern(n: int, seed: int) -> bytes:
+    block = hashlib.sha256(seed.to_bytes(4, "big")).digest() * 2048  # 64 KiB
+    reps = n // len(block) + 1
+    return (block * reps)[:n]
+
+
+async def receive_all(stream: trio.abc.ReceiveStream, limit: int | None = None) -> bytes:
+    out = bytearray()
+    while data := await stream.receive_some(1 << 20):
+        out += data
+        if limit is not None and len(out) >= limit:
+            break
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------- transfers
+
+
+async def _upload_then_download(env: Env, size: int) -> None:
+    """Kernel sends ``size`` bytes and FIN; the stack's side reads them all, then answers
+    ``size`` other bytes and closes: both directions, half-close from the kernel side."""
+    up, down = pattern(size, 1), pattern(size, 2)
+    got_up = trio.Event()
+    received = bytearray()
+
+    async def handler(stream: TcpStream) -> None:
+        async with stream:
+            received.extend(await receive_all(stream))
+            got_up.set()
+            await stream.send_all(down)
+
+    env.handler = handler
+    client = await env.connect()
+    async with client:
+        await client.send_all(up)
+        await client.send_eof()
+        answer = await receive_all(client)
+    await got_up.wait()
+    assert bytes(received) == up
+    assert answer == down
+
+
+@pytest.mark.parametrize("size", [0, 1, 65536])
+async def test_transfers_intact_both_ways(size: int) -> None:
+    async with serving() as env:
+        await _upload_then_download(env, size)
+
+
+async def test_large_transfer_both_ways_at_once() -> None:
+    """100 MB each way concurrently, verified by digest (the big one of the suite)."""
+    size = 100 * 1000 * 1000
+    chunk = pattern(1 << 20, 3)
+    async with serving() as env:
+        digests: dict[str, str] = {}
+
+        async def send_stream(stream: trio.abc.SendStream) -> None:
+            sent = 0
+            while sent < size:
+                piece = chunk[: size - sent]
+                await stream.send_all(piece)
+                sent += len(piece)
+
+        async def digest_stream(stream: trio.abc.ReceiveStream, name: str) -> None:
+            h = hashlib.sha256()
+            n = 0
+            while data := await stream.receive_some(1 << 20):
+                h.update(data)
+                n += len(data)
+            digests[name] = f"{n}:{h.hexdigest()}"
+
+        server_done = trio.Event()
+
+        async def handler(stream: TcpStream) -> None:
+            async with stream, trio.open_nursery() as nursery:
+                nursery.start_soon(digest_stream, stream, "up")
+                await send_stream(stream)
+                await stream.send_eof()
+            server_done.set()
+
+        env.handler = handler
+        client = await env.connect()
+        async with client, trio.open_nursery() as nursery:
+            nursery.start_soon(digest_stream, client, "down")
+            await send_stream(client)
+            await client.send_eof()
+        await server_done.wait()
+        expected = hashlib.sha256()
+        for off in range(0, size, len(chunk)):
+            expected.update(chunk[: size - off])
+        want = f"{size}:{expected.hexdigest()}"
+        assert digests == {"up": want, "down": want}
+
+
+async def test_ipv6_transfer() -> None:
+    async with serving() as env:
+        client = await env.connect("fd77::5", 8080)
+        async with client:
+            await client.send_all(b"over v6")
+            assert await client.receive_some(100) == b"over v6"
+        assert env.accepted[0].destination == ("fd77::5", 8080)
+
+
+async def test_original_destination_and_source() -> None:
+    async with serving() as env:
+        client = await env.connect("10.77.3.4", 4321)
+        async with client:
+            await client.send_all(b"hi")
+            await client.receive_some(10)
+            (stream,) = env.accepted
+            assert stream.destination == ("10.77.3.4", 4321)
+            assert stream.source == client.socket.getsockname()
+
+
+# ---------------------------------------------------------------------- closing
+
+
+async def test_half_close_from_the_stack_side() -> None:
+    """We send and FIN first; the kernel app still sends afterwards, and we read it."""
+    late = trio.Event()
+    got: list[bytes] = []
+
+    async def handler(stream: TcpStream) -> None:
+        await stream.send_all(b"here is everything")
+        await stream.send_eof()
+        got.append(await receive_all(stream))
+        late.set()
+        await stream.aclose()
+
+    async with serving() as env:
+        env.handler = handler
+        client = await env.connect()
+        async with client:
+            assert await receive_all(client) == b"here is everything"
+            await client.send_all(b"and a late reply")
+            await client.send_eof()
+            await late.wait()
+        assert got == [b"and a late reply"]
+
+
+async def test_rst_from_kernel_breaks_our_stream() -> None:
+    outcome: list[str] = []
+    ready = trio.Event()
+    done = trio.Event()
+
+    async def handler(stream: TcpStream) -> None:
+        ready.set()
+        try:
+            await stream.receive_some()
+            await stream.receive_some()
+        except trio.BrokenResourceError:
+            outcome.append("broken")
+        done.set()
+
+    async with serving() as env:
+        env.handler = handler
+        client = await env.connect()
+        await ready.wait()
+        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+        client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.socket.close()
+        with trio.fail_after(5):
+            await done.wait()
+    assert outcome == ["broken"]
+
+
+async def test_abort_from_stack_resets_kernel_socket() -> None:
+    async def handler(stream: TcpStream) -> None:
+        await stream.receive_some()
+        stream.abort()
+
+    async with serving() as env:
+        env.handler = handler
+        client = await env.connect()
+        await client.send_all(b"x")
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await client.receive_some(10)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
+        await client.aclose()
+
+
+async def test_refused_and_unreachable_destinations() -> None:
+    async with serving() as env:
+        with pytest.raises(ConnectionRefusedError):
+            await env.connect(port=REFUSED_PORT)
+        with pytest.raises(OSError) as info:
+            await env.connect(port=UNREACHABLE_PORT)
+        assert info.value.errno == errno.EHOSTUNREACH
+
+
+async def test_thousand_concurrent_connections() -> None:
+    count = 1000
+    async with serving() as env:
+        results: list[bytes] = []
+        streams: list[trio.SocketStream] = []
+
+        async def one(i: int) -> None:
+            client = await env.connect(f"10.77.{i % 7}.{1 + i % 250}", 1000 + i)
+            streams.append(client)
+            await client.send_all(b"%05d" % i)
+            results.append(await client.receive_some(10))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(one, i)
+        assert sorted(results) == [b"%05d" % i for i in range(count)]
+        assert env.stack.connection_count == count  # all open at once
+        for s in streams:
+            await s.aclose()
+        for _ in range(200):  # every connection finishes, nothing leaks
+            if not env.stack.connection_count:
+                break
+            await trio.sleep(0.05)
+        assert env.stack.connection_count == 0
+
+
+async def test_check_half_closeable_stream() -> None:
+    async with serving() as env:
+        queue_send, queue_recv = trio.open_memory_channel[TcpStream](1)
+
+        async def handler(stream: TcpStream) -> None:
+            await queue_send.send(stream)
+            await trio.sleep_forever()
+
+        env.handler = handler
+
+        async def maker() -> tuple[TcpStream, trio.SocketStream]:
+            client = await env.connect()
+            return await queue_recv.receive(), client
+
+        async def reversed_maker() -> tuple[trio.SocketStream, TcpStream]:
+            ours, client = await maker()
+            return client, ours
+
+        with trio.fail_after(30):
+            await trio.testing.check_half_closeable_stream(maker, None)
+            await trio.testing.check_half_closeable_stream(reversed_maker, None)
+
+
+# ---------------------------------------------------------------------- UDP
+
+
+async def test_udp_flow_round_trip() -> None:
+    async with serving() as env:
+        sock = await env.kernel_socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect(("10.77.0.53", 53))
+            await sock.send(b"query 1")
+            flow = await env.stack.udp_flows().receive()
+            assert flow.destination == ("10.77.0.53", 53)
+            assert flow.source == sock.getsockname()
+            assert await flow.receive() == b"query 1"
+            await flow.send(b"answer 1")
+            assert await sock.recv(100) == b"answer 1"
+            await sock.send(b"query 2")  # same 5-tuple: same flow
+            assert await flow.receive() == b"query 2"
+
+
+async def test_pcap_flag_records_the_conversation(tmp_path: object) -> None:
+    import pathlib
+
+    path = pathlib.Path(str(tmp_path)) / "trace.pcap"
+    async with open_test_tun() as (tun, netns), open_netstack(tun, pcap=str(path)) as stack:
+        env = Env(stack, netns)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_serve, env)
+            client = await env.connect()
+            async with client:
+                await client.send_all(b"traced")
+                assert await client.receive_some(10) == b"traced"
+            nursery.cancel_scope.cancel()
+    data = path.read_bytes()
+    assert data[:4] == struct.pack("=I", 0xA1B2C3D4)
+    assert data.count(b"traced") >= 2  # once each way
