@@ -123,6 +123,7 @@ async def test_half_close_propagates_both_ways(open_tunnel_pair) -> None:  # typ
 async def test_reset_propagates(open_tunnel_pair) -> None:  # type: ignore[no-untyped-def]
     outcome: list[str] = []
     got_data = trio.Event()
+    done = trio.Event()
 
     async def handler(dial: IncomingDial) -> None:
         stream = await dial.accept_stream()
@@ -134,6 +135,7 @@ async def test_reset_propagates(open_tunnel_pair) -> None:  # type: ignore[no-un
             outcome.append(str(exc))
         with pytest.raises(trio.BrokenResourceError):
             await stream.send_all(b"x")
+        done.set()
 
     async with open_tunnel_pair(dial_handler=handler) as (client, _):
         stream = await client.open_stream("10.0.0.1", 80)
@@ -141,8 +143,7 @@ async def test_reset_propagates(open_tunnel_pair) -> None:  # type: ignore[no-un
         await got_data.wait()
         await stream.reset("app sent RST")
         with trio.fail_after(5):
-            while not outcome:
-                await trio.sleep(0.01)
+            await done.wait()
     assert "reset by the peer" in outcome[0] and "app sent RST" in outcome[0]
 
 
