@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from localcluster.apiserver._allocator import DNS_SERVICE_IP, KUBERNETES_SERVICE_IP
 from localcluster.apiserver._errors import (
     AlreadyExists,
     BadRequest,
@@ -12,12 +13,7 @@ from localcluster.apiserver._errors import (
     NotFound,
     StoreError,
 )
-from localcluster.apiserver._store import (
-    DNS_SERVICE_IP,
-    KUBERNETES_SERVICE_IP,
-    Store,
-    WatchEvent,
-)
+from localcluster.apiserver._store import Store, WatchEvent
 
 __all__ = [
     "DNS_SERVICE_IP",

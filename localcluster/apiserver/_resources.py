@@ -50,6 +50,17 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         has_status=True,
     ),
     ResourceInfo(
+        name="nodes",
+        singular="node",
+        kind="Node",
+        group="",
+        version="v1",
+        namespaced=False,
+        short_names=("no",),
+        subresources=(_STATUS,),
+        has_status=True,
+    ),
+    ResourceInfo(
         name="pods",
         singular="pod",
         kind="Pod",

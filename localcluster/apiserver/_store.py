@@ -12,7 +12,6 @@ replaces the dict, and readers get deep copies.
 from __future__ import annotations
 
 import copy
-import ipaddress
 import math
 import random
 import uuid
@@ -27,6 +26,7 @@ import trio
 
 from . import _patch
 from ._admission import WebhookAdmission
+from ._allocator import ServiceAllocator, keep_cluster_ip
 from ._defaults import apply_defaults
 from ._errors import (
     AlreadyExists,
@@ -34,7 +34,6 @@ from ._errors import (
     Conflict,
     Forbidden,
     Gone,
-    Invalid,
     NotFound,
     StoreError,
     not_found,
@@ -47,9 +46,6 @@ Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
 Admit = Callable[["Store", Obj, str], Awaitable[Obj]]
 
-SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
-KUBERNETES_SERVICE_IP = "10.96.0.1"
-DNS_SERVICE_IP = "10.96.0.10"
 WATCH_QUEUE_LIMIT = 20_000  # a watcher this far behind is closed (it re-lists), as a real one
 
 
@@ -108,8 +104,7 @@ class Store:
     _compacted: int = 0
     _history: deque[_Change] = field(default_factory=deque)
     _watchers: set[_Watcher] = field(default_factory=set)
-    _service_ips: set[str] = field(default_factory=set)
-    _node_ports: set[int] = field(default_factory=set)
+    _services: ServiceAllocator = field(default_factory=ServiceAllocator)
 
     # ---- reads ------------------------------------------------------------------------
 
@@ -315,7 +310,9 @@ class Store:
         if key in self._table(resource):
             raise self._exists(info, key[1])
         if resource == "services":
-            self._allocate_service(obj)
+            self._services.allocate(obj)
+            if dry_run:
+                self._services.release(obj)
         meta = obj["metadata"]
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
@@ -342,53 +339,6 @@ class Store:
             obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj)}
         elif info.name in ("deployments", "replicasets", "statefulsets"):
             obj["status"] = {}
-
-    def _allocate_service(self, svc: Obj) -> None:
-        spec = svc["spec"]
-        if spec.get("type") == "ExternalName":
-            spec.pop("clusterIP", None)
-        elif spec.get("clusterIP") == "None":
-            spec["clusterIPs"] = ["None"]
-        else:
-            spec["clusterIP"] = self._allocate_ip(svc, spec.get("clusterIP"))
-            spec["clusterIPs"] = [spec["clusterIP"]]
-        if spec.get("type") != "ExternalName":
-            spec.setdefault("ipFamilies", ["IPv4"])
-            spec.setdefault("ipFamilyPolicy", "SingleStack")
-        if spec.get("type") in ("NodePort", "LoadBalancer"):
-            for port in spec.get("ports") or []:
-                if not port.get("nodePort"):
-                    free = [p for p in range(30000, 32768) if p not in self._node_ports]
-                    port["nodePort"] = random.choice(free)
-                self._node_ports.add(int(port["nodePort"]))
-
-    def _allocate_ip(self, svc: Obj, wanted: Any) -> str:
-        name = svc["metadata"]["name"]
-        if wanted:
-            try:
-                address = ipaddress.ip_address(str(wanted))
-            except ValueError:
-                address = None
-            if address is None or address not in SERVICE_CIDR:
-                raise Invalid(
-                    f'Service "{name}" is invalid: spec.clusterIPs: Invalid value: '
-                    f'["{wanted}"]: failed to allocate IP {wanted}: the provided IP ({wanted}) '
-                    f"is not in the valid range. The range of valid IPs is {SERVICE_CIDR}"
-                )
-            if str(address) in self._service_ips:
-                raise Invalid(
-                    f'Service "{name}" is invalid: spec.clusterIPs: Invalid value: '
-                    f'["{wanted}"]: failed to allocate IP {wanted}: provided IP is already allocated'
-                )
-            self._service_ips.add(str(address))
-            return str(address)
-        # The low /24 is kept for static addresses (10.96.0.1 kubernetes, 10.96.0.10 DNS).
-        for _ in range(1000):
-            candidate = str(SERVICE_CIDR[random.randrange(256, SERVICE_CIDR.num_addresses - 1)])
-            if candidate not in self._service_ips:
-                self._service_ips.add(candidate)
-                return candidate
-        raise Invalid(f'Service "{name}" is invalid: spec.clusterIPs: range is full')
 
     async def update(
         self,
@@ -420,7 +370,7 @@ class Store:
         if resource == "pods":
             new["spec"].setdefault("nodeName", old["spec"].get("nodeName"))
         if resource == "services":
-            self._keep_cluster_ip(old, new)
+            keep_cluster_ip(old, new)
         validate(info, new)
         return self._commit_update(info, key, old, new, dry_run=dry_run)
 
@@ -447,24 +397,6 @@ class Store:
                 new["metadata"][key] = old["metadata"][key]
             else:
                 new["metadata"].pop(key, None)
-
-    def _keep_cluster_ip(self, old: Obj, new: Obj) -> None:
-        old_spec, spec = old.get("spec", {}), new.setdefault("spec", {})
-        for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
-            if key in old_spec and not spec.get(key):
-                spec[key] = old_spec[key]
-        if spec.get("clusterIP") != old_spec.get("clusterIP"):
-            name = new["metadata"]["name"]
-            raise Invalid(
-                f'Service "{name}" is invalid: spec.clusterIPs[0]: Invalid value: '
-                f'["{spec.get("clusterIP")}"]: may not change once set'
-            )
-        for port in spec.get("ports") or []:
-            match = next(
-                (p for p in old_spec.get("ports") or [] if p.get("port") == port.get("port")), None
-            )
-            if match and match.get("nodePort") and not port.get("nodePort"):
-                port["nodePort"] = match["nodePort"]
 
     def _commit_update(
         self, info: ResourceInfo, key: Key, old: Obj, new: Obj, *, dry_run: bool = False
@@ -641,9 +573,7 @@ class Store:
             return None
         self._by_uid.pop(obj["metadata"].get("uid", ""), None)
         if resource == "services":
-            self._service_ips.discard(obj.get("spec", {}).get("clusterIP", ""))
-            for port in obj.get("spec", {}).get("ports") or []:
-                self._node_ports.discard(port.get("nodePort"))
+            self._services.release(obj)
         return obj
 
     async def _remove(self, info: ResourceInfo, key: Key) -> Obj:

@@ -216,6 +216,29 @@ def _event_row(ev: Obj) -> Row:
     ]
 
 
+def _node_row(node: Obj) -> Row:
+    status = node.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
+    info = status.get("nodeInfo") or {}
+    internal = [
+        a["address"] for a in status.get("addresses") or [] if a.get("type") == "InternalIP"
+    ]
+    return [
+        _name(node),
+        "Ready" if ready.get("status") == "True" else "NotReady",
+        ",".join(roles) or "<none>",
+        age(node),
+        info.get("kubeletVersion", ""),
+        ",".join(internal) or "<none>",
+        "<none>",
+        info.get("osImage", ""),
+        info.get("kernelVersion", ""),
+        info.get("containerRuntimeVersion", ""),
+    ]
+
+
 def _col(name: str, kind: str = "string", priority: int = 0, fmt: str = "") -> Obj:
     col: Obj = {
         "name": name,
@@ -286,6 +309,21 @@ PRINTERS: dict[str, tuple[list[Obj], Callable[[Obj], Row]]] = {
     "statefulsets": (
         [_NAME, _col("Ready"), _AGE, _col("Containers", priority=1), _col("Images", priority=1)],
         _statefulset_row,
+    ),
+    "nodes": (
+        [
+            _NAME,
+            _col("Status"),
+            _col("Roles"),
+            _AGE,
+            _col("Version"),
+            _col("Internal-IP", priority=1),
+            _col("External-IP", priority=1),
+            _col("OS-Image", priority=1),
+            _col("Kernel-Version", priority=1),
+            _col("Container-Runtime", priority=1),
+        ],
+        _node_row,
     ),
     "namespaces": (
         [_NAME, _col("Status"), _AGE],

@@ -12,14 +12,16 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from ..apiserver._allocator import KUBERNETES_SERVICE_IP
 from ..apiserver._errors import AlreadyExists, NotFound, StoreError
-from ..apiserver._store import KUBERNETES_SERVICE_IP, Store, WatchEvent
+from ..apiserver._store import Store, WatchEvent, now_rfc3339
 from ._common import Obj, controller_of
 from ._endpoints import sync_service_endpoints
 from ._workloads import sync_deployment, sync_replicaset, sync_statefulset
 
 log = logging.getLogger(__name__)
 
+POD_CIDR = "10.244.0.0/16"
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 RESYNC_SECONDS = 5.0
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -63,6 +65,7 @@ async def bootstrap(
     for ns in DEFAULT_NAMESPACES:
         await _ensure(store, "namespaces", None, {"metadata": {"name": ns}})
         await _namespace_contents(store, ns, ca_cert_pem)
+    await _ensure(store, "nodes", None, _node(store.node_name, api_host))
     labels = {"component": "apiserver", "provider": "kubernetes"}
     await _ensure(
         store,
@@ -109,6 +112,51 @@ async def bootstrap(
             "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}],
         },
     )
+
+
+def _node(name: str, address: str) -> Obj:
+    """The one Node: Ready, the node netns address, the pod CIDR (kubelet's registration)."""
+    import platform
+
+    now = now_rfc3339()
+    uname = platform.uname()
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64" if uname.machine == "x86_64" else uname.machine,
+                "node-role.kubernetes.io/control-plane": "",
+            },
+        },
+        "spec": {"podCIDR": POD_CIDR, "podCIDRs": [POD_CIDR]},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": address},
+                {"type": "Hostname", "address": name},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }
+            ],
+            "nodeInfo": {
+                "kubeletVersion": "v1.32.0",
+                "kubeProxyVersion": "v1.32.0",
+                "operatingSystem": "linux",
+                "architecture": "amd64" if uname.machine == "x86_64" else uname.machine,
+                "osImage": "tpengine local cluster",
+                "kernelVersion": uname.release,
+                "containerRuntimeVersion": "tpengine://0.1.0",
+            },
+        },
+    }
 
 
 async def _namespace_contents(store: Store, ns: str, ca_cert_pem: bytes | None) -> None:
