@@ -1,0 +1,257 @@
+"""The netstack's throughput, connection rate and memory, next to the raw TUN rates.
+
+All in one run, each in a fresh namespace with a TUN routed to the stack:
+
+- raw TUN read (TSO) and GSO-write rates (``bench_tun.measure_raw_rates``): the ceiling;
+- kernel → netstack → sink and source → netstack → kernel, one stream and eight, MB/s
+  (the kernel end is a separate Python process per stream inside the namespace);
+- new connections per second accepted from ``ab`` (apache2-utils, C) against a tiny
+  HTTP/1.0 responder on netstack streams;
+- the stack's RSS growth per idle connection with 10,000 connections open.
+
+Run: ``.venv/bin/python -m benchmarks netstack`` (needs root).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import trio
+
+from benchmarks.bench_tun import measure_raw_rates
+from tests.netstack._netns import open_test_tun, run_in_netns
+from tpengine.netstack import NetstackConfig, PendingConnection, TcpConfig, open_netstack
+
+_SEND = """
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]); chunk = bytes(1 << 20)
+s = socket.create_connection((host, port), timeout=60)
+while n > 0:
+    s.sendall(chunk[: min(n, len(chunk))]); n -= len(chunk)
+s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
+"""
+_RECEIVE = """
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]); buf = bytearray(1 << 20)
+s = socket.create_connection((host, port), timeout=60)
+while n > 0:
+    got = s.recv_into(buf)
+    if not got: sys.exit("short read: %d bytes missing" % n)
+    n -= got
+s.close()
+"""
+_IDLE = """
+import socket, sys, resource
+host, n = sys.argv[1], int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, n + 100))
+socks = [socket.create_connection((host, 7000 + i % 1000), timeout=60) for i in range(n)]
+print("open", flush=True)
+sys.stdin.readline()
+"""
+_RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+MB = 1e6
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last = 0.0
+        self.nbytes = 0
+
+    def start(self) -> None:
+        now = time.perf_counter()
+        if self.first is None or now < self.first:
+            self.first = now
+
+    def stop(self, nbytes: int) -> None:
+        self.last = max(self.last, time.perf_counter())
+        self.nbytes += nbytes
+
+    def rate(self) -> float:
+        assert self.first is not None
+        return self.nbytes / (self.last - self.first) / MB
+
+
+async def _bulk(direction: str, streams: int, total: int) -> float:
+    """MB/s through the stack: "in" = kernel → stack sink, "out" = stack source → kernel."""
+    per = total // streams
+    clock = _Clock()
+    payload = bytes(1 << 20)
+    async with open_test_tun(name="tpnbench") as (tun, netns), open_netstack(tun) as stack:
+
+        async def handle(pending: PendingConnection) -> None:
+            stream = await pending.accept()
+            clock.start()
+            n = 0
+            async with stream:
+                if direction == "in":
+                    while data := await stream.receive_some(1 << 20):
+                        n += len(data)
+                else:
+                    while n < per:
+                        piece = payload[: min(len(payload), per - n)]
+                        await stream.send_all(piece)
+                        n += len(piece)
+                    await stream.send_eof()
+                    await stream.receive_some(1)
+            clock.stop(n)
+
+        async def serve() -> None:
+            async with trio.open_nursery() as nursery:
+                async for pending in stack.pending_connections():
+                    nursery.start_soon(handle, pending)
+
+        script = _SEND if direction == "in" else _RECEIVE
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            async with trio.open_nursery() as clients:
+                for i in range(streams):
+                    argv = [sys.executable, "-c", script, f"10.77.5.{i + 1}", "5001", str(per)]
+                    clients.start_soon(run_in_netns, netns, argv)
+            nursery.cancel_scope.cancel()
+    return clock.rate()
+
+
+async def _connection_rate(requests: int = 5000, concurrency: int = 16) -> float:
+    async with open_test_tun(name="tpnbench") as (tun, netns), open_netstack(tun) as stack:
+
+        async def respond(pending: PendingConnection) -> None:
+            try:
+                stream = await pending.accept()
+                async with stream:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        data = await stream.receive_some()
+                        if not data:
+                            return
+                        request += data
+                    await stream.send_all(_RESPONSE)
+            except trio.BrokenResourceError:
+                pass
+
+        async def serve() -> None:
+            async with trio.open_nursery() as nursery:
+                async for pending in stack.pending_connections():
+                    nursery.start_soon(respond, pending)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            argv = ["ab", "-q", "-n", str(requests), "-c", str(concurrency)]
+            result = await run_in_netns(
+                netns, [*argv, "http://10.77.0.80/"], capture_stdout=True, capture_stderr=True
+            )
+            nursery.cancel_scope.cancel()
+    out = result.stdout.decode()
+    failed = re.search(r"Failed requests:\s+(\d+)", out)
+    if failed and int(failed.group(1)):
+        raise RuntimeError(f"ab: {failed.group(1)} failed requests")
+    found = re.search(r"Requests per second:\s+([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"ab printed no rate:\n{out}")
+    return float(found.group(1))
+
+
+async def _idle_rss(count: int = 10_000) -> tuple[float, int]:
+    """KiB of RSS the stack grows by per idle connection (and how many were open)."""
+    config = NetstackConfig(backlog=count, tcp=TcpConfig(keepalive_idle=None))
+    async with (
+        open_test_tun(name="tpnbench") as (tun, netns),
+        open_netstack(tun, config=config) as stack,
+    ):
+        opened = trio.Event()
+        accepted = 0
+
+        async def hold(pending: PendingConnection) -> None:
+            nonlocal accepted
+            stream = await pending.accept()
+            accepted += 1
+            if accepted == count:
+                opened.set()
+            await stream.receive_some()
+
+        async def serve() -> None:
+            async with trio.open_nursery() as nursery:
+                async for pending in stack.pending_connections():
+                    nursery.start_soon(hold, pending)
+
+        before = _rss_kib()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            proc = await trio.lowlevel.open_process(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    netns,
+                    sys.executable,
+                    "-c",
+                    _IDLE,
+                    "10.77.6.1",
+                    str(count),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                with trio.fail_after(120):
+                    await opened.wait()
+                await trio.sleep(0.5)
+                after = _rss_kib()
+                open_now = stack.connection_count
+            finally:
+                assert proc.stdin is not None
+                await proc.stdin.send_all(b"\n")
+                await proc.wait()
+            nursery.cancel_scope.cancel()
+    return (after - before) / count, open_now
+
+
+async def _run() -> None:
+    total = 256 << 20
+    raw = await measure_raw_rates(total)
+    mib = total >> 20
+    print(f"raw TUN read (TSO), kernel → userspace, {mib} MiB:     {raw.read_mb_s:7.0f} MB/s")
+    print(f"raw TUN write (GSO), userspace → kernel, {mib} MiB:    {raw.write_mb_s:7.0f} MB/s")
+    for streams in (1, 8):
+        rate_in = await _bulk("in", streams, total)
+        rate_out = await _bulk("out", streams, total)
+        print(
+            f"netstack kernel → sink,   {streams} stream(s), {mib} MiB: {rate_in:7.0f} MB/s"
+            f"  ({rate_in / raw.read_mb_s:4.0%} of raw read)"
+        )
+        print(
+            f"netstack source → kernel, {streams} stream(s), {mib} MiB: {rate_out:7.0f} MB/s"
+            f"  ({rate_out / raw.write_mb_s:4.0%} of raw write)"
+        )
+    if shutil.which("ab"):
+        rate = await _connection_rate()
+        print(f"new connections/s (ab -n 5000 -c 16, HTTP/1.0): {rate:7.0f} /s  (target ≥ 3,000)")
+    else:
+        print("new connections/s: ab (apache2-utils) not installed; skipped")
+    per_conn, open_now = await _idle_rss()
+    print(f"RSS per idle connection ({open_now} open):       {per_conn:7.1f} KiB  (target ≤ 16 KB)")
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        print("netstack: needs root (network namespaces and a TUN device); skipped")
+        return
+    trio.run(_run)
+
+
+if __name__ == "__main__":
+    main()
