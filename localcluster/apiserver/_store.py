@@ -11,6 +11,7 @@ replaces the dict, and readers get deep copies.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import math
 import random
@@ -507,6 +508,23 @@ class Store:
         policy = propagation_policy or "Background"
         if policy not in ("Background", "Foreground", "Orphan"):
             raise BadRequest(f"propagationPolicy {policy!r} is not supported")
+        uid = old["metadata"]["uid"]
+        if policy == "Foreground" and resource != "pods" and self._dependents(uid):
+            # The owner waits, with the foregroundDeletion finalizer, until its
+            # dependents are gone (the garbage collector's foreground mode).
+            marked = self._mark_deleting(info, key, old, 0, finalizer="foregroundDeletion")
+            for dep_resource, dep_key in self._dependents(uid):
+                try:
+                    await self.delete(
+                        dep_resource,
+                        dep_key[0] or None,
+                        dep_key[1],
+                        propagation_policy="Foreground",
+                    )
+                except StoreError:
+                    continue
+            await self._finish_foreground(uid)
+            return marked
         if resource == "pods":
             grace = self._pod_grace(old, grace_period_seconds)
             if grace > 0:
@@ -542,16 +560,23 @@ class Store:
             return int(existing)
         return int(spec.get("terminationGracePeriodSeconds", 30))
 
-    def _mark_deleting(self, info: ResourceInfo, key: Key, old: Obj, grace: int) -> Obj:
+    def _mark_deleting(
+        self, info: ResourceInfo, key: Key, old: Obj, grace: int, finalizer: str | None = None
+    ) -> Obj:
         meta = old["metadata"]
-        if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds", 0) <= grace:
+        finalizers = list(meta.get("finalizers") or [])
+        if finalizer and finalizer not in finalizers:
+            finalizers.append(finalizer)
+        elif meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds", 0) <= grace:
             return copy.deepcopy(old)
         new = dict(old)
         new["metadata"] = {
             **copy.deepcopy(meta),
-            "deletionTimestamp": now_rfc3339(grace),
-            "deletionGracePeriodSeconds": grace,
+            "deletionTimestamp": meta.get("deletionTimestamp") or now_rfc3339(grace),
+            "deletionGracePeriodSeconds": min(grace, meta.get("deletionGracePeriodSeconds", grace)),
         }
+        if finalizers:
+            new["metadata"]["finalizers"] = finalizers
         if info.name == "namespaces":
             new["status"] = {**old.get("status", {}), "phase": "Terminating"}
         new["metadata"]["resourceVersion"] = str(self._next_rv())
@@ -584,9 +609,39 @@ class Store:
         gone["metadata"] = {**old["metadata"], "resourceVersion": str(self._next_rv())}
         self._emit(info.name, "DELETED", gone, old)
         await self._collect(old["metadata"]["uid"])
+        for ref in old["metadata"].get("ownerReferences") or []:
+            await self._finish_foreground(str(ref.get("uid", "")))
         if key[0]:
             await self._finish_namespace(key[0])
         return copy.deepcopy(gone)
+
+    def _dependents(self, owner_uid: str) -> builtins.list[tuple[str, Key]]:
+        return [
+            (resource, key)
+            for resource, table in self._objects.items()
+            for key, obj in table.items()
+            if any(r.get("uid") == owner_uid for r in obj["metadata"].get("ownerReferences") or [])
+        ]
+
+    async def _finish_foreground(self, uid: str) -> None:
+        """A foreground-deleted owner goes once its last dependent is gone."""
+        where = self._by_uid.get(uid)
+        if where is None:
+            return
+        resource, key = where
+        obj = self._objects[resource].get(key)
+        if obj is None or not obj["metadata"].get("deletionTimestamp"):
+            return
+        finalizers = obj["metadata"].get("finalizers") or []
+        if "foregroundDeletion" not in finalizers or self._dependents(uid):
+            return
+        rest = [f for f in finalizers if f != "foregroundDeletion"]
+        if not rest:
+            await self._remove(BY_NAME[resource], key)
+            return
+        new = copy.deepcopy(obj)
+        new["metadata"]["finalizers"] = rest
+        self._commit_update(BY_NAME[resource], key, obj, new)
 
     async def _collect(self, owner_uid: str) -> None:
         """Garbage collection: delete objects whose owners are all gone."""

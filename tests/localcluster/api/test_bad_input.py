@@ -125,3 +125,46 @@ async def test_garbage_connections_do_not_take_the_server_down(cluster: Cluster)
     async with _client(cluster) as http:
         r = await http.get("/api/v1/namespaces")
         assert r.status_code == 200 and len(r.json()["items"]) == 4
+
+
+async def test_watch_bookmarks_timeout_and_expired(cluster: Cluster) -> None:
+    cluster.store.history_limit = 3
+    async with _client(cluster) as http:
+        cms = "/api/v1/namespaces/default/configmaps"
+        created = (
+            await http.post(
+                cms, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w0"}}
+            )
+        ).json()
+        rv = created["metadata"]["resourceVersion"]
+        params = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": rv,
+            "timeoutSeconds": "1",
+        }
+        events = []
+        async with http.stream("GET", cms, params=params) as response:
+            assert response.status_code == 200
+            await http.post(
+                cms, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w1"}}
+            )
+            async for line in response.aiter_lines():
+                events.append(json.loads(line))
+        assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "w1"
+        bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
+        assert (
+            bookmarks and int(bookmarks[-1]["object"]["metadata"]["resourceVersion"]) >= int(rv) + 1
+        )
+        for i in range(5):
+            await http.post(
+                cms, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"x{i}"}}
+            )
+        async with http.stream(
+            "GET", cms, params={"watch": "1", "resourceVersion": rv}
+        ) as response:
+            line = await response.aiter_lines().__anext__()
+        error = json.loads(line)
+        assert error["type"] == "ERROR"
+        assert error["object"]["code"] == 410 and error["object"]["reason"] == "Expired"
+        assert error["object"]["message"].startswith(f"too old resource version: {rv}")

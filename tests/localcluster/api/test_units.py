@@ -288,3 +288,24 @@ def test_spdy_parser_only_raises_protocol_errors(data: bytes) -> None:
         _spdy.SpdyConnection().receive_data(data)
     except _spdy.SpdyProtocolError:
         pass
+
+
+async def test_foreground_deletion_waits_for_dependents() -> None:
+    store = await _store()
+    owner = await store.create("configmaps", "default", {"metadata": {"name": "owner"}})
+    ref = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+    }
+    await store.create(
+        "pods", "default", {**POD, "metadata": {"name": "p", "ownerReferences": [ref]}}
+    )
+    marked = await store.delete("configmaps", "default", "owner", propagation_policy="Foreground")
+    assert marked["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert store.get("pods", "default", "p")["metadata"]["deletionTimestamp"]
+    assert store.get("configmaps", "default", "owner")["metadata"]["deletionTimestamp"]
+    await store.remove("pods", "default", "p")  # the kubelet finishes the pod
+    with pytest.raises(NotFound):
+        store.get("configmaps", "default", "owner")
