@@ -59,12 +59,18 @@ class Kubelet:
             try:
                 started = False
                 while True:
-                    async with self.store.watch("pods") as events:
-                        if not started:
-                            task_status.started()
-                            started = True
-                        async for event in events:
-                            self._handle(event.type, event.object)
+                    try:
+                        async with self.store.watch("pods") as events:
+                            if not started:
+                                task_status.started()
+                                started = True
+                            async for event in events:
+                                self._handle(event.type, event.object)
+                    except Exception:
+                        # A watch that ends (410 Gone, a bug) is re-opened: the fresh
+                        # list replays every pod, and known uids only get an update.
+                        log.exception("pod watch ended; re-listing")
+                        await trio.sleep(0.5)
             finally:
                 with trio.CancelScope(shield=True):
                     await self.shutdown()
@@ -234,12 +240,12 @@ class Kubelet:
         runner = worker.runner(container)
         count = runner.restart_count
         if previous:
-            if count == 0 and not ("terminated" in runner.state and runner.done):
+            if count == 0:
                 raise PodNotRunning(
                     f'previous terminated container "{runner.name}" in pod "{pod}" not found'
                 )
-            # After a restart the current run is count; the previous one count - 1.
-            index = count - 1 if count > 0 else 0
+            # After n restarts the current run is n.log and the previous one (n-1).log.
+            index = count - 1
             run = None
         else:
             if runner.log_run is None:
@@ -247,9 +253,7 @@ class Kubelet:
                 raise PodNotRunning(
                     f'container "{runner.name}" in pod "{pod}" is waiting to start: {reason}'
                 )
-            index = count
-            if "waiting" in runner.state and count > 0:
-                index = count - 1  # in back-off: the last run is the current log
-            run = runner.log_run if index == count or not runner.log_run.finished else None
+            index = count  # the latest run, running or (in back-off) terminated
+            run = runner.log_run
         path = worker.dir / "logs" / runner.name / f"{index}.log"
         return read_log(path, run, follow=follow, tail_lines=tail_lines, timestamps=timestamps)

@@ -47,6 +47,7 @@ class ContainerRunner:
     spec: dict[str, Any]
     init: bool
     restart_count: int = 0
+    runs: int = 0  # runs started; each run after the first is a restart
     state: dict[str, Any] = field(
         default_factory=lambda: {"waiting": {"reason": "PodInitializing"}}
     )
@@ -300,6 +301,9 @@ class PodWorker:
             }
             self.mark_dirty()
             return None
+        if runner.runs > 0:
+            runner.restart_count += 1  # counted when the new run starts, as the kubelet does
+        runner.runs += 1
         run = LogRun(self.dir / "logs" / runner.name / f"{runner.restart_count}.log")
         proc = await start_container(spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         runner.proc, runner.log_run = proc, run
@@ -382,9 +386,8 @@ class PodWorker:
         return policy == "Always" or (policy == "OnFailure" and code != 0)
 
     async def _backoff(self, runner: ContainerRunner) -> None:
-        delay = min(MAX_BACKOFF, 2.0 ** max(runner.restart_count - 1, 0))
+        delay = min(MAX_BACKOFF, 2.0**runner.restart_count)
         runner.last_state = runner.state
-        runner.restart_count += 1
         runner.state = {
             "waiting": {
                 "reason": "CrashLoopBackOff",
