@@ -1,0 +1,262 @@
+"""A trio-native Kubernetes port-forward to one pod port, as a byte stream.
+
+kr8s's own ``Pod.portforward`` runs only under asyncio, so this speaks the API server's
+plain websocket channel protocol itself over kr8s's ``api.open_websocket`` (httpx-ws,
+which runs under trio through anyio):
+
+* ``GET /api/v1/namespaces/NS/pods/POD/portforward?ports=P`` upgraded to a websocket with
+  subprotocol ``v4.channel.k8s.io`` (fallbacks ``v4.base64.channel.k8s.io`` and the
+  unnamed original protocol);
+* every message starts with its channel byte: port *i* of ``ports`` uses channel ``2i``
+  for data and ``2i+1`` for errors — with one port, 0 and 1;
+* the server first writes the port as uint16 little-endian on each channel
+  (``[0, lo, hi]``, ``[1, lo, hi]``); those two bytes are dropped here;
+* text on the error channel (``error forwarding port 80 to pod …``) becomes a
+  :class:`PortForwardError` (a ``trio.BrokenResourceError``);
+* one websocket carries one TCP connection; the API server closing the websocket is the
+  pod side's end of stream.
+
+Half-close: this protocol has no way to signal a FIN for one direction (the SPDY variant
+has stream FIN; the plain channel protocol has none, and v5's CLOSE signal exists only
+for exec). :meth:`PortForwardStream.send_eof` therefore only closes our sending side
+locally: further ``send_all`` calls raise ClosedResourceError, the pod sees nothing
+until :meth:`aclose` closes the websocket (which the kubelet turns into a FIN and close
+towards the pod). Protocols that need the peer to see a half-close (``nc -q``, some
+RPCs) do not work through this transport; HTTP, websockets and the tunnel do.
+"""
+
+from __future__ import annotations
+
+import base64
+import operator
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx_ws
+import trio
+import wsproto.events
+
+SUBPROTOCOLS = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io"]
+DATA, ERROR = 0, 1
+#: Largest websocket message we send (the API server accepts much more; this keeps
+#: latency of other traffic on the connection low and copies small).
+SEND_CHUNK = 256 * 1024
+
+
+class PortForwardError(trio.BrokenResourceError):
+    """The API server or the kubelet could not forward, or the forward failed."""
+
+    def __init__(self, target: str, message: str) -> None:
+        super().__init__(f"port-forward to {target} failed: {message}")
+        self.target = target
+        self.message = message
+
+
+class _Busy:
+    def __init__(self, what: str) -> None:
+        self.held = False
+        self.what = what
+
+    def __enter__(self) -> None:
+        if self.held:
+            raise trio.BusyResourceError(f"another task is already {self.what}")
+        self.held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.held = False
+
+
+class PortForwardStream(trio.abc.HalfCloseableStream):
+    """The byte stream to ``pod:port``; trio's stream errors only."""
+
+    def __init__(self, ws: Any, target: str, *, text: bool = False) -> None:
+        self._ws = ws
+        self.target = target
+        self._text = text  # v4.base64.channel.k8s.io: "0" + base64 in text messages
+        self._buf = b""
+        self._seen_port = {DATA: False, ERROR: False}
+        self._eof = False
+        self._eof_sent = False
+        self._closed = False
+        self._error: str | None = None
+        self._send_busy = _Busy("sending on this port-forward")
+        self._recv_busy = _Busy("receiving on this port-forward")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        with self._send_busy:
+            self._check_send()
+            view = memoryview(data)
+            for pos in range(0, len(view), SEND_CHUNK):
+                chunk = view[pos : pos + SEND_CHUNK]
+                await self._send_message(chunk)
+            await trio.lowlevel.checkpoint()
+
+    async def _send_message(self, chunk: memoryview) -> None:
+        try:
+            if self._text:
+                await self._ws.send_text("0" + base64.b64encode(chunk).decode())
+            else:
+                await self._ws.send_bytes(b"\x00" + chunk)
+        except (httpx_ws.HTTPXWSException, wsproto.utilities.LocalProtocolError, OSError) as exc:
+            raise trio.BrokenResourceError(f"port-forward to {self.target} broke: {exc}") from None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        with self._send_busy:
+            self._check_send()
+            await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        """Local only: the channel protocol cannot carry a half-close (see module doc)."""
+        with self._send_busy:
+            if self._closed:
+                raise trio.ClosedResourceError("port-forward was closed")
+            self._eof_sent = True
+            await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        with self._recv_busy:
+            await trio.lowlevel.checkpoint()
+            while not self._buf:
+                if self._closed:
+                    raise trio.ClosedResourceError("port-forward was closed")
+                if self._error is not None:
+                    raise PortForwardError(self.target, self._error)
+                if self._eof:
+                    return b""
+                await self._read_message()
+            if self._closed:
+                raise trio.ClosedResourceError("port-forward was closed")
+            if max_bytes is None or max_bytes >= len(self._buf):
+                out, self._buf = self._buf, b""
+            else:
+                out, self._buf = self._buf[:max_bytes], self._buf[max_bytes:]
+            return out
+
+    async def _read_message(self) -> None:
+        try:
+            event = await self._ws.receive()
+        except httpx_ws.WebSocketDisconnect as exc:
+            # The API server ends the websocket when the pod side closed the connection.
+            if exc.code not in (1000, 1005) and self._error is None:
+                self._error = f"websocket closed with code {exc.code} {exc.reason or ''}"
+            self._eof = True
+            return
+        except (httpx_ws.HTTPXWSException, OSError) as exc:
+            self._error = f"connection to the API server lost ({type(exc).__name__})"
+            return
+        if isinstance(event, wsproto.events.BytesMessage):
+            raw = bytes(event.data)
+        elif isinstance(event, wsproto.events.TextMessage) and event.data:
+            # Base64 variant: channel as an ASCII digit, payload base64 (the first
+            # message's payload is then the port, also base64-encoded).
+            raw = bytes((ord(event.data[0]) - ord("0"),)) + base64.b64decode(event.data[1:])
+        else:
+            return
+        self._on_channel_message(raw)
+
+    def _on_channel_message(self, raw: bytes) -> None:
+        if not raw:
+            return
+        channel, payload = raw[0], raw[1:]
+        if channel not in (DATA, ERROR):
+            return  # only one port was requested; other channels do not exist
+        if not self._seen_port[channel]:
+            # The first message on each channel is the port, uint16 little-endian.
+            self._seen_port[channel] = True
+            payload = payload[2:]
+        if not payload:
+            return
+        if channel == DATA:
+            self._buf += payload
+        else:
+            text = payload.decode("utf-8", "replace").strip()
+            self._error = text if self._error is None else f"{self._error}; {text}"
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with trio.move_on_after(2) as scope:
+                scope.shield = True
+                try:
+                    await self._ws.close()
+                except (httpx_ws.HTTPXWSException, OSError):
+                    pass
+        await trio.lowlevel.checkpoint()
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("port-forward was closed")
+        if self._eof_sent:
+            raise trio.ClosedResourceError("can't send after send_eof()")
+        if self._error is not None:
+            raise PortForwardError(self.target, self._error)
+
+
+@asynccontextmanager
+async def open_pod_port_forward(
+    api: Any, pod: str, port: int, *, namespace: str = "default"
+) -> AsyncIterator[PortForwardStream]:
+    """Open a byte stream to ``port`` of ``pod`` through the API server.
+
+    ``api`` is a ``kr8s.asyncio`` Api (``await kr8s.asyncio.api(...)``). Usable on its
+    own or under trio-websocket's ``wrap_client_stream``::
+
+        async with open_pod_port_forward(api, "traffic-manager-7d9", 8081,
+                                         namespace="tpengine") as stream:
+            async with wrap_mux_client_stream(stream, "traffic-manager") as session:
+                ...
+    """
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    target = f"pod/{pod}:{port} in namespace {namespace}"
+    try:
+        async with api.open_websocket(
+            version="v1",
+            url=f"pods/{pod}/portforward",
+            namespace=namespace,
+            params={"ports": str(port)},
+            subprotocols=SUBPROTOCOLS,
+            max_message_size_bytes=256 * 1024,
+            queue_size=64,
+            # The tunnel above has its own keepalive; the API server answers pings too.
+            keepalive_ping_interval_seconds=None,
+        ) as ws:
+            stream = PortForwardStream(ws, target, text=ws.subprotocol == SUBPROTOCOLS[1])
+            try:
+                yield stream
+            finally:
+                stream._closed = True
+    except httpx_ws.WebSocketUpgradeError as exc:
+        raise PortForwardError(target, _describe_refusal(exc.response)) from None
+    except BaseExceptionGroup as group:
+        # httpx-ws runs the websocket in a task group, which wraps what the body raised.
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            raise group.exceptions[0] from None
+        raise
+
+
+def open_port_forward(
+    api: Any, namespace: str, pod: str, port: int
+) -> AbstractAsyncContextManager[PortForwardStream]:
+    """:func:`open_pod_port_forward` with positional (namespace, pod, port)."""
+    return open_pod_port_forward(api, pod, port, namespace=namespace)
+
+
+_REFUSALS = {
+    400: "the pod is not running (or not ready for port-forward)",
+    401: "the API server did not accept our credentials",
+    403: "forbidden: the user may not create pods/portforward in this namespace",
+    404: "no such pod",
+}
+
+
+def _describe_refusal(response: Any) -> str:
+    """The upgrade was answered with an HTTP status instead of 101. httpx-ws closes the
+    response before we see it, so the Status body is gone: explain the status code."""
+    code = int(getattr(response, "status_code", 0))
+    return f"API server answered HTTP {code}: {_REFUSALS.get(code, 'upgrade refused')}"
