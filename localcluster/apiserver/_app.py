@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+
 from ..runtime_api import NodeRuntime
 from . import _discovery, _streams
-from ._errors import MethodNotAllowed, NotFound, StoreError
+from ._errors import MethodNotAllowed, NotAcceptable, NotFound, StoreError
 from ._http import Request, Response
 from ._resources import ResourceInfo, lookup
 from ._store import Store
@@ -253,7 +255,8 @@ class ApiServer:
             raise NotFound(NOT_FOUND_MESSAGE)
         if method == "GET":
             obj = self.store.get(target.info.name, target.namespace, target.name)
-            if _wants_table(req):
+            form = _representation(req)
+            if form == "table":
                 return json_response(
                     to_table(
                         target.info.name,
@@ -262,7 +265,7 @@ class ApiServer:
                         include=req.arg("includeObject", "Metadata") or "Metadata",
                     )
                 )
-            return json_response(obj)
+            return _render(req, _partial(obj) if form == "partial" else obj)
         if method == "PUT":
             return json_response(
                 await self.verbs.update(req, target.info, target.namespace, target.name, sub)
@@ -285,7 +288,8 @@ class ApiServer:
             label_selector=req.arg("labelSelector"),
             field_selector=req.arg("fieldSelector"),
         )
-        if _wants_table(req):
+        form = _representation(req)
+        if form == "table":
             return json_response(
                 to_table(
                     target.info.name,
@@ -294,21 +298,32 @@ class ApiServer:
                     include=req.arg("includeObject", "Metadata") or "Metadata",
                 )
             )
+        if form == "partial":
+            return json_response(
+                {
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": {"resourceVersion": rv},
+                    "items": [_partial(item) for item in items],
+                }
+            )
         for item in items:  # list items carry no kind/apiVersion in a real list
             item.pop("kind", None)
             item.pop("apiVersion", None)
-        return json_response(
+        return _render(
+            req,
             {
                 "kind": target.info.list_kind,
                 "apiVersion": target.info.api_version,
                 "metadata": {"resourceVersion": rv},
                 "items": items,
-            }
+            },
         )
 
     def _watch(self, req: Request, target: Target) -> Response:
+        form = _representation(req)
         stream = self.verbs.watch_stream(
-            req, target.info, target.namespace, table=_wants_table(req)
+            req, target.info, target.namespace, table=form == "table", partial=form == "partial"
         )
         return Response(
             headers=[("Content-Type", JSON), ("Cache-Control", "no-cache, private")],
@@ -320,13 +335,44 @@ def _dry_run(req: Request) -> bool:
     return "All" in req.args("dryRun")
 
 
-def _wants_table(req: Request) -> bool:
+def _representation(req: Request) -> str:
+    """'table', 'partial', 'json' or 'yaml': the first form the client's Accept allows."""
     for media, params in _discovery.parse_accept(req.header("accept", JSON)):
-        if params.get("as") == "Table" and params.get("v") in ("v1", "v1beta1"):
-            return True
-        if media in ("application/json", "*/*") and "as" not in params:
-            return False
-    return False
+        kind = params.get("as")
+        if kind == "Table" and params.get("v") in ("v1", "v1beta1"):
+            return "table"
+        if kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
+            if params.get("v") in ("v1", "v1beta1"):
+                return "partial"
+            continue
+        if kind is not None:
+            continue
+        if media in ("application/json", "*/*", "application/*"):
+            return "json"
+        if media == "application/yaml":
+            return "yaml"
+    raise NotAcceptable(
+        "only the following media types are accepted: application/json, application/yaml"
+    )
+
+
+def _wants_table(req: Request) -> bool:
+    return _representation(req) == "table"
+
+
+def _partial(obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata") or {},
+    }
+
+
+def _render(req: Request, body: dict[str, Any]) -> Response:
+    if _representation(req) == "yaml":
+        text = yaml.safe_dump(body, sort_keys=False).encode()
+        return Response(headers=[("Content-Type", "application/yaml")], body=text)
+    return json_response(body)
 
 
 def _parse_target(group: str, version: str, rest: list[str]) -> Target:

@@ -46,6 +46,10 @@ class MethodNotAllowed(StoreError):
     code, reason = 405, "MethodNotAllowed"
 
 
+class NotAcceptable(StoreError):
+    code, reason = 406, "NotAcceptable"
+
+
 class AlreadyExists(StoreError):
     code, reason = 409, "AlreadyExists"
 

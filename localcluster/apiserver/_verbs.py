@@ -141,6 +141,8 @@ class Verbs:
         policy = req.arg("propagationPolicy") or options.get("propagationPolicy")
         if options.get("orphanDependents") is True:
             policy = "Orphan"
+        if "All" in req.args("dryRun") or "All" in (options.get("dryRun") or []):
+            return self.store.get(info.name, ns, name)  # validated, nothing deleted
         grace = _int_arg(req, "gracePeriodSeconds")
         if grace is None and options.get("gracePeriodSeconds") is not None:
             grace = int(options["gracePeriodSeconds"])
@@ -203,7 +205,13 @@ class Verbs:
     # ---- watch ----------------------------------------------------------------------------
 
     async def watch_stream(
-        self, req: Request, info: ResourceInfo, ns: str | None, *, table: bool
+        self,
+        req: Request,
+        info: ResourceInfo,
+        ns: str | None,
+        *,
+        table: bool,
+        partial: bool = False,
     ) -> AsyncIterator[bytes]:
         timeout = _int_arg(req, "timeoutSeconds")
         deadline = trio.current_time() + (timeout if timeout is not None else DEFAULT_WATCH_TIMEOUT)
@@ -248,7 +256,13 @@ class Verbs:
                         )
                     continue
                 obj = event.object
-                if table:
+                if partial:
+                    obj = {
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": obj.get("metadata") or {},
+                    }
+                elif table:
                     obj = to_table(
                         info.name,
                         [obj],

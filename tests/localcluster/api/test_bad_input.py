@@ -168,3 +168,22 @@ async def test_watch_bookmarks_timeout_and_expired(cluster: Cluster) -> None:
         assert error["type"] == "ERROR"
         assert error["object"]["code"] == 410 and error["object"]["reason"] == "Expired"
         assert error["object"]["message"].startswith(f"too old resource version: {rv}")
+
+
+async def test_content_negotiation(cluster: Cluster) -> None:
+    async with _client(cluster) as http:
+        partial = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+        r = await http.get("/api/v1/namespaces", headers={"Accept": f"{partial},application/json"})
+        assert r.json()["kind"] == "PartialObjectMetadataList"
+        assert r.json()["items"][0]["kind"] == "PartialObjectMetadata"
+        r = await http.get("/api/v1/namespaces/default", headers={"Accept": "application/yaml"})
+        assert r.headers["content-type"] == "application/yaml" and b"name: default" in r.content
+        r = await http.get(
+            "/api/v1/namespaces", headers={"Accept": "application/vnd.kubernetes.protobuf"}
+        )
+        assert r.status_code == 406 and r.json()["reason"] == "NotAcceptable"
+        r = await http.delete(
+            "/api/v1/namespaces/default/serviceaccounts/default", params={"dryRun": "All"}
+        )
+        assert r.status_code == 200
+        assert cluster.store.get("serviceaccounts", "default", "default")
