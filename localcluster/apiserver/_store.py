@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import builtins
 import copy
-import math
 import random
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import trio
 
 from . import _patch
 from ._admission import WebhookAdmission
@@ -34,7 +30,6 @@ from ._errors import (
     BadRequest,
     Conflict,
     Forbidden,
-    Gone,
     NotFound,
     StoreError,
     not_found,
@@ -42,37 +37,11 @@ from ._errors import (
 from ._resources import BY_NAME, ResourceInfo
 from ._selectors import Matcher, SelectorError, make_matcher
 from ._validation import validate
+from ._watch import Change, WatchEvent, WatchHub
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
 Admit = Callable[["Store", Obj, str], Awaitable[Obj]]
-
-WATCH_QUEUE_LIMIT = 20_000  # a watcher this far behind is closed (it re-lists), as a real one
-
-
-@dataclass(frozen=True, kw_only=True)
-class WatchEvent:
-    type: str  # "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK"
-    object: dict[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Change:
-    rv: int
-    resource: str
-    type: str
-    object: Obj
-    old: Obj | None
-
-
-@dataclass(eq=False, kw_only=True)
-class _Watcher:
-    resource: str
-    namespace: str | None
-    matches: Matcher
-    send: trio.MemorySendChannel[WatchEvent]
-    receive: trio.MemoryReceiveChannel[WatchEvent]
-    closed: bool = False
 
 
 def now_rfc3339(delta: float = 0.0) -> str:
@@ -102,9 +71,7 @@ class Store:
     _objects: dict[str, dict[Key, Obj]] = field(default_factory=dict)
     _by_uid: dict[str, tuple[str, Key]] = field(default_factory=dict)
     _rv: int = 1
-    _compacted: int = 0
-    _history: deque[_Change] = field(default_factory=deque)
-    _watchers: set[_Watcher] = field(default_factory=set)
+    _hub: WatchHub = field(default_factory=WatchHub)
     _services: ServiceAllocator = field(default_factory=ServiceAllocator)
 
     # ---- reads ------------------------------------------------------------------------
@@ -164,39 +131,10 @@ class Store:
         return self._rv
 
     def _emit(self, resource: str, kind: str, obj: Obj, old: Obj | None) -> None:
-        change = _Change(rv=self._rv, resource=resource, type=kind, object=obj, old=old)
-        self._history.append(change)
-        while len(self._history) > self.history_limit:
-            self._compacted = self._history.popleft().rv
-        for watcher in list(self._watchers):
-            if watcher.resource == resource:
-                self._deliver(watcher, change)
-
-    def _deliver(self, watcher: _Watcher, change: _Change) -> None:
-        if watcher.closed:
-            return
-        meta = change.object.get("metadata", {})
-        if watcher.namespace is not None and meta.get("namespace") != watcher.namespace:
-            return
-        # A change that moves an object into or out of the selection is an ADDED or
-        # DELETED for that watcher (apiserver/pkg/storage/cacher: filterWithAttrsFunction).
-        now_in = watcher.matches(change.object)
-        was_in = change.old is not None and watcher.matches(change.old)
-        kind = change.type
-        if kind == "MODIFIED":
-            if now_in and not was_in:
-                kind = "ADDED"
-            elif was_in and not now_in:
-                kind = "DELETED"
-            elif not now_in:
-                return
-        elif not now_in:
-            return
-        if watcher.receive.statistics().current_buffer_used >= WATCH_QUEUE_LIMIT:
-            watcher.closed = True
-            watcher.send.close()
-            return
-        watcher.send.send_nowait(WatchEvent(type=kind, object=copy.deepcopy(change.object)))
+        self._hub.record(
+            Change(rv=self._rv, resource=resource, type=kind, object=obj, old=old),
+            limit=self.history_limit,
+        )
 
     def watch(
         self,
@@ -207,45 +145,19 @@ class Store:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:
-        """Changes from ``resource_version`` on ("0"/None: current objects as ADDED first)."""
-        return self._watch(resource, namespace, resource_version, label_selector, field_selector)
+        """Changes from ``resource_version`` on ("0"/None: current objects as ADDED first).
 
-    @asynccontextmanager
-    async def _watch(
-        self,
-        resource: str,
-        namespace: str | None,
-        resource_version: str | None,
-        label_selector: str | None,
-        field_selector: str | None,
-    ) -> AsyncIterator[AsyncIterator[WatchEvent]]:
+        Raises BadRequest for a bad selector or version, Gone (410) for a compacted one.
+        """
         matches = self._matcher(resource, label_selector, field_selector)
-        send, receive = trio.open_memory_channel[WatchEvent](math.inf)
-        watcher = _Watcher(
-            resource=resource, namespace=namespace, matches=matches, send=send, receive=receive
-        )
         if resource_version in (None, "", "0"):
-            items, _ = self.list(resource, namespace)
-            for obj in items:
-                if matches(obj):
-                    send.send_nowait(WatchEvent(type="ADDED", object=obj))
-        else:
-            try:
-                since = int(str(resource_version))
-            except ValueError:
-                raise BadRequest(f"invalid resource version: {resource_version}") from None
-            if since < self._compacted:
-                raise Gone(f"too old resource version: {since} ({self._compacted + 1})")
-            for change in self._history:
-                if change.rv > since and change.resource == resource:
-                    self._deliver(watcher, change)
-        self._watchers.add(watcher)
+            snapshot, _ = self.list(resource, namespace)
+            return self._hub.open(resource, namespace, matches, since=None, snapshot=snapshot)
         try:
-            yield receive
-        finally:
-            self._watchers.discard(watcher)
-            send.close()
-            receive.close()
+            since = int(str(resource_version))
+        except ValueError:
+            raise BadRequest(f"invalid resource version: {resource_version}") from None
+        return self._hub.open(resource, namespace, matches, since=since, snapshot=[])
 
     # ---- writes -------------------------------------------------------------------------
 
