@@ -397,6 +397,9 @@ class MuxSession:
         assert self._dial_handler is not None
         try:
             await self._dial_handler(dial)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # The stream was reset or the tunnel closed under the handler: expected.
+            log.debug("dial handler for %s ended: %s", dial.destination, exc)
         except Exception:
             # One failing handler must not take every other stream down with it.
             log.exception("dial handler failed for %s", dial.destination)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._errors import ErrorCode, RejectReason
+from ._errors import ErrorCode, LocalProtocolError, RejectReason
 from ._events import Destination
 from ._frames import Proto
 from ._state import StreamState
@@ -86,7 +86,10 @@ class MuxStream(trio.abc.HalfCloseableStream):
             await trio.lowlevel.checkpoint()
             while pos < total:
                 self._check_send()
-                taken = conn.send_data(self.stream_id, view[pos:])
+                try:
+                    taken = conn.send_data(self.stream_id, view[pos:])
+                except LocalProtocolError as exc:  # the stream ended under us
+                    raise trio.BrokenResourceError(str(exc)) from None
                 if taken:
                     pos += taken
                     self.sent += taken
@@ -120,7 +123,10 @@ class MuxStream(trio.abc.HalfCloseableStream):
             if self._broken is not None:
                 raise trio.BrokenResourceError(self._broken)
             self._eof_sent = True
-            self.session._conn.send_eof(self.stream_id)
+            try:
+                self.session._conn.send_eof(self.stream_id)
+            except LocalProtocolError as exc:
+                raise trio.BrokenResourceError(str(exc)) from None
             self.session._kick()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
