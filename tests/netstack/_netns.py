@@ -137,6 +137,7 @@ class RawTcpPeer:
         self.peer_wscale = 0
         self.peer_mss = 536
         self.fin_received = False
+        self._pending: list[tuple[VirtioNetHdr, TcpHeader, memoryview]] = []
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -212,27 +213,41 @@ class RawTcpPeer:
         await self.tun.write(self._packet(TcpFlags.SYN | TcpFlags.ACK, options=ours))
         self.snd_nxt = (self.iss + 1) & 0xFFFFFFFF
         while self.snd_una != self.snd_nxt:
-            for _, tcp, _ in self._segments(await self.tun.read_batch()):
-                self.peer_window = tcp.window  # the SYN-ACK's ACK: not scaled yet
+            segments = await self._next_segments()
+            for i, (_, tcp, _) in enumerate(segments):
                 if tcp.flags & TcpFlags.ACK and tcp.ack == self.snd_nxt:
                     self.snd_una = tcp.ack
                     self.peer_window = tcp.window << self.peer_wscale
+                    # data may follow the handshake's ACK in the same batch
+                    self._pending = segments[i + 1 :]
+                    break
+
+    async def _next_segments(
+        self, max_packets: int = 256
+    ) -> list[tuple[VirtioNetHdr, TcpHeader, memoryview]]:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            return pending
+        return self._segments(await self.tun.read_batch(max_packets))
 
     async def receive(self, nbytes: int, sink: bytearray | None = None) -> int:
         """Take ``nbytes`` (or until FIN) in order, one cumulative ACK per batch.
         Bytes go to ``sink`` when given. Returns the count received."""
         got = 0
         while got < nbytes and not self.fin_received:
-            segments = self._segments(await self.tun.read_batch(256))
+            segments = await self._next_segments()
             self.stats.batches += 1
             advanced = False
             for _, tcp, payload in segments:
                 self._note_ack(tcp)
-                if tcp.seq == self.rcv_nxt and payload:
-                    self.rcv_nxt = (self.rcv_nxt + len(payload)) & 0xFFFFFFFF
-                    got += len(payload)
+                # take what is new, also from a retransmission overlapping rcv_nxt
+                skip = (self.rcv_nxt - tcp.seq) & 0xFFFFFFFF
+                if skip < len(payload):
+                    fresh = payload[skip:]
+                    self.rcv_nxt = (self.rcv_nxt + len(fresh)) & 0xFFFFFFFF
+                    got += len(fresh)
                     if sink is not None:
-                        sink += payload
+                        sink += fresh
                     advanced = True
                 if (
                     tcp.flags & TcpFlags.FIN
@@ -270,7 +285,7 @@ class RawTcpPeer:
             if packets:
                 await self.tun.write_batch(packets)
             with trio.move_on_after(0.2) as idle:
-                for _, tcp, _ in self._segments(await self.tun.read_batch(256)):
+                for _, tcp, _ in await self._next_segments():
                     self._note_ack(tcp)
             if idle.cancelled_caught:
                 self.snd_nxt = self.snd_una

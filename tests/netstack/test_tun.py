@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from scapy.layers.l2 import CookedLinux
 from scapy.utils import rdpcap
 
 from tests.netstack._netns import RawTcpPeer, in_netns, open_test_tun, run_in_netns
-from tpengine.netstack.tun import TunDevice, TunError, create_tun
+from tpengine.netstack.tun import TunDevice, TunError, create_tun, open_tun
 from tpengine.wire import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_NONE,
@@ -256,3 +257,25 @@ async def test_wrapping_an_existing_fd() -> None:
         assert isinstance(tun.read_batch_nowait(), list)
     with pytest.raises(TunError, match="not a TUN device"):
         TunDevice.from_fd(0, offloads=tun.offloads)
+
+
+async def test_missing_dev_net_tun_is_explained() -> None:
+    # a private mount namespace where /dev/net is an empty tmpfs: no /dev/net/tun
+    script = (
+        "from tpengine.netstack.tun import TunError, create_tun\n"
+        "try:\n    create_tun('tpnx')\nexcept TunError as exc:\n    print(exc)\n"
+    )
+    result = await trio.run_process(
+        ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs none /dev/net && exec "$0" -c "$1"']
+        + [sys.executable, script],
+        capture_stdout=True,
+    )
+    assert result.stdout.decode().strip() == (
+        "cannot open /dev/net/tun: /dev/net/tun is missing: load the tun module (modprobe tun)"
+    )
+
+
+async def test_unknown_namespace_is_explained() -> None:
+    with pytest.raises(TunError, match="network namespace 'tpn-missing' not found"):
+        async with open_tun("tpnx", netns="tpn-missing"):
+            pass  # pragma: no cover

@@ -25,9 +25,10 @@ import errno
 import fcntl
 import os
 import struct
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -59,6 +60,8 @@ TUN_F_TSO_ECN: Final = 0x08
 TUN_F_USO4: Final = 0x20
 TUN_F_USO6: Final = 0x40
 CLONE_NEWNET: Final = 0x40000000
+IFA_F_NODAD: Final = 0x02  # linux/if_addr.h
+RTN_LOCAL: Final = 2  # linux/rtnetlink.h
 
 VNET_HDR_LEN: Final = 10
 # Largest read: a 64 KB GSO packet plus its virtio-net header (IPv4 total length and
@@ -389,16 +392,41 @@ def configure_link(
             ipr.link("set", index=index, mtu=mtu)
             for address in addresses:
                 ip, _, prefix = address.partition("/")
-                default_prefix = 128 if ":" in ip else 32
-                ipr.addr("add", index=index, address=ip, prefixlen=int(prefix or default_prefix))
+                if ":" in ip:
+                    # IFA_F_NODAD: a TUN has no neighbours, and a tentative address (RFC
+                    # 4862 §5.4) makes the kernel pick ::1 as source for a while.
+                    ipr.addr(
+                        "add",
+                        index=index,
+                        address=ip,
+                        prefixlen=int(prefix or 128),
+                        flags=IFA_F_NODAD,
+                    )
+                else:
+                    ipr.addr("add", index=index, address=ip, prefixlen=int(prefix or 32))
             if up:
                 ipr.link("set", index=index, state="up")
             for route in routes:
                 ipr.route("add", dst=route, oif=index)
+            if up:
+                _wait_until_local(ipr, [a.partition("/")[0] for a in addresses if ":" in a])
     except TunError:
         raise
     except Exception as exc:  # pyroute2's NetlinkError and friends
         raise TunError(f"cannot configure {name}: {exc}") from exc
+
+
+def _wait_until_local(ipr: Any, addresses: Sequence[str], timeout: float = 2.0) -> None:
+    """Wait until each IPv6 address has its local route. Even with IFA_F_NODAD the
+    kernel installs it from a workqueue (addrconf_dad_work) after the link comes up;
+    until then the address is already used as a source but packets to it are dropped
+    (Ip6InAddrErrors) — a handshake answered in that window is lost."""
+    deadline = time.monotonic() + timeout
+    for address in addresses:
+        while ipr.route("get", dst=address)[0]["type"] != RTN_LOCAL:
+            if time.monotonic() > deadline:
+                raise TunError(f"{address} did not become a local address within {timeout} s")
+            time.sleep(0.001)
 
 
 def _create_and_configure(
