@@ -201,18 +201,24 @@ async def _rolling(store: Store, dep: Obj, new: Obj, olds: list[Obj], desired: i
     if room > 0 and new["spec"].get("replicas", 0) < desired:
         new = await _scale(store, new, min(desired, new["spec"].get("replicas", 0) + room), desired)
     # Scale down old ones within maxUnavailable (reconcileOldReplicaSets), unhealthy first.
-    available = sum(
-        (rs.get("status") or {}).get("availableReplicas", 0) for rs in [new, *live_olds]
-    )
-    can_remove = available - (desired - unavailable)
+    # Availability is counted from the pods themselves: a ReplicaSet's status lags behind
+    # the deletions its controller has just made, and trusting it would over-delete.
+    ready = {rs["metadata"]["uid"]: _available(store, rs) for rs in [new, *live_olds]}
+    can_remove = sum(ready.values()) - (desired - unavailable)
     for rs in live_olds:
         replicas = rs["spec"]["replicas"]
-        unhealthy = replicas - (rs.get("status") or {}).get("availableReplicas", 0)
+        unhealthy = replicas - ready[rs["metadata"]["uid"]]
         cut = min(replicas, max(unhealthy, 0) + max(can_remove, 0))
         if cut > 0:
             can_remove -= max(0, cut - max(unhealthy, 0))
             await _scale(store, rs, replicas - cut, desired)
     return new
+
+
+def _available(store: Store, rs: Obj) -> int:
+    """Ready pods that will stay: pods beyond spec.replicas are about to be deleted."""
+    ready = sum(1 for p in _pods_of(store, rs) if is_active(p) and is_ready(p))
+    return min(ready, int(rs["spec"].get("replicas", 0)))
 
 
 async def _cleanup(store: Store, dep: Obj, olds: list[Obj]) -> None:
