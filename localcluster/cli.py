@@ -469,4 +469,9 @@ def exec_argv(name: str, command: list[str]) -> tuple[list[str], dict[str, str]]
         *command,
     ]
     env = {**os.environ, "KUBECONFIG": str(kubeconfig_path(name))}
+    # The project's own environment (tp, tp-helper, and kubectl when ./dev installed the
+    # wheel) is found even when it is not activated; anything earlier on PATH wins.
+    venv_bin = str(Path(sys.executable).parent)
+    if venv_bin not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join(p for p in (env.get("PATH"), venv_bin) if p)
     return argv, env

@@ -1,0 +1,124 @@
+"""The one local cluster (``tpt``) that every end-to-end test of a pytest session shares.
+
+Several conftest files may each define a session fixture; they must still share one
+cluster (there is one ``tpt-laptop`` on the machine). ``shared_cluster()`` keeps a
+process-wide instance with a reference count: the first user brings it up with the real
+CLI (``tp local-cluster up --name tpt``, under a fresh HOME so kubectl's cache and the
+state dir are the session's own), the last one takes it down — also after failures::
+
+    @pytest.fixture(scope="session")
+    def cluster() -> Iterator[Cluster]:
+        with shared_cluster() as c:
+            yield c
+
+``cluster.kubectl(...)`` runs real kubectl on the laptop, ``cluster.laptop(...)`` any
+command there, ``cluster.in_pod(ns, pod, argv)`` a host command inside a pod's network,
+PID, mount and UTS namespaces (nsenter on the pod's PID 1, whose pid the kubelet records
+in ``<state dir>/pids/<pod uid>``, first line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NAME = "tpt"
+TP = (sys.executable, "-c", "from tpengine.cli import main; main()")
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    state_dir: Path
+    name: str = NAME
+    tp_argv: tuple[str, ...] = TP
+    _users: int = field(default=0, repr=False)
+
+    def tp(
+        self, *args: str, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.tp_argv, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+
+    def laptop(
+        self, *argv: str, input: str | None = None, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
+        """Any command on the laptop (its netns and mount namespace), KUBECONFIG set."""
+        return self.tp(
+            "local-cluster", "exec", "--name", self.name, "--", *argv, input=input, timeout=timeout
+        )
+
+    def kubectl(
+        self, *args: str, input: str | None = None, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
+        return self.laptop("kubectl", *args, input=input, timeout=timeout)
+
+    def kubectl_ok(self, *args: str, input: str | None = None, timeout: float = 90) -> str:
+        result = self.kubectl(*args, input=input, timeout=timeout)
+        if result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
+        return result.stdout
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any]:
+        return dict(json.loads(self.kubectl_ok("get", "pod", "-n", namespace, name, "-o", "json")))
+
+    def pod_pid1(self, namespace: str, name: str) -> int:
+        uid = self.pod(namespace, name)["metadata"]["uid"]
+        return int((self.state_dir / "pids" / uid).read_text().split()[0])
+
+    def in_pod(
+        self, namespace: str, name: str, argv: list[str], *, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        pid = self.pod_pid1(namespace, name)
+        return subprocess.run(
+            ["nsenter", "-t", str(pid), "-n", "-m", "-u", "-p", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+_shared: Cluster | None = None
+
+
+@contextlib.contextmanager
+def shared_cluster() -> Iterator[Cluster]:
+    """The session's cluster: up on first use, down when the last user is done."""
+    global _shared
+    if _shared is None:
+        import os
+
+        home = Path(tempfile.mkdtemp(prefix="tpengine-e2e-home-"))
+        env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+        cluster = Cluster(env=env, state_dir=home / ".config" / "tpengine" / "local-cluster" / NAME)
+        _shared = cluster
+        up = cluster.tp("local-cluster", "up", "--name", NAME)
+        if up.returncode != 0:
+            cluster.tp("local-cluster", "down", "--name", NAME)
+            _shared = None
+            shutil.rmtree(home, ignore_errors=True)
+            raise RuntimeError(f"tp local-cluster up failed: {up.stdout}{up.stderr}")
+    cluster = _shared
+    cluster._users += 1
+    try:
+        yield cluster
+    finally:
+        cluster._users -= 1
+        if cluster._users == 0:
+            _shared = None
+            cluster.tp("local-cluster", "down", "--name", NAME)
+            shutil.rmtree(cluster.env["HOME"], ignore_errors=True)
