@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from base64 import b64decode, b64encode
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -45,24 +46,55 @@ def _error_text(namespace: str, pod: str, port: int, exc: BaseException) -> str:
 # ---- plain websocket -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ChannelCodec:
+    """Channel framing: binary (``v4.channel.k8s.io``) or ``v4.base64.channel.k8s.io``,
+    where each message is text: the channel as one ASCII digit, then base64 data."""
+
+    base64: bool = False
+
+    def encode(self, channel: int, data: bytes) -> bytes | str:
+        if self.base64:
+            return str(channel) + b64encode(data).decode()
+        return bytes([channel]) + data
+
+    def decode(self, message: bytes | str) -> tuple[int, bytes] | None:
+        if not message:
+            return None
+        if isinstance(message, bytes):
+            return None if self.base64 else (message[0], message[1:])
+        if not self.base64 or not message[0].isdigit():
+            return None
+        try:
+            return int(message[0]), b64decode(message[1:], validate=True)
+        except ValueError:
+            return None
+
+
 async def serve_websocket(
-    ws: WebSocket, open_port: Opener, ports: list[int], namespace: str, pod: str
+    ws: WebSocket,
+    open_port: Opener,
+    ports: list[int],
+    namespace: str,
+    pod: str,
+    codec: ChannelCodec = ChannelCodec(),
 ) -> None:
     for i, port in enumerate(ports):
         prefix = struct.pack("<H", port)
-        await ws.send(bytes([2 * i]) + prefix)
-        await ws.send(bytes([2 * i + 1]) + prefix)
+        await ws.send(codec.encode(2 * i, prefix))
+        await ws.send(codec.encode(2 * i + 1, prefix))
     streams: dict[int, trio.abc.Stream] = {}
     try:
         for i, port in enumerate(ports):
             try:
                 streams[i] = await open_port(port)
             except Exception as exc:  # any failure is reported on the error channel
-                await ws.send(bytes([2 * i + 1]) + _error_text(namespace, pod, port, exc).encode())
+                text = _error_text(namespace, pod, port, exc).encode()
+                await ws.send(codec.encode(2 * i + 1, text))
         async with trio.open_nursery() as nursery:
             for i, stream in streams.items():
-                nursery.start_soon(_pod_to_ws, ws, stream, 2 * i, nursery.cancel_scope)
-            await _ws_to_pods(ws, streams)
+                nursery.start_soon(_pod_to_ws, ws, stream, 2 * i, codec, nursery.cancel_scope)
+            await _ws_to_pods(ws, streams, codec)
             nursery.cancel_scope.cancel()
     finally:
         for stream in streams.values():
@@ -71,33 +103,39 @@ async def serve_websocket(
 
 
 async def _pod_to_ws(
-    ws: WebSocket, stream: trio.abc.Stream, channel: int, scope: trio.CancelScope
+    ws: WebSocket,
+    stream: trio.abc.Stream,
+    channel: int,
+    codec: ChannelCodec,
+    scope: trio.CancelScope,
 ) -> None:
-    header = bytes([channel])
     try:
         while True:
             data = await stream.receive_some(CHUNK)
             if not data:
                 break
-            await ws.send(header + data)
+            await ws.send(codec.encode(channel, bytes(data)))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     scope.cancel()  # the pod closed its side: the websocket (one connection) is done
 
 
-async def _ws_to_pods(ws: WebSocket, streams: dict[int, trio.abc.Stream]) -> None:
+async def _ws_to_pods(
+    ws: WebSocket, streams: dict[int, trio.abc.Stream], codec: ChannelCodec
+) -> None:
     while True:
         message = await ws.receive()
         if message is None:
             return
-        if isinstance(message, str) or not message:
+        decoded = codec.decode(message)
+        if decoded is None:
             continue
-        channel = message[0]
+        channel, data = decoded
         stream = streams.get(channel // 2)
-        if channel % 2 or stream is None or len(message) == 1:
+        if channel % 2 or stream is None or not data:
             continue
         try:
-            await stream.send_all(message[1:])
+            await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
 

@@ -149,7 +149,12 @@ async def _portforward_response(app: ApiServer, req: Request, pod: dict[str, Any
 
         async def plain(stream: trio.abc.Stream, trailing: bytes) -> None:
             await _portforward.serve_websocket(
-                WebSocket(stream, trailing), open_port, ports, ns, name
+                WebSocket(stream, trailing),
+                open_port,
+                ports,
+                ns,
+                name,
+                _portforward.ChannelCodec(base64=chosen == "v4.base64.channel.k8s.io"),
             )
 
         return Response(

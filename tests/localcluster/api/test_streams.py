@@ -204,3 +204,22 @@ class _Client:
                 sid = int.from_bytes(frame[0:4], "big")
                 out.append(("data", sid, frame[8:], bool(frame[4] & 1)))
         return out
+
+
+async def test_base64_websocket_port_forward(cluster: Cluster, tmp_path: Path) -> None:
+    import base64
+    import ssl
+
+    pod = await _deploy(cluster, tmp_path)
+    context = ssl.create_default_context(cadata=cluster.pki.ca_cert_pem.decode())
+    url = f"wss://127.0.0.1:{cluster.port}/api/v1/namespaces/default/pods/{pod}/portforward?ports=8080"
+    headers = [("Authorization", f"Bearer {cluster.pki.token}")]
+    async with open_websocket_url(
+        url, ssl_context=context, subprotocols=["v4.base64.channel.k8s.io"], extra_headers=headers
+    ) as ws:
+        assert ws.subprotocol == "v4.base64.channel.k8s.io"
+        prefix = base64.b64encode(struct.pack("<H", 8080)).decode()
+        assert {await ws.get_message(), await ws.get_message()} == {"0" + prefix, "1" + prefix}
+        await ws.send_message("0" + base64.b64encode(b"over base64").decode())
+        reply = await ws.get_message()
+        assert reply[0] == "0" and base64.b64decode(reply[1:]) == b"over base64"
