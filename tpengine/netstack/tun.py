@@ -124,11 +124,12 @@ def _explain(exc: OSError, what: str) -> TunError:
 
 
 def _set_offloads(fd: int, want_uso: bool) -> TunOffloads:
-    """Try the richest offload set first and fall back: kernels without USO reject the
-    whole request with EINVAL (drivers/net/tun.c set_offload)."""
-    base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+    """Try the richest offload set first and fall back: kernels without USO (< 6.2)
+    reject the whole request with EINVAL (drivers/net/tun.c set_offload). TSO_ECN is
+    not asked for, so ``gso_type`` never carries the ECN bit."""
+    base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
     attempts = [base | TUN_F_USO4 | TUN_F_USO6] if want_uso else []
-    attempts += [base, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM, 0]
+    attempts += [base, TUN_F_CSUM, 0]
     for flags in attempts:
         try:
             fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
