@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, Protocol, overload
 
 import trio
@@ -508,25 +508,49 @@ async def open_mux_session(
     the peer is incompatible or silent). ``dial_handler(dial)`` runs in its own task for
     each stream the peer opens; ``request_handler(method, payload)`` for each request.
     """
-    async with trio.open_nursery() as nursery:
-        conn = MuxConnection(role, config, now=trio.current_time())
-        session = MuxSession(
-            conn,
-            transport,
-            nursery,
-            dial_handler=dial_handler,
-            request_handler=request_handler,
-            datagram_queue=datagram_queue,
-        )
-        await nursery.start(session._run)
-        session._kick()
-        await session._handshake.wait()
-        session._check_open()
-        try:
-            yield session
-        finally:
-            with trio.CancelScope(shield=True):
-                await session.aclose()
-                with trio.move_on_after(3.0):
+    failed = False
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            conn = MuxConnection(role, config, now=trio.current_time())
+            session = MuxSession(
+                conn,
+                transport,
+                nursery,
+                dial_handler=dial_handler,
+                request_handler=request_handler,
+                datagram_queue=datagram_queue,
+            )
+            await nursery.start(session._run)
+            session._kick()
+            await session._handshake.wait()
+            if session.closed:  # refused or failed: let the GOAWAY saying why go out first
+                failed = True
+                with trio.CancelScope(shield=True), trio.move_on_after(3.0):
                     await session._done.wait()
-            nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
+            else:
+                try:
+                    yield session
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await session.aclose()
+                        with trio.move_on_after(3.0):
+                            await session._done.wait()
+                    nursery.cancel_scope.cancel()
+    if failed:
+        session._check_open()
+
+
+@contextmanager
+def unwrap_single_exception() -> Iterator[None]:
+    """Re-raise the one exception a nursery wrapped (trio's strict exception groups), so
+    ``except DialRejected`` around ``async with open_mux_session(...)`` works."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, BaseExceptionGroup):
+            raise
+        raise leaf from None

@@ -16,7 +16,13 @@ import trio
 import trio_websocket
 
 from ._config import MuxConfig, Role
-from ._driver import DialHandler, MuxSession, RequestHandler, open_mux_session
+from ._driver import (
+    DialHandler,
+    MuxSession,
+    RequestHandler,
+    open_mux_session,
+    unwrap_single_exception,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,27 +139,28 @@ async def wrap_mux_client_stream(
 ) -> AsyncIterator[MuxSession]:
     """The engine's path to the manager: a websocket opened over an existing byte
     stream (a Kubernetes port-forward), then the tunnel over that websocket."""
-    async with trio.open_nursery() as nursery:
-        ws = await trio_websocket.wrap_client_stream(
-            nursery,
-            stream,  # type: ignore[arg-type]  # any trio Stream works
-            host,
-            resource,
-            subprotocols=[SUBPROTOCOL],
-            receive_buffer_size=WS_RECEIVE_BUFFER,
-            max_message_size=WS_ACCEPT_MESSAGE,
-            message_queue_size=4,
-        )
-        try:
-            async with open_mux_over_websocket(
-                ws, config=config, dial_handler=dial_handler, request_handler=request_handler
-            ) as session:
-                yield session
-        finally:
-            with trio.move_on_after(2.0) as scope:
-                scope.shield = True
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,  # type: ignore[arg-type]  # any trio Stream works
+                host,
+                resource,
+                subprotocols=[SUBPROTOCOL],
+                receive_buffer_size=WS_RECEIVE_BUFFER,
+                max_message_size=WS_ACCEPT_MESSAGE,
+                message_queue_size=4,
+            )
+            try:
+                async with open_mux_over_websocket(
+                    ws, config=config, dial_handler=dial_handler, request_handler=request_handler
+                ) as session:
+                    yield session
+            finally:
+                with trio.move_on_after(2.0) as scope:
+                    scope.shield = True
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
 
 
 SessionHandler = Callable[[MuxSession, trio_websocket.WebSocketRequest], Awaitable[None]]
@@ -176,6 +183,10 @@ async def serve_mux_websocket(
 
     async def handler(request: trio_websocket.WebSocketRequest) -> None:
         try:
+            peer = str(request.remote)
+        except OSError:  # already disconnected
+            return
+        try:
             ws = await request.accept(
                 subprotocol=SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
             )
@@ -184,7 +195,7 @@ async def serve_mux_websocket(
             ) as session:
                 await session_handler(session, request)
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError) as exc:
-            log.info("tunnel from %s ended: %s", request.remote, exc)
+            log.info("tunnel from %s ended: %s", peer, exc)
 
     await trio_websocket.serve_websocket(
         handler,

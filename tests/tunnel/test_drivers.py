@@ -1,0 +1,160 @@
+"""The trio driver over plain byte streams, and the server's robustness."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+
+from tpengine.tunnel import (
+    SUBPROTOCOL,
+    DialRejected,
+    ErrorCode,
+    IncomingDial,
+    MuxConfig,
+    MuxConnection,
+    MuxSession,
+    RejectReason,
+    Role,
+    TunnelClosed,
+    open_mux_over_stream,
+    open_mux_websocket_url,
+    serve_mux_websocket,
+)
+
+
+async def _echo(dial: IncomingDial) -> None:
+    stream = await dial.accept_stream()
+    while data := await stream.receive_some():
+        await stream.send_all(data)
+    await stream.send_eof()
+
+
+async def _roundtrip(session: MuxSession, payload: bytes) -> bytes:
+    stream = await session.open_stream("10.0.0.1", 7)
+    async with stream, trio.open_nursery() as nursery:
+
+        async def write() -> None:
+            await stream.send_all(payload)
+            await stream.send_eof()
+
+        nursery.start_soon(write)
+        got = bytearray()
+        while chunk := await stream.receive_some():
+            got += chunk
+    return bytes(got)
+
+
+async def test_tunnel_over_a_plain_tcp_stream() -> None:
+    async def serve(stream: trio.SocketStream) -> None:
+        async with open_mux_over_stream(stream, role=Role.SERVER, dial_handler=_echo) as session:
+            await session.wait_closed()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        tcp = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+        async with open_mux_over_stream(tcp, role=Role.CLIENT) as client:
+            payload = bytes(range(256)) * 4000
+            assert await _roundtrip(client, payload) == payload
+        nursery.cancel_scope.cancel()
+
+
+async def _serve(nursery: trio.Nursery) -> int:
+    async def on_session(session: MuxSession, request: object) -> None:
+        await session.wait_closed()
+
+    server = await nursery.start(
+        partial(serve_mux_websocket, on_session, "127.0.0.1", 0, dial_handler=_echo)
+    )
+    return int(server.port)
+
+
+async def test_server_refuses_incompatible_and_broken_clients_and_keeps_serving() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await _serve(nursery)
+        # A peer from the future: refused with a message naming both versions.
+        async with trio_websocket.open_websocket(
+            "127.0.0.1", port, "/", use_ssl=False, subprotocols=[SUBPROTOCOL]
+        ) as ws:
+            await ws.send_message(b"TPMUX\x02\x00")
+            received = b""
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                while True:
+                    received += await ws.get_message()  # type: ignore[operator]
+        assert b"this end speaks 1.0, the peer speaks 2.0" in received
+        # Not a tunnel peer at all, and a client that vanishes mid-handshake.
+        async with trio_websocket.open_websocket("127.0.0.1", port, "/", use_ssl=False) as ws:
+            await ws.send_message("GET / HTTP/1.1")
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        await tcp.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        await tcp.aclose()
+        # Still serving.
+        async with open_mux_websocket_url(f"ws://127.0.0.1:{port}/") as client:
+            assert await _roundtrip(client, b"still here") == b"still here"
+        nursery.cancel_scope.cancel()
+
+
+async def test_incompatible_server_is_reported_to_the_client() -> None:
+    async def future_server(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"TPMUX\x07\x01")
+        await stream.receive_some()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(
+            partial(trio.serve_tcp, future_server, 0, host="127.0.0.1")
+        )
+        tcp = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+        with pytest.raises(TunnelClosed, match="the peer speaks 7.1") as info:
+            async with open_mux_over_stream(tcp, role=Role.CLIENT):
+                pass
+        assert info.value.code is ErrorCode.VERSION_MISMATCH
+        nursery.cancel_scope.cancel()
+
+
+async def test_graceful_close_by_the_server_reaches_the_client() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def server() -> None:
+            async with open_mux_over_stream(b, role=Role.SERVER, dial_handler=_echo):
+                pass  # leaving the block is the graceful close
+
+        nursery.start_soon(server)
+        async with open_mux_over_stream(a, role=Role.CLIENT) as client:
+            termination = await client.wait_closed()
+            assert termination.code is ErrorCode.NO_ERROR and termination.by_peer
+            with pytest.raises(TunnelClosed):
+                await client.open_stream("10.0.0.1", 80)
+
+
+async def test_silent_peer_declared_dead_at_the_keepalive_deadline(autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    a, b = trio.testing.memory_stream_pair()
+    silent = MuxConnection(Role.SERVER, now=0.0)
+    await b.send_all(silent.data_to_send())  # handshakes, then never says anything again
+    cfg = MuxConfig(keepalive_interval=5.0, keepalive_timeout=15.0)
+    async with open_mux_over_stream(a, role=Role.CLIENT, config=cfg) as client:
+        start = trio.current_time()
+        termination = await client.wait_closed()
+        assert termination.code is ErrorCode.KEEPALIVE_TIMEOUT
+        assert trio.current_time() - start == pytest.approx(15.0, abs=0.01)
+
+
+async def test_errors_from_the_block_are_not_wrapped_in_exception_groups() -> None:
+    a, b = trio.testing.memory_stream_pair()
+
+    async def refuse(dial: IncomingDial) -> None:
+        await dial.reject(RejectReason.FORBIDDEN, "namespace not mapped")
+
+    async with trio.open_nursery() as nursery:
+
+        async def server() -> None:
+            async with open_mux_over_stream(b, role=Role.SERVER, dial_handler=refuse) as s:
+                await s.wait_closed()
+
+        nursery.start_soon(server)
+        with pytest.raises(DialRejected, match="forbidden"):
+            async with open_mux_over_stream(a, role=Role.CLIENT) as client:
+                await client.open_stream("10.0.0.1", 80)
