@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ..apiserver._allocator import KUBERNETES_SERVICE_IP
+from ..apiserver._allocator import DNS_SERVICE_IP, KUBERNETES_SERVICE_IP
 from ..apiserver._errors import AlreadyExists, NotFound, StoreError
 from ..apiserver._store import Store, WatchEvent, now_rfc3339
 from ._common import Obj, controller_of
@@ -77,6 +77,30 @@ async def bootstrap(
                 "clusterIP": KUBERNETES_SERVICE_IP,
                 "ports": [
                     {"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}
+                ],
+            },
+        },
+    )
+    # kube-dns at 10.96.0.10, as kubeadm creates it, so tools that look the DNS address up
+    # find it. No selector and no Endpoints: the node serves that address itself.
+    await _ensure(
+        store,
+        "services",
+        "kube-system",
+        {
+            "metadata": {
+                "name": "kube-dns",
+                "labels": {
+                    "k8s-app": "kube-dns",
+                    "kubernetes.io/cluster-service": "true",
+                    "kubernetes.io/name": "CoreDNS",
+                },
+            },
+            "spec": {
+                "clusterIP": DNS_SERVICE_IP,
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
                 ],
             },
         },

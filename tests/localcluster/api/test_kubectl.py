@@ -64,6 +64,9 @@ async def test_version_discovery_and_get_pods(cluster: Cluster) -> None:
     for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
         assert f"namespace/{ns}" in text
     assert re.search(r"default\s+service/kubernetes\s+ClusterIP\s+10\.96\.0\.1\s", text)
+    assert re.search(
+        r"kube-system\s+service/kube-dns\s+ClusterIP\s+10\.96\.0\.10\s+<none>\s+53/UDP,53/TCP", text
+    )
     nodes = (await cluster.kubectl("get", "nodes", "-o", "wide")).stdout.decode()
     assert re.search(r"tpt-node\s+Ready\s+control-plane\s+\S+\s+v1\.32\.0\s+198\.18\.0\.1", nodes)
     out = await cluster.kubectl("get", "pods", "-A")
