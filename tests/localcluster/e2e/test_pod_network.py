@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from typing import Any
 
@@ -115,6 +116,12 @@ s.sendto(b"ping", (sys.argv[1], 9999))
 print(s.recvfrom(2048)[0].decode())
 """
 
+DNS_TCP = f"""
+import dns.message, dns.query
+reply = dns.query.tcp(dns.message.make_query("web.{NS}.svc.cluster.local", "A"), "10.96.0.10", timeout=5)
+print(*[r.to_text() for rrset in reply.answer for r in rrset])
+"""
+
 RESOLVE = """
 import socket, sys
 for name in sys.argv[1:]:
@@ -206,6 +213,8 @@ def test_cluster_dns_answers_cluster_names_only(net: Any) -> None:
         ["python3", "-c", f"import socket; print(socket.gethostbyaddr('{svc_ip}')[0])"],
     )
     assert ptr.stdout.strip() == f"web.{NS}.svc.cluster.local"
+    over_tcp = net.in_pod(NS, "client", [sys.executable, "-c", DNS_TCP])
+    assert over_tcp.stdout.split() == [svc_ip], over_tcp.stderr
     resolv = net.in_pod(NS, "client", ["cat", "/etc/resolv.conf"]).stdout
     assert f"search {NS}.svc.cluster.local svc.cluster.local cluster.local" in resolv
     assert "options ndots:5" in resolv
