@@ -133,6 +133,8 @@ def test_half_close_from_our_side_then_time_wait_expires() -> None:
     assert ep.receive_data() == b"still talking"
     ep.receive(peer.segment(flags=FIN | ACK), 2.0)
     assert ep.state is TcpState.TIME_WAIT
+    (ack_of_fin,) = ep.segments_to_send(2.0)
+    assert ack_of_fin.flags == ACK
     assert ep.get_timer() == 2.0 + 2 * 5.0
     ep.handle_timer(11.9)
     assert ep.state is TcpState.TIME_WAIT

@@ -18,6 +18,9 @@ class TcpConfig:
     #: Largest payload of one emitted segment. 0 means one MSS; a driver that can write
     #: GSO super-segments raises it (e.g. 65000) and the kernel splits them at the MSS.
     max_segment_payload: int = 0
+    #: An ACK for less than two full segments waits this long for data to ride on
+    #: (RFC 9293 §3.8.6.3, RFC 5681 §4.2: under 0.5 s, at least every second segment).
+    delayed_ack: float = 0.005
     initial_rto: float = 1.0  # RFC 6298 (2.1)
     min_rto: float = 0.2  # RFC 6298 (2.4) says 1 s; Linux uses 200 ms
     max_rto: float = 60.0  # RFC 6298 (2.5)

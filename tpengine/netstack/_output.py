@@ -67,6 +67,7 @@ class TcpOutput:
         self._persist_at: float | None = None
         self._persist_backoff = self._persist_unanswered = 0
         self._close_at: float | None = None
+        self._delack_at: float | None = None
         self._last_rx = now
         self._keepalive_probes = 0
         # Output queue and events.
@@ -161,6 +162,7 @@ class TcpOutput:
         nxt = self.rcv_nxt
         self._last_ack_sent = nxt
         self._ack_due = False
+        self._delack_at = None
         return TcpSegment(
             src_port=self.local_port,
             dst_port=self.remote_port,
@@ -332,7 +334,7 @@ class TcpOutput:
     def get_timer(self) -> float | None:
         """The earliest deadline at which ``handle_timer`` has something to do."""
         deadline = self._rto_at
-        for t in (self._persist_at, self._close_at, self._keepalive_deadline()):
+        for t in (self._delack_at, self._persist_at, self._close_at, self._keepalive_deadline()):
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
         return deadline
@@ -350,6 +352,9 @@ class TcpOutput:
             self._transition(Trigger.TIMEOUT)  # TIME-WAIT or orphaned FIN-WAIT-2 ends
             self._finish(None)
             return
+        if self._delack_at is not None and now >= self._delack_at:
+            self._delack_at = None
+            self._ack_due = True
         if self._rto_at is not None and now >= self._rto_at:
             self._on_retransmission_timeout(now)
         if self._persist_at is not None and now >= self._persist_at:
@@ -414,6 +419,6 @@ class TcpOutput:
             self.reset_reason = reset.reason
             self._events.append(reset)
         self._events.append(Closed())
-        self._rto_at = self._persist_at = self._close_at = None
+        self._rto_at = self._persist_at = self._close_at = self._delack_at = None
         self._ack_due = self._syn_due = False
         self._release_buffers()

@@ -398,7 +398,7 @@ class Netstack:
         """Reset every connection still open so no application hangs on it."""
         now = trio.current_time()
         for conn in list(self._conns.values()):
-            if conn.endpoint.state is not TcpState.CLOSED:
+            if conn.endpoint.state not in (TcpState.CLOSED, TcpState.TIME_WAIT):
                 conn.endpoint.abort()
                 try:
                     self._flush(conn, now)

@@ -149,7 +149,7 @@ class TcpStream(trio.abc.HalfCloseableStream):
             while True:
                 self._check_open()
                 ep = self._conn.endpoint
-                data = ep.receive_data(max_bytes or _DEFAULT_RECEIVE)
+                data = ep.receive_data(max_bytes or _DEFAULT_RECEIVE, trio.current_time())
                 if data:
                     self._conn.flush()  # maybe a window update
                     break

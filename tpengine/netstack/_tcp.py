@@ -78,16 +78,21 @@ class TcpEndpoint(TcpOutput):
             self._send_blocked = True
         return n
 
-    def receive_data(self, max_bytes: int = 1 << 20) -> bytes:
+    def receive_data(self, max_bytes: int = 1 << 20, now: float | None = None) -> bytes:
         """Take up to ``max_bytes`` of in-order data (b"" when none is buffered)."""
         if not self._rcvbuf or max_bytes <= 0:
             return b""
         data = self._rcvbuf.read(max_bytes)
         # Window update once the right edge can move by a useful amount (RFC 9293
         # §3.8.6.2.2, receiver side of silly window syndrome avoidance). This is what
-        # reopens a zero window after a slow local reader catches up.
+        # reopens a zero window after a slow local reader catches up. While the peer
+        # still has a few segments' room it rides on the next ACK (or the delayed-ACK
+        # timer), so a request's first read does not cost a packet of its own.
         if self.rcv_nxt + self._rcvbuf.free - self._rcv_edge >= self._sws_threshold():
-            self._ack_due = True
+            if now is None or self._rcv_edge - self.rcv_nxt < 4 * self.config.mss:
+                self._ack_due = True
+            elif self._delack_at is None:
+                self._delack_at = now + self.config.delayed_ack
         return data
 
     def close(self) -> None:
@@ -380,8 +385,10 @@ class TcpEndpoint(TcpOutput):
         rcvbuf.insert(start, payload)
         if filled_hole:
             self._queue_ack(now)  # a hole filled: ACK at once too (RFC 5681 §4.2)
-        else:
-            self._ack_due = True
+        elif self.rcv_nxt - self._last_ack_sent >= 2 * self.config.mss:
+            self._ack_due = True  # at least every second full-sized segment (RFC 5681 §4.2)
+        elif self._delack_at is None:
+            self._delack_at = now + self.config.delayed_ack  # the answer may carry it
         if was_empty and rcvbuf:
             self._events.append(Readable())
 
