@@ -84,6 +84,7 @@ async def open_test_tun(
     mtu: int = 1500,
     routes: Sequence[str] = (TEST_CIDR, TEST_CIDR6),
     uso: bool = True,
+    offload: bool = True,
     pcap: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[tuple[TunDevice, str]]:
     """A TUN device (virtio-net headers, offloads) in a fresh namespace, routed to."""
@@ -96,6 +97,7 @@ async def open_test_tun(
             addresses=(f"{TUN_ADDRESS}/32", f"{TUN_ADDRESS6}/128"),
             routes=routes,
             uso=uso,
+            offload=offload,
             pcap=pcap,
         ) as tun,
     ):

@@ -437,9 +437,10 @@ def _create_and_configure(
     addresses: Sequence[str],
     routes: Sequence[str],
     uso: bool,
+    offload: bool,
 ) -> TunDevice:
     with setns_thread(netns):
-        tun = create_tun(name, uso=uso)
+        tun = create_tun(name, uso=uso, offload=offload)
         try:
             configure_link(tun.name, mtu=mtu, addresses=addresses, routes=routes)
         except BaseException:
@@ -458,6 +459,7 @@ async def open_tun(
     addresses: Sequence[str] = (),
     routes: Sequence[str] = (),
     uso: bool = True,
+    offload: bool = True,
     pcap: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[TunDevice]:
     """Create a TUN device with virtio-net headers and every offload the kernel takes,
@@ -465,7 +467,7 @@ async def open_tun(
     close it (the device and its routes disappear) on exit. With ``pcap``, trace
     every packet to that file."""
     tun = await trio.to_thread.run_sync(
-        _create_and_configure, name, netns, mtu, tuple(addresses), tuple(routes), uso
+        _create_and_configure, name, netns, mtu, tuple(addresses), tuple(routes), uso, offload
     )
     try:
         tun.trace_to(pcap)
