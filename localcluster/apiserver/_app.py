@@ -102,6 +102,7 @@ class ApiServer:
             response = await self._dispatch(req, audit)
         except StoreError as exc:
             response = status_response(exc)
+            audit["message"] = exc.message  # failures say why, for whoever reads the log
         except Exception:  # a bug must not take the server down; answer 500 as a real one
             log.exception("internal error serving %s %s", req.method, req.path)
             response = status_response(
