@@ -20,7 +20,7 @@ import trio
 import trio.testing
 
 from tests.netstack._netns import in_netns, open_test_tun
-from tpengine.netstack import Netstack, NetstackConfig, TcpStream, open_netstack
+from tpengine.netstack import Netstack, NetstackConfig, TcpConfig, TcpStream, open_netstack
 
 pytestmark = pytest.mark.root
 
@@ -368,3 +368,46 @@ async def test_pcap_flag_records_the_conversation(tmp_path: object) -> None:
     data = path.read_bytes()
     assert data[:4] == struct.pack("=I", 0xA1B2C3D4)
     assert data.count(b"traced") >= 2  # once each way
+
+
+async def test_stalled_readers_bound_memory_both_ways() -> None:
+    """A reader that stops reading stalls the writer; nobody buffers beyond its window."""
+    window = 256 * 1024
+    config = NetstackConfig(tcp=TcpConfig(receive_buffer=window, send_buffer=window))
+    stalled = trio.Event()
+    release = trio.Event()
+    streams: list[TcpStream] = []
+
+    async def handler(stream: TcpStream) -> None:
+        streams.append(stream)
+        stalled.set()
+        await release.wait()  # the local reader is stuck
+
+    async with serving(config) as env:
+        env.handler = handler
+        client = await env.connect()
+        client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        await stalled.wait()
+        (ours,) = streams
+        sent = 0
+        with trio.move_on_after(1.0):  # the kernel app writes until it blocks
+            while True:
+                await client.send_all(b"k" * 65536)
+                sent += 65536
+        assert sent < 4 * window  # blocked: the kernel holds at most its own buffers
+        assert 0 < ours.receive_buffered <= window  # and we hold at most our window
+        # the other way: our writer blocks when the kernel app does not read
+        pushed = 0
+        with trio.move_on_after(1.0):
+            while True:
+                await ours.send_all(b"n" * 65536)
+                pushed += 65536
+        assert 0 < ours.send_buffered <= window
+        assert pushed <= window + 512 * 1024  # our buffer plus the kernel's receive queue
+        # both resume once the readers read
+        data = await client.receive_some(65536)
+        assert data and set(data) == {ord("n")}
+        assert set(await ours.receive_some(65536)) == {ord("k")}
+        release.set()
+        client.socket.close()

@@ -45,6 +45,16 @@ class TcpStream(trio.abc.HalfCloseableStream):
         """The address and port the application connected to (its original destination)."""
         return self._conn.destination
 
+    @property
+    def receive_buffered(self) -> int:
+        """Bytes received and not read yet (at most the configured receive buffer)."""
+        return self._conn.endpoint.receive_buffered
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes sent and not acknowledged yet (at most the configured send buffer)."""
+        return self._conn.endpoint.send_unacknowledged
+
     # ------------------------------------------------------------------ wakeups (driver side)
 
     def _wake(self, *, readers: bool = True, writers: bool = True) -> None:
