@@ -225,9 +225,13 @@ class ApiServer:
                 return self._list(req, target)
             if method == "POST":
                 body = decode_body(req)
+                meta = body.get("metadata")
+                meta = meta if isinstance(meta, dict) else {}
+                audit["name"] = str(meta.get("name") or meta.get("generateName") or "")
                 obj = await self.store.create(
                     target.info.name, target.namespace, body, dry_run=_dry_run(req)
                 )
+                audit["name"] = obj["metadata"]["name"]
                 return json_response(obj, 201)
             if method == "DELETE":
                 return json_response(

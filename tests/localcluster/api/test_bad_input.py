@@ -54,7 +54,12 @@ async def test_status_errors_for_bad_requests(cluster: Cluster) -> None:
         r = await http.post(cms, json=body)
         assert r.status_code == 409 and r.json()["reason"] == "AlreadyExists"
         entry = cluster.audit()[-1]
-        assert (entry["verb"], entry["resource"], entry["code"]) == ("create", "configmaps", 409)
+        assert (entry["verb"], entry["resource"], entry["name"], entry["code"]) == (
+            "create",
+            "configmaps",
+            "x",
+            409,
+        )
         assert entry["message"] == 'configmaps "x" already exists'
 
         stale = {**body, "metadata": {"name": "x", "resourceVersion": "1"}}
