@@ -14,6 +14,7 @@ from typing import Any
 
 from . import _frames as F
 from ._config import MuxConfig, PeerSettings, Role
+from ._control import ControlMixin
 from ._errors import (
     ErrorCode,
     FlowControlViolation,
@@ -30,10 +31,6 @@ from ._events import (
     Event,
     GoAwayReceived,
     HandshakeCompleted,
-    PongReceived,
-    PushReceived,
-    RequestReceived,
-    ResponseReceived,
     StreamAccepted,
     StreamDialed,
     StreamEnded,
@@ -58,7 +55,7 @@ class _Stream:
     discard: bool = False  # the app closed it: incoming data is answered with RESET
 
 
-class MuxConnection:
+class MuxConnection(ControlMixin):
     """One end of a tunnel. See the package docstring for the protocol."""
 
     def __init__(self, role: Role, config: MuxConfig | None = None, *, now: float) -> None:
@@ -306,44 +303,6 @@ class MuxConnection:
         self._emit(T.DATAGRAM, 0, sid, data)
         return True
 
-    def send_ping(self, now: float) -> None:
-        self._require_open()
-        opaque = self._next_ping
-        self._next_ping += 1
-        self._pings[opaque] = now
-        if len(self._pings) > 16:  # a peer that never answers must not grow this
-            del self._pings[min(self._pings)]
-        self._last_ping = now
-        self._emit(T.PING, 0, 0, F.encode_ping(opaque))
-
-    def send_request(self, method: str, payload: Any) -> int:
-        self._require_open()
-        assert self.peer is not None
-        if len(self._requests_out) >= self.peer.max_requests:
-            raise LocalProtocolError(f"peer allows {self.peer.max_requests} outstanding requests")
-        rid = self._next_request
-        self._next_request += 1
-        self._emit(T.REQUEST, 0, rid, F.encode_named(method, payload))
-        self._requests_out.add(rid)
-        return rid
-
-    def send_response(
-        self, request_id: int, payload: Any = None, *, error: str | None = None
-    ) -> None:
-        if request_id not in self._requests_in:
-            raise LocalProtocolError(f"no outstanding request {request_id} to answer")
-        self._requests_in.discard(request_id)
-        if self.closed:
-            return
-        if error is not None:
-            self._emit(T.RESPONSE, F.FLAG_ERROR, request_id, F.encode_json(error))
-        else:
-            self._emit(T.RESPONSE, 0, request_id, F.encode_json(payload))
-
-    def send_push(self, topic: str, payload: Any) -> None:
-        self._require_open()
-        self._emit(T.PUSH, 0, 0, F.encode_named(topic, payload))
-
     def close(self, code: ErrorCode = ErrorCode.NO_ERROR, message: str = "") -> None:
         """GOAWAY. NO_ERROR is graceful: open streams finish, new dials are refused; any
         other code ends the connection now."""
@@ -530,16 +489,6 @@ class MuxConnection:
             raise ProtocolViolation(f"DATAGRAM on TCP stream {sid}")
         self._events.append(DatagramReceived(stream_id=sid, data=payload))
 
-    def _on_ping(self, flags: int, sid: int, payload: bytes, now: float) -> None:
-        opaque = F.decode_ping(payload)
-        if not flags & F.FLAG_ACK:
-            self._emit(T.PING, F.FLAG_ACK, 0, payload)
-            return
-        sent = self._pings.pop(opaque, None)
-        if sent is not None:
-            self.rtt = now - sent
-            self._events.append(PongReceived(rtt=self.rtt))
-
     def _on_goaway(self, flags: int, sid: int, payload: bytes, now: float) -> None:
         last, code, message = F.decode_goaway(payload)
         if code != ErrorCode.NO_ERROR:
@@ -563,27 +512,6 @@ class MuxConnection:
                     )
                 )
         self._events.append(GoAwayReceived(last_stream_id=last, message=message))
-
-    def _on_request(self, flags: int, sid: int, payload: bytes, now: float) -> None:
-        if sid in self._requests_in or len(self._requests_in) >= self.config.max_requests:
-            raise ProtocolViolation("request id reused or too many outstanding requests")
-        method, value = F.decode_named(payload, "REQUEST")
-        self._requests_in.add(sid)
-        self._events.append(RequestReceived(request_id=sid, method=method, payload=value))
-
-    def _on_response(self, flags: int, sid: int, payload: bytes, now: float) -> None:
-        if sid not in self._requests_out:
-            raise ProtocolViolation(f"RESPONSE to unknown request {sid}")
-        self._requests_out.discard(sid)
-        value = F.decode_json(payload, "RESPONSE")
-        if flags & F.FLAG_ERROR:
-            self._events.append(ResponseReceived(request_id=sid, payload=None, error=str(value)))
-        else:
-            self._events.append(ResponseReceived(request_id=sid, payload=value, error=None))
-
-    def _on_push(self, flags: int, sid: int, payload: bytes, now: float) -> None:
-        topic, value = F.decode_named(payload, "PUSH")
-        self._events.append(PushReceived(topic=topic, payload=value))
 
 
 def _settings_dict(peer: PeerSettings) -> dict[str, Any]:
