@@ -317,10 +317,13 @@ class PodWorker:
         started_at = runner.state.get("running", {}).get("startedAt", now_rfc3339())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump, proc.process.stdout, runner.log_run)
-            if not runner.init:
-                self._start_probes(nursery, runner, proc)
-            code = await proc.wait()
-            nursery.cancel_scope.deadline = trio.current_time() + 2  # let the pump drain
+            async with trio.open_nursery() as probes:
+                if not runner.init:
+                    self._start_probes(probes, runner, proc)
+                code = await proc.wait()
+                probes.cancel_scope.cancel()
+            # Let the pump drain what is left, unless a leftover process keeps the pipe.
+            nursery.cancel_scope.deadline = trio.current_time() + 2
         runner.ready = False
         reason = "Completed" if code == 0 else "Error"
         runner.state = {

@@ -72,12 +72,17 @@ async def start_sandbox(spec: dict[str, Any], log_path: Path) -> Sandbox:
         os.close(log)
     assert proc.stdout is not None
     line = b""
-    with trio.move_on_after(20):
-        while not line.endswith(b"\n"):
-            chunk = await proc.stdout.receive_some(64)
-            if not chunk:
-                break
-            line += chunk
+    try:
+        with trio.move_on_after(20):
+            while not line.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some(64)
+                if not chunk:
+                    break
+                line += chunk
+    except BaseException:
+        # Cancelled before we learnt PID 1: nothing would ever stop this sandbox.
+        proc.kill()
+        raise
     await proc.stdout.aclose()
     if not line.strip().isdigit():
         proc.kill()
@@ -142,8 +147,12 @@ async def start_container(
     finally:
         os.close(pid_w)
     cp = ContainerProcess(process=proc)
-    with trio.move_on_after(20):
-        raw = await _read_all(pid_r)
-        if raw.strip().isdigit():
-            cp.child_pid = int(raw)
+    try:
+        with trio.move_on_after(20):
+            raw = await _read_all(pid_r)
+            if raw.strip().isdigit():
+                cp.child_pid = int(raw)
+    except BaseException:
+        proc.kill()  # cancelled while starting: the caller never gets to stop it
+        raise
     return cp
