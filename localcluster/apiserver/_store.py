@@ -36,7 +36,7 @@ from ._errors import (
 )
 from ._resources import BY_NAME, ResourceInfo
 from ._selectors import Matcher, SelectorError, make_matcher
-from ._validation import validate
+from ._validation import validate, validate_update
 from ._watch import Change, WatchEvent, WatchHub
 
 Obj = dict[str, Any]
@@ -285,6 +285,7 @@ class Store:
         if resource == "services":
             keep_cluster_ip(old, new)
         validate(info, new)
+        validate_update(info, old, new)
         return self._commit_update(info, key, old, new, dry_run=dry_run)
 
     def _check_version(self, info: ResourceInfo, old: Obj, new: Obj) -> None:

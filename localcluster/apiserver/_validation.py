@@ -192,3 +192,39 @@ def validate(info: ResourceInfo, obj: dict[str, Any]) -> None:
         causes += _check_data_keys(obj)
     if causes:
         raise invalid(info.kind, name, info.group, causes)
+
+
+_POD_UPDATE_MSG = (
+    "pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+    "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+    "(allow it to be set to 1 if it was previously negative)"
+)
+
+
+def _mutable_pod_spec_removed(spec: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(spec))
+    for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
+        out.pop(key, None)
+    for key in ("containers", "initContainers"):
+        for container in out.get(key) or []:
+            if isinstance(container, dict):
+                container.pop("image", None)
+    return out
+
+
+def validate_update(info: ResourceInfo, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Fields a real API server refuses to change (422 Invalid, Forbidden cause)."""
+    name = str(new.get("metadata", {}).get("name", ""))
+    causes: list[Cause] = []
+    if info.name == "pods":
+        old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+        if _mutable_pod_spec_removed(old_spec) != _mutable_pod_spec_removed(new_spec):
+            causes.append(("spec", "FieldValueForbidden", f"Forbidden: {_POD_UPDATE_MSG}"))
+    elif info.name in ("deployments", "replicasets", "statefulsets") and (
+        (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector")
+    ):
+        selector = (new.get("spec") or {}).get("selector")
+        causes.append(_invalid_value("spec.selector", selector, "field is immutable"))
+    if causes:
+        raise invalid(info.kind, name, info.group, causes)

@@ -309,3 +309,14 @@ async def test_foreground_deletion_waits_for_dependents() -> None:
     await store.remove("pods", "default", "p")  # the kubelet finishes the pod
     with pytest.raises(NotFound):
         store.get("configmaps", "default", "owner")
+
+
+async def test_pod_spec_and_selectors_are_immutable() -> None:
+    store = await _store()
+    pod = await store.create("pods", "default", POD)
+    pod["spec"]["containers"][0]["image"] = "busybox:2"  # allowed
+    pod["metadata"]["labels"] = {"new": "label"}
+    pod = await store.update("pods", "default", pod)
+    pod["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
+    with pytest.raises(Invalid, match="pod updates may not change fields other than"):
+        await store.update("pods", "default", pod)
