@@ -118,7 +118,7 @@ def parse_tcp_options(raw: Buffer) -> TcpOptions:
     if n == 0:
         return _NO_OPTIONS
     if n == 12 and raw[:4] == _TS_PREFIX:  # Linux data segments: NOP NOP TS
-        return TcpOptions(timestamps=_TS.unpack_from(raw, 4))
+        return _new(TcpOptions, (None, None, False, (), _TS.unpack_from(raw, 4)))
     mss = wscale = ts = None
     sack_ok = False
     blocks: tuple[tuple[int, int], ...] = ()
@@ -156,7 +156,7 @@ def parse_tcp_options(raw: Buffer) -> TcpOptions:
                 raise MalformedPacket(f"TCP SACK option length {olen}")
             blocks = tuple(_TS.iter_unpack(bytes(raw[i + 2 : i + olen])))
         i += olen
-    return TcpOptions(mss, wscale, sack_ok, blocks, ts)
+    return _new(TcpOptions, (mss, wscale, sack_ok, blocks, ts))
 
 
 class TcpHeader(NamedTuple):
