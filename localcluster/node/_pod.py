@@ -214,6 +214,13 @@ class PodWorker:
             self.dir / "sandbox.log",
         )
         self.kubelet.record_pids(self, [self.sandbox.pid1, self.sandbox.process.pid])
+        log.info(
+            "pod %s/%s: sandbox pid %d, ip %s",
+            self.namespace,
+            self.name,
+            self.sandbox.pid1,
+            self.ip,
+        )
         self.mark_dirty()
         ctx = ps.VolumeContext(
             pod=self.pod,
@@ -523,6 +530,7 @@ class PodWorker:
     # ------------------------------------------------------------------- teardown
 
     async def _teardown(self) -> None:
+        log.info("pod %s/%s: stopping (grace %ss)", self.namespace, self.name, self.grace)
         procs = [r.proc for r in self.init_runners + self.runners if r.proc is not None]
         if procs:
             async with trio.open_nursery() as nursery:
