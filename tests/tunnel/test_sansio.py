@@ -322,3 +322,18 @@ def test_send_credit_limits_and_window_updates(pair_cls) -> None:  # type: ignor
     pair.pump()
     assert pair.drain(pair.client) == [CreditAvailable(stream_id=sid)]
     assert pair.client.send_credit(sid) == 2048
+
+
+def test_a_peer_that_floods_pings_without_reading_is_closed(pair_cls) -> None:  # type: ignore[no-untyped-def]
+    cfg = MuxConfig(
+        connection_window=64 * 1024, max_frame_size=16 * 1024, control_backlog=16 * 1024
+    )
+    pair = pair_cls(cfg)
+    ping = struct.pack("!IBBIQ", 8, 8, 0, 0, 1)
+    for _ in range(6000):  # 108 KB of pongs would queue; nobody drains the output
+        pair.server.receive_data(ping, 0.0)
+        if pair.server.closed:
+            break
+    [event] = pair.drain(pair.server)
+    assert isinstance(event, ConnectionTerminated) and "does not read" in event.message
+    assert pair.server.pending_output <= 64 * 1024 + 16 * 1024 + 256  # + the GOAWAY

@@ -37,6 +37,9 @@ class MuxConfig:
     handshake_timeout: float = 10.0
     #: Datagrams are dropped (UDP semantics) when this many bytes already wait to be sent.
     datagram_backlog: int = 1024 * 1024
+    #: Replies the peer provokes (pongs, rejects) may queue this far beyond its connection
+    #: window; a peer that keeps asking without reading is closed, not buffered for.
+    control_backlog: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 1024 <= self.max_frame_size <= 16 * 1024 * 1024:

@@ -35,6 +35,9 @@ class ControlMixin:
     def _require_open(self) -> None:
         raise NotImplementedError
 
+    def _check_backlog(self) -> None:
+        raise NotImplementedError
+
     def send_ping(self, now: float) -> None:
         self._require_open()
         opaque = self._next_ping
@@ -76,6 +79,7 @@ class ControlMixin:
     def _on_ping(self, flags: int, sid: int, payload: bytes, now: float) -> None:
         opaque = F.decode_ping(payload)
         if not flags & F.FLAG_ACK:
+            self._check_backlog()
             self._emit(T.PING, F.FLAG_ACK, 0, payload)
             return
         sent = self._pings.pop(opaque, None)

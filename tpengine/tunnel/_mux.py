@@ -323,6 +323,15 @@ class MuxConnection(ControlMixin):
             self._out.append(payload)
         self._out_bytes += F.HEADER_LEN + len(payload)
 
+    def _check_backlog(self) -> None:
+        """Bound what a peer can make us queue by asking without reading (a PING or DIAL
+        flood while it leaves our writes unread), cf. RFC 9113 §10.5."""
+        assert self.peer is not None
+        if self._out_bytes > self.peer.connection_window + self.config.control_backlog:
+            raise ProtocolViolation(
+                f"peer provokes replies but does not read them ({self._out_bytes} bytes queued)"
+            )
+
     def _require_open(self) -> None:
         if self.closed:
             raise LocalProtocolError("connection is closed")
@@ -431,6 +440,7 @@ class MuxConnection(ControlMixin):
         stream = _Stream(
             sid, StreamState.DIALED, proto, self.peer.stream_window, self.config.stream_window
         )
+        self._check_backlog()
         self._streams[sid] = stream
         self._peer_open += 1
         if self.going_away:
