@@ -94,7 +94,7 @@ async def _exec_response(app: ApiServer, req: Request, pod: dict[str, Any]) -> R
         ws = WebSocket(stream, trailing)
         try:
             session = await app.runtime.exec(ns, name, container, command, stdin=stdin, tty=tty)
-        except (PodNotRunning, OSError) as exc:
+        except Exception as exc:  # PodNotRunning, OSError or a runtime bug: report it
             try:
                 await ws.send(bytes([_exec.ERROR]) + _json(_exec.failure_status(str(exc))))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
