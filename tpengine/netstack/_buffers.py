@@ -9,10 +9,12 @@ its capacity from the application.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 
 # A hostile peer could fill the window with one-byte segments; each costs a list entry.
 MAX_OUT_OF_ORDER_CHUNKS = 512
 MAX_SACK_RANGES = 64
+_KEEP_VIEW = 4096
 
 
 class SendBuffer:
@@ -69,12 +71,24 @@ class ReceiveBuffer:
     blocks that describe what is held).
     """
 
-    __slots__ = ("_chunks", "_data", "_last_chunk_seq", "_starts", "capacity", "nxt", "ooo_bytes")
+    __slots__ = (
+        "_chunks",
+        "_data",
+        "_data_len",
+        "_last_chunk_seq",
+        "_starts",
+        "capacity",
+        "nxt",
+        "ooo_bytes",
+    )
 
     def __init__(self, capacity: int, nxt: int) -> None:
         self.capacity = capacity
         self.nxt = nxt
-        self._data = bytearray()
+        # In-order data as a queue of pieces: large segment payloads stay views into
+        # the packet they arrived in (no copy until the application reads them).
+        self._data: deque[bytes | memoryview] = deque()
+        self._data_len = 0
         self._starts: list[int] = []  # out-of-order chunk starts, sorted
         self._chunks: list[bytes] = []  # chunk payloads, parallel to _starts
         self.ooo_bytes = 0
@@ -82,22 +96,39 @@ class ReceiveBuffer:
 
     def __len__(self) -> int:
         """In-order bytes the application has not read yet."""
-        return len(self._data)
+        return self._data_len
 
     @property
     def free(self) -> int:
         """Buffer space not taken by unread in-order data."""
-        return self.capacity - len(self._data)
+        return self.capacity - self._data_len
 
     def read(self, max_bytes: int) -> bytes:
-        if max_bytes >= len(self._data):
-            data = bytes(self._data)
-            self._data.clear()
-            return data
-        with memoryview(self._data) as view:
-            data = bytes(view[:max_bytes])
-        del self._data[:max_bytes]
-        return data
+        data = self._data
+        if max_bytes >= self._data_len:
+            out = bytes(data[0]) if len(data) == 1 else b"".join(data)
+            data.clear()
+            self._data_len = 0
+            return out
+        pieces: list[bytes | memoryview] = []
+        need = max_bytes
+        while need:
+            piece = data[0]
+            if len(piece) <= need:
+                pieces.append(data.popleft())
+                need -= len(piece)
+            else:
+                view = piece if isinstance(piece, memoryview) else memoryview(piece)
+                pieces.append(view[:need])
+                data[0] = view[need:]
+                need = 0
+        self._data_len -= max_bytes
+        return b"".join(pieces)
+
+    def _append(self, piece: bytes | memoryview) -> None:
+        # Small payloads are copied: a view would pin a whole packet for a few bytes.
+        self._data.append(piece if len(piece) >= _KEEP_VIEW else bytes(piece))
+        self._data_len += len(piece)
 
     def insert(self, seq: int, payload: bytes | memoryview) -> int:
         """Add a segment's text (already trimmed to the window); return bytes made in order."""
@@ -108,9 +139,10 @@ class ReceiveBuffer:
             self._store_out_of_order(seq, payload)
             return 0
         before = self.nxt
-        self._data += payload[self.nxt - seq :]
+        self._append(payload[self.nxt - seq :] if seq < self.nxt else payload)
         self.nxt = end
-        self._pull_out_of_order()
+        if self._starts:
+            self._pull_out_of_order()
         return self.nxt - before
 
     def _store_out_of_order(self, seq: int, payload: bytes | memoryview) -> None:
@@ -147,7 +179,7 @@ class ReceiveBuffer:
             self.ooo_bytes -= len(chunk)
             e = s + len(chunk)
             if e > self.nxt:
-                self._data += chunk[self.nxt - s :]
+                self._append(chunk[self.nxt - s :])
                 self.nxt = e
 
     def sack_blocks(self, limit: int = 3) -> list[tuple[int, int]]:

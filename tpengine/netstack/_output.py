@@ -126,6 +126,14 @@ class TcpOutput:
     def _fin_seq(self) -> int:
         return self._sndbuf.end
 
+    def output_pending(self, armed: float | None) -> bool:
+        """Whether a flush would send something now or move the timer armed at ``armed``
+        earlier (a cheap check for the driver after application reads)."""
+        if self._ack_due or self._ctrl:
+            return True
+        delack = self._delack_at
+        return delack is not None and (armed is None or delack < armed)
+
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 

@@ -87,14 +87,22 @@ TRANSITIONS: dict[TcpState, dict[Trigger, TcpState]] = {
     S.CLOSED: {},
 }
 
+# State sets are tuples: membership compares identity, while a frozenset would call
+# Enum.__hash__ (Python code) on every packet.
 # States in which our SYN has been acknowledged and data may flow out.
-SYNCHRONIZED = frozenset(
-    {S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.TIME_WAIT, S.CLOSE_WAIT, S.LAST_ACK}
+SYNCHRONIZED = (
+    S.ESTABLISHED,
+    S.FIN_WAIT_1,
+    S.FIN_WAIT_2,
+    S.CLOSING,
+    S.TIME_WAIT,
+    S.CLOSE_WAIT,
+    S.LAST_ACK,
 )
 # States in which the peer may still send us data (RFC 9293 §3.10.7.4, "seventh").
-RECEIVING = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
+RECEIVING = (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2)
 # States in which the application may still queue data to send.
-SENDING = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT})
+SENDING = (S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT)
 
 
 def next_state(state: TcpState, trigger: Trigger) -> TcpState:

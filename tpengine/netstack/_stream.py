@@ -161,7 +161,8 @@ class TcpStream(trio.abc.HalfCloseableStream):
                 ep = self._conn.endpoint
                 data = ep.receive_data(max_bytes or _DEFAULT_RECEIVE, trio.current_time())
                 if data:
-                    self._conn.flush()  # maybe a window update
+                    if ep.output_pending(self._conn.deadline):
+                        self._conn.flush()  # a window update or the delayed-ACK timer
                     break
                 if ep.at_eof:
                     break
@@ -198,4 +199,4 @@ class TcpStream(trio.abc.HalfCloseableStream):
         self._wake()
 
 
-_CAN_SEND = frozenset({TcpState.SYN_RECEIVED, TcpState.ESTABLISHED, TcpState.CLOSE_WAIT})
+_CAN_SEND = (TcpState.SYN_RECEIVED, TcpState.ESTABLISHED, TcpState.CLOSE_WAIT)
