@@ -279,3 +279,14 @@ async def test_unknown_namespace_is_explained() -> None:
     with pytest.raises(TunError, match="network namespace 'tpn-missing' not found"):
         async with open_tun("tpnx", netns="tpn-missing"):
             pass  # pragma: no cover
+
+
+async def test_everything_is_removed_also_on_failure() -> None:
+    seen: list[str] = []
+    with pytest.raises(RuntimeError, match="boom"):
+        async with open_test_tun() as (tun, netns):
+            seen.append(netns)
+            raise RuntimeError("boom")
+    assert not await trio.Path(f"/run/netns/{seen[0]}").exists()
+    with pytest.raises(trio.ClosedResourceError):
+        tun.read_batch_nowait()
