@@ -16,6 +16,7 @@ from tpengine.tunnel import (
     IncomingDial,
     MuxConfig,
     MuxConnection,
+    MuxDatagramFlow,
     MuxSession,
     RejectReason,
     Role,
@@ -158,3 +159,44 @@ async def test_errors_from_the_block_are_not_wrapped_in_exception_groups() -> No
         with pytest.raises(DialRejected, match="forbidden"):
             async with open_mux_over_stream(a, role=Role.CLIENT) as client:
                 await client.open_stream("10.0.0.1", 80)
+
+
+async def test_datagram_flow_drops_when_the_reader_falls_behind_and_ends_on_reset() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    flows: list[MuxDatagramFlow] = []
+    accepted = trio.Event()
+
+    async def keep(dial: IncomingDial) -> None:
+        flow = await dial.accept()
+        assert isinstance(flow, MuxDatagramFlow)
+        flows.append(flow)
+        accepted.set()
+        await trio.sleep_forever()
+
+    async def answer(method: str, payload: object) -> object:
+        return payload
+
+    async with trio.open_nursery() as nursery:
+
+        async def server() -> None:
+            async with open_mux_over_stream(
+                b, role=Role.SERVER, dial_handler=keep, request_handler=answer, datagram_queue=8
+            ) as s:
+                await s.wait_closed()
+
+        nursery.start_soon(server)
+        async with open_mux_over_stream(a, role=Role.CLIENT) as client:
+            flow = await client.open_stream("10.96.0.10", 53, "udp")
+            await accepted.wait()
+            for i in range(20):
+                assert flow.send_nowait(b"q%d" % i)
+            await client.request("sync", None)  # in order after the datagrams
+            remote = flows[0]
+            assert remote.dropped == 12  # a full queue drops, as UDP does
+            assert [await remote.receive() for _ in range(8)] == [b"q%d" % i for i in range(8)]
+            await flow.aclose()
+            await client.request("sync", None)
+            with pytest.raises(trio.EndOfChannel):
+                await remote.receive()
+            with pytest.raises(trio.BrokenResourceError):
+                remote.send_nowait(b"late")

@@ -232,8 +232,11 @@ class MuxDatagramFlow:
         if self._closed:
             raise trio.ClosedResourceError("flow was closed")
         if self.session._conn.stream_state(self.stream_id) is StreamState.CLOSED:
-            raise trio.BrokenResourceError("flow was reset by the peer")
-        sent = self.session._conn.send_datagram(self.stream_id, bytes(data))
+            raise trio.BrokenResourceError("flow was reset by the peer or the tunnel closed")
+        try:
+            sent = self.session._conn.send_datagram(self.stream_id, bytes(data))
+        except LocalProtocolError as exc:
+            raise trio.BrokenResourceError(str(exc)) from None
         self.session._kick()
         return sent
 
