@@ -120,6 +120,7 @@ class ApiServer:
             **audit,
             "code": response.code_for_audit or response.status,
             "path": req.path,
+            "peer": req.peer,
             "userAgent": req.header("user-agent"),
         }
         try:

@@ -86,3 +86,37 @@ def resolve_int_or_percent(value: Any, total: int, round_up: bool) -> int:
         return int(text)
     except ValueError:
         return 0
+
+
+async def record_event(
+    store: Any, obj: Obj, reason: str, message: str, component: str, kind: str = "Normal"
+) -> None:
+    """An Event about ``obj``, as the controllers' event recorders write them."""
+    from ..apiserver._errors import StoreError
+    from ..apiserver._store import now_rfc3339
+
+    meta = obj["metadata"]
+    now = now_rfc3339()
+    event = {
+        "metadata": {"generateName": f"{meta['name']}."},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", ""),
+            "kind": obj.get("kind", ""),
+            "name": meta["name"],
+            "namespace": meta.get("namespace", ""),
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        await store.create("events", meta.get("namespace") or "default", event)
+    except StoreError:
+        pass  # events are best effort, as in a real cluster

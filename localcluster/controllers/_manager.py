@@ -260,6 +260,7 @@ async def run_controllers(
     async def resync() -> None:
         while True:
             await trio.sleep(resync_seconds)
+            await _expire_events(store)
             for resource in (
                 "deployments",
                 "replicasets",
@@ -296,6 +297,22 @@ async def run_controllers(
             except Exception:
                 log.exception("sync %s %s/%s failed", kind, ns, name)
                 nursery.start_soon(_requeue_later, queue, (kind, ns, name))
+
+
+EVENT_TTL_SECONDS = 3600  # kube-apiserver --event-ttl default
+
+
+async def _expire_events(store: Store) -> None:
+    cutoff = now_rfc3339(-EVENT_TTL_SECONDS)
+    for event in store.list("events")[0]:
+        stamp = event.get("lastTimestamp") or event["metadata"].get("creationTimestamp", "")
+        if stamp and stamp < cutoff:  # RFC 3339 UTC stamps sort as text
+            try:
+                await store.delete(
+                    "events", event["metadata"]["namespace"], event["metadata"]["name"]
+                )
+            except StoreError:
+                continue
 
 
 async def _requeue_later(queue: _Queue, key: Key) -> None:

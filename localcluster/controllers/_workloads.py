@@ -15,10 +15,12 @@ from ..apiserver._store import Store, now_rfc3339
 from ._common import (
     Obj,
     condition,
+    controller_of,
     is_active,
     is_ready,
     owned_by,
     owner_ref,
+    record_event,
     resolve_int_or_percent,
     short_hash,
 )
@@ -67,7 +69,15 @@ async def sync_replicaset(store: Store, ns: str, name: str) -> None:
         template = rs["spec"].get("template") or {}
         for _ in range(want - len(pods)):
             pod = _pod_from_template(rs, template, name=None, labels={})
-            pods.append(await store.create("pods", ns, pod))
+            created = await store.create("pods", ns, pod)
+            pods.append(created)
+            await record_event(
+                store,
+                rs,
+                "SuccessfulCreate",
+                f"Created pod: {created['metadata']['name']}",
+                "replicaset-controller",
+            )
     elif len(pods) > want:
         # controller.ActivePods ordering: not-ready and younger pods go first.
         pods.sort(key=lambda p: (is_ready(p), p["metadata"]["creationTimestamp"]), reverse=False)
@@ -75,6 +85,13 @@ async def sync_replicaset(store: Store, ns: str, name: str) -> None:
         for pod in surplus:
             try:
                 await store.delete("pods", ns, pod["metadata"]["name"])
+                await record_event(
+                    store,
+                    rs,
+                    "SuccessfulDelete",
+                    f"Deleted pod: {pod['metadata']['name']}",
+                    "replicaset-controller",
+                )
             except NotFound:
                 pass
     ready = sum(1 for p in pods if is_ready(p))
@@ -135,12 +152,34 @@ def _revision(rs: Obj) -> int:
 async def _scale(store: Store, rs: Obj, replicas: int, desired: int) -> Obj:
     if rs["spec"].get("replicas") == replicas:
         return rs
+    before = rs["spec"].get("replicas", 0)
     rs = copy.deepcopy(rs)
     rs["spec"]["replicas"] = replicas
     rs["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/desired-replicas"] = str(
         desired
     )
-    return await store.update("replicasets", rs["metadata"]["namespace"], rs)
+    updated = await store.update("replicasets", rs["metadata"]["namespace"], rs)
+    owner = _owner_deployment(store, rs)
+    if owner is not None:
+        direction = "up" if replicas > before else "down"
+        await record_event(
+            store,
+            owner,
+            "ScalingReplicaSet",
+            f"Scaled {direction} replica set {rs['metadata']['name']} from {before} to {replicas}",
+            "deployment-controller",
+        )
+    return updated
+
+
+def _owner_deployment(store: Store, rs: Obj) -> Obj | None:
+    ref = controller_of(rs)
+    if ref is None or ref.get("kind") != "Deployment":
+        return None
+    try:
+        return store.get("deployments", rs["metadata"]["namespace"], ref["name"])
+    except NotFound:
+        return None
 
 
 async def sync_deployment(store: Store, ns: str, name: str) -> None:
@@ -165,6 +204,13 @@ async def sync_deployment(store: Store, ns: str, name: str) -> None:
         revision = max((_revision(rs) for rs in all_rs), default=0) + 1
         start = desired if not any(rs["spec"].get("replicas") for rs in olds) else 0
         new = await store.create("replicasets", ns, _new_replicaset(dep, pod_hash, start, revision))
+        await record_event(
+            store,
+            dep,
+            "ScalingReplicaSet",
+            f"Scaled up replica set {new['metadata']['name']} from 0 to {start}",
+            "deployment-controller",
+        )
     elif _revision(new) < max((_revision(rs) for rs in olds), default=0):
         new = copy.deepcopy(new)
         new["metadata"]["annotations"][REVISION] = str(max(_revision(rs) for rs in olds) + 1)
@@ -326,6 +372,13 @@ async def sync_statefulset(store: Store, ns: str, name: str) -> None:
             ):
                 break
             pods[pod_name] = await store.create("pods", ns, _sts_pod(sts, i, revision))
+            await record_event(
+                store,
+                sts,
+                "SuccessfulCreate",
+                f"create Pod {pod_name} in StatefulSet {name} successful",
+                "statefulset-controller",
+            )
             if ordered:
                 break
     # Scale down from the highest ordinal; then roll pods of an old revision, highest first.

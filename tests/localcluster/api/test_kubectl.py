@@ -110,6 +110,11 @@ async def test_apply_rollout_restart_scale_wait_delete(cluster: Cluster, tmp_pat
         )
     )
 
+    described = (await cluster.kubectl("describe", "deployment/web")).stdout.decode()
+    assert re.search(
+        r"Normal\s+ScalingReplicaSet\s+\S+\s+deployment-controller\s+Scaled up replica set web-",
+        described,
+    )
     await cluster.kubectl("scale", "deployment/web", "--replicas=3")
     await cluster.kubectl("rollout", "status", "deployment/web", "--timeout=20s")
     await cluster.kubectl("wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=20s")
