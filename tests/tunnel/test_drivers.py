@@ -200,3 +200,58 @@ async def test_datagram_flow_drops_when_the_reader_falls_behind_and_ends_on_rese
                 await remote.receive()
             with pytest.raises(trio.BrokenResourceError):
                 remote.send_nowait(b"late")
+
+
+async def test_draining_close_lets_open_streams_finish_and_refuses_new_ones() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    release = trio.Event()
+
+    async def slow_reply(dial: IncomingDial) -> None:
+        stream = await dial.accept_stream()
+        await release.wait()
+        await stream.send_all(b"late but complete")
+        await stream.send_eof()
+        assert await stream.receive_some() == b""
+
+    async with trio.open_nursery() as nursery:
+
+        async def server() -> None:
+            async with open_mux_over_stream(b, role=Role.SERVER, dial_handler=slow_reply) as s:
+                await s.wait_closed()
+
+        nursery.start_soon(server)
+        async with open_mux_over_stream(a, role=Role.CLIENT) as client:
+            stream = await client.open_stream("10.0.0.1", 80)
+            async with trio.open_nursery() as inner:
+                inner.start_soon(partial(client.aclose, drain=30.0))
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(TunnelClosed, match="going away"):
+                    await client.open_stream("10.0.0.2", 80)
+                release.set()
+                got = b""
+                while chunk := await stream.receive_some():
+                    got += chunk
+                await stream.aclose()
+            assert got == b"late but complete"
+            assert (await client.wait_closed()).code is ErrorCode.NO_ERROR
+
+
+async def test_concurrent_pings_all_get_an_rtt() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def server() -> None:
+            async with open_mux_over_stream(b, role=Role.SERVER) as s:
+                await s.wait_closed()
+
+        nursery.start_soon(server)
+        async with open_mux_over_stream(a, role=Role.CLIENT) as client:
+            rtts: list[float] = []
+
+            async def one() -> None:
+                rtts.append(await client.ping())
+
+            async with trio.open_nursery() as pings:
+                for _ in range(5):
+                    pings.start_soon(one)
+            assert len(rtts) == 5 and all(r >= 0 for r in rtts)

@@ -105,7 +105,7 @@ class MuxSession:
         self._handshake = trio.Event()
         self._closed = trio.Event()
         self._request_slots: trio.Semaphore | None = None
-        self._closed_scopes: set[trio.CancelScope] = set()
+        self._activity: trio.Event | None = None  # set on any progress, while draining
         self._rearm = trio.Event()
         self._done = trio.Event()
         self.termination: ConnectionTerminated | None = None
@@ -212,13 +212,12 @@ class MuxSession:
     async def ping(self) -> float:
         """Measure the round-trip time now."""
         self._check_open()
-        self._pong = pong = trio.Event()
+        if self._pong.is_set():
+            self._pong = trio.Event()
+        pong = self._pong  # every waiter wakes at the next pong (or when the tunnel ends)
         self._conn.send_ping(trio.current_time())
         self._kick()
-        with trio.CancelScope() as scope:
-            self._closed_scopes.add(scope)
-            await pong.wait()
-        self._closed_scopes.discard(scope)
+        await pong.wait()
         self._check_open()
         assert self._conn.rtt is not None
         return self._conn.rtt
@@ -229,11 +228,21 @@ class MuxSession:
         assert self.termination is not None
         return self.termination
 
-    async def aclose(self, code: ErrorCode = ErrorCode.NO_ERROR, message: str = "") -> None:
-        """Close the tunnel: GOAWAY (graceful with NO_ERROR), flush, close the transport."""
+    async def aclose(
+        self, code: ErrorCode = ErrorCode.NO_ERROR, message: str = "", *, drain: float = 0.0
+    ) -> None:
+        """Close the tunnel: GOAWAY, flush, close the transport. With NO_ERROR and a
+        ``drain`` time, open streams get that long to finish first (new dials are refused
+        meanwhile); whatever is still open then is cut."""
         if not self._conn.closed:
             self._conn.close(code, message or "closed by the application")
             self._kick()
+        if drain > 0 and code is ErrorCode.NO_ERROR:
+            with trio.move_on_after(drain):
+                while self._conn.open_streams and not self.closed:
+                    self._activity = trio.Event()
+                    await self._activity.wait()
+            self._activity = None
         if not self.closed:
             self._finish(
                 ConnectionTerminated(code=code, message=message or "closed locally", by_peer=False)
@@ -317,6 +326,8 @@ class MuxSession:
     # -- event dispatch -------------------------------------------------------------------
 
     def _kick(self) -> None:
+        if self._activity is not None:
+            self._activity.set()
         if self._conn.pending_output:
             self._drained = trio.Event() if self._drained.is_set() else self._drained
             self._output.set()
@@ -486,8 +497,7 @@ class MuxSession:
         for subs in self._subscribers.values():
             for send in subs:
                 send.close()
-        for scope in self._closed_scopes:
-            scope.cancel()
+        self._pong.set()
         self._handshake.set()
         self._closed.set()
 
