@@ -204,13 +204,14 @@ async def sync_deployment(store: Store, ns: str, name: str) -> None:
         revision = max((_revision(rs) for rs in all_rs), default=0) + 1
         start = desired if not any(rs["spec"].get("replicas") for rs in olds) else 0
         new = await store.create("replicasets", ns, _new_replicaset(dep, pod_hash, start, revision))
-        await record_event(
-            store,
-            dep,
-            "ScalingReplicaSet",
-            f"Scaled up replica set {new['metadata']['name']} from 0 to {start}",
-            "deployment-controller",
-        )
+        if start:
+            await record_event(
+                store,
+                dep,
+                "ScalingReplicaSet",
+                f"Scaled up replica set {new['metadata']['name']} from 0 to {start}",
+                "deployment-controller",
+            )
     elif _revision(new) < max((_revision(rs) for rs in olds), default=0):
         new = copy.deepcopy(new)
         new["metadata"]["annotations"][REVISION] = str(max(_revision(rs) for rs in olds) + 1)
