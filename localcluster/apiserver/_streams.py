@@ -237,10 +237,18 @@ async def handle_log(app: ApiServer, req: Request, target: Target) -> Response:
     except NotFound:
         raise
 
+    limit = req.arg("limitBytes")
+    remaining = int(limit) if limit and limit.isdigit() else None
+
     async def body() -> AsyncIterator[bytes]:
+        left = remaining
         try:
             async for chunk in chunks:
+                if left is not None:
+                    chunk, left = chunk[:left], left - len(chunk[:left])
                 yield chunk
+                if left == 0:
+                    return  # ?limitBytes=N: the first N bytes only
         finally:
             with trio.CancelScope(shield=True):
                 await manager.__aexit__(None, None, None)

@@ -45,6 +45,8 @@ async def test_logs_and_follow(cluster: Cluster, tmp_path: Path) -> None:
     cluster.runtime.logs_by_pod[f"default/{pod}"] = [b"line one\n", b"line two\n"]
     out = await cluster.kubectl("logs", pod)
     assert out.stdout == b"line one\nline two\n"
+    out = await cluster.kubectl("logs", "--limit-bytes=6", pod)
+    assert out.stdout == b"line o"
     out = await cluster.kubectl("logs", "-f", "deployment/web")
     assert out.stdout.endswith(b"follow 0\nfollow 1\nfollow 2\n")
 
