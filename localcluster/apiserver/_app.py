@@ -7,6 +7,7 @@ URL layout (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go):
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -253,6 +254,13 @@ class ApiServer:
             "PATCH": "patch",
             "DELETE": "delete",
         }.get(method, method.lower())
+        if method == "GET" and watching and sub is None:
+            # GET .../pods/NAME?watch=true watches that one object (fieldSelector on name).
+            selector = ",".join(
+                filter(None, [req.arg("fieldSelector"), f"metadata.name={target.name}"])
+            )
+            query = {**req.query, "fieldSelector": [selector]}
+            return self._watch(dataclasses.replace(req, query=query), target)
         if sub == "scale":
             return json_response(
                 *await self.verbs.scale(req, target.info, target.namespace, target.name)
