@@ -169,6 +169,13 @@ async def test_watch_bookmarks_timeout_and_expired(cluster: Cluster) -> None:
             await http.post(
                 cms, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"x{i}"}}
             )
+        one = {"watch": "1", "timeoutSeconds": "1"}
+        async with http.stream("GET", f"{cms}/w1", params=one) as response:
+            names = [
+                json.loads(line)["object"]["metadata"]["name"]
+                async for line in response.aiter_lines()
+            ]
+        assert names == ["w1"]
         async with http.stream(
             "GET", cms, params={"watch": "1", "resourceVersion": rv}
         ) as response:
