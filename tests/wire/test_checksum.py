@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,3 +91,17 @@ def test_pseudo_header_v6(src: bytes, dst: bytes, nh: int, length: int) -> None:
     # RFC 8200 §8.1: src, dst, 32-bit upper-layer length, 3 zero bytes, next header.
     pseudo = src + dst + length.to_bytes(4, "big") + bytes(3) + bytes([nh])
     assert pseudo_header_sum_v6(src, dst, nh, length) == naive_sum(pseudo)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [511, 512, 513, 514, 8191, 8192, 8193, 8194, 10241, 2048 * 5, 2048 * 5 + 1, 65535, 65536],
+)
+def test_piecewise_sum_at_its_boundaries(size: int) -> None:
+    # word_sum cuts long inputs into pieces; every cut must keep 16-bit alignment
+    data = random.Random(size).randbytes(size)
+    assert ones_complement_sum(data) == naive_sum(data)
+    assert ones_complement_sum(memoryview(data)) == naive_sum(data)
+    ones = b"\xff" * size
+    assert ones_complement_sum(ones) == naive_sum(ones)
+    assert ones_complement_sum(bytes(size)) == 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
-from ._checksum import Buffer, ones_complement_sum
+from ._checksum import Buffer, ones_complement_sum, word_sum
 from ._errors import MalformedPacket
 from ._ip import IPv4Header, IPv6Header, ipv6_upper_layer
 from ._udp_icmp import IcmpType
@@ -66,18 +66,27 @@ def _fold(n: int) -> int:
 
 
 def _ip_header(
-    buf: bytearray | memoryview, o: int, src: bytes, dst: bytes, proto: int, l4len: int, ttl: int
+    buf: bytearray | memoryview,
+    o: int,
+    src: bytes,
+    dst: bytes,
+    proto: int,
+    l4len: int,
+    ttl: int,
+    addr_sum: int,
 ) -> int:
-    """Write the IP header at ``o``; returns its length. IPv4 gets DF and identification
-    0 (RFC 6864 §4.1: the ID of an atomic datagram has no meaning)."""
+    """Write the IP header at ``o``; returns its length. ``addr_sum`` is the sum of
+    both addresses as integers (shared with the pseudo-header). IPv4 gets DF and
+    identification 0 (RFC 6864 §4.1: the ID of an atomic datagram has no meaning)."""
     if len(src) == 4:
         total = 20 + l4len
         if total > 0xFFFF:
             raise ValueError(f"IPv4 packet of {total} bytes is too large")
         # header checksum from the fields: 0x4500 + total + 0 + DF + ttl|proto + addresses
-        s = 0x4500 + total + _DF + (ttl << 8) + proto
-        s += int.from_bytes(src, "big") + int.from_bytes(dst, "big")
-        _V4.pack_into(buf, o, 0x45, 0, total, 0, _DF, ttl, proto, 0xFFFF - _fold(s), src, dst)
+        s = 0x4500 + total + _DF + (ttl << 8) + proto + addr_sum
+        _V4.pack_into(
+            buf, o, 0x45, 0, total, 0, _DF, ttl, proto, 0xFFFE - (s - 1) % 0xFFFF, src, dst
+        )
         return 20
     if l4len > 0xFFFF:
         raise ValueError(f"IPv6 payload of {l4len} bytes is too large")
@@ -116,6 +125,43 @@ def emit_tcp_packet(
     """Write [virtio-net header +] IP + TCP + payload at ``buf[offset:]``; returns the
     number of bytes written. ``src``/``dst`` are 4- or 16-byte addresses; ``options``
     raw and padded to 4 bytes (``TcpOptions.to_bytes()``)."""
+    return _emit_tcp(
+        buf,
+        offset,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        flags,
+        window,
+        options,
+        payload,
+        ttl,
+        vnet,
+        gso_size,
+    )
+
+
+def _emit_tcp(
+    buf: bytearray | memoryview,
+    offset: int,
+    src: bytes,
+    dst: bytes,
+    src_port: int,
+    dst_port: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: bytes,
+    payload: Buffer,
+    ttl: int,
+    vnet: bool,
+    gso_size: int,
+) -> int:
+    # positional: keyword passing of 15 arguments costs ~0.3 µs per packet
     olen = len(options)
     if olen & 3 or olen > 40:
         raise ValueError(f"TCP options must be padded to 4 bytes, at most 40: {olen}")
@@ -123,11 +169,12 @@ def emit_tcp_packet(
     thlen = 20 + olen
     tcplen = thlen + plen
     o = offset + 10 if vnet else offset
-    iphlen = _ip_header(buf, o, src, dst, PROTO_TCP, tcplen, ttl)
+    addr_sum = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
+    iphlen = _ip_header(buf, o, src, dst, PROTO_TCP, tcplen, ttl, addr_sum)
     t = o + iphlen
-    pseudo = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_TCP + tcplen
+    pseudo = addr_sum + PROTO_TCP + tcplen
     if vnet:
-        csum = _fold(pseudo)  # partial: pseudo-header sum, not complemented
+        csum = (pseudo - 1) % 0xFFFF + 1  # partial: pseudo-header sum, folded, not complemented
         gso = 0
         if gso_size and plen > gso_size:
             gso = 1 if iphlen == 20 else 4  # VIRTIO_NET_HDR_GSO_TCPV4 / _TCPV6
@@ -137,9 +184,8 @@ def emit_tcp_packet(
         if olen:
             s += int.from_bytes(options, "big")
         if plen:
-            p = int.from_bytes(payload, "big")
-            s += p << 8 if plen & 1 else p
-        csum = 0xFFFF - _fold(s)
+            s += word_sum(payload)
+        csum = 0xFFFE - (s - 1) % 0xFFFF  # s > 0: the protocol number is in it
     _TCP.pack_into(buf, t, src_port, dst_port, seq, ack, thlen << 2, flags, window, csum, 0)
     if olen:
         buf[t + 20 : t + thlen] = options
@@ -165,23 +211,24 @@ def build_tcp_packet(
     gso_size: int = 0,
 ) -> bytearray:
     """:func:`emit_tcp_packet` into a new buffer of exactly the right size."""
-    buf = bytearray(tcp_packet_len(src, options, payload, vnet))
-    emit_tcp_packet(
+    size = (10 if vnet else 0) + (20 if len(src) == 4 else 40) + 20 + len(options) + len(payload)
+    buf = bytearray(size)
+    _emit_tcp(
         buf,
         0,
-        src=src,
-        dst=dst,
-        src_port=src_port,
-        dst_port=dst_port,
-        seq=seq,
-        ack=ack,
-        flags=flags,
-        window=window,
-        options=options,
-        payload=payload,
-        ttl=ttl,
-        vnet=vnet,
-        gso_size=gso_size,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        flags,
+        window,
+        options,
+        payload,
+        ttl,
+        vnet,
+        gso_size,
     )
     return buf
 
@@ -205,9 +252,10 @@ def emit_udp_packet(
     plen = len(payload)
     ulen = 8 + plen
     o = offset + 10 if vnet else offset
-    iphlen = _ip_header(buf, o, src, dst, PROTO_UDP, ulen, ttl)
+    addr_sum = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
+    iphlen = _ip_header(buf, o, src, dst, PROTO_UDP, ulen, ttl, addr_sum)
     u = o + iphlen
-    pseudo = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_UDP + ulen
+    pseudo = addr_sum + PROTO_UDP + ulen
     if vnet:
         csum = _fold(pseudo)
         gso = 5 if gso_size and plen > gso_size else 0  # VIRTIO_NET_HDR_GSO_UDP_L4
@@ -215,8 +263,7 @@ def emit_udp_packet(
     else:
         s = pseudo + src_port + dst_port + ulen
         if plen:
-            p = int.from_bytes(payload, "big")
-            s += p << 8 if plen & 1 else p
+            s += word_sum(payload)
         csum = 0xFFFF - _fold(s)
         if csum == 0:
             csum = 0xFFFF  # RFC 768: a computed zero is sent as all ones
@@ -271,12 +318,13 @@ def build_icmp_packet(
     mlen = 8 + len(body)
     iphlen = 20 if v4 else 40
     buf = bytearray(iphlen + mlen)
-    _ip_header(buf, 0, src, dst, proto, mlen, ttl)
+    addr_sum = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
+    _ip_header(buf, 0, src, dst, proto, mlen, ttl, addr_sum)
     _ICMP.pack_into(buf, iphlen, type, code, 0, rest)
     buf[iphlen + 8 :] = body
     initial = 0
     if not v4:
-        initial = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + mlen
+        initial = addr_sum + proto + mlen
     _H.pack_into(buf, iphlen + 2, 0xFFFF - ones_complement_sum(buf[iphlen:], initial))
     return buf
 
