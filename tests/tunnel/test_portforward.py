@@ -3,6 +3,7 @@ websocket channel protocol (a fake for this unit test of one piece)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections.abc import AsyncIterator
@@ -51,8 +52,9 @@ class FakeApiServer:
     """Answers ``GET /version`` and port-forward upgrades the way the API server does:
     ``[0,lo,hi]`` and ``[1,lo,hi]`` first, data on channel 0, errors on channel 1."""
 
-    def __init__(self, pods: dict[str, int]) -> None:
+    def __init__(self, pods: dict[str, int], *, base64_only: bool = False) -> None:
         self.pods = pods  # pod name → local port standing in for the pod's port
+        self.base64_only = base64_only  # an API server offering only the base64 variant
 
     async def handle(self, stream: trio.SocketStream) -> None:
         head = b""
@@ -87,6 +89,9 @@ class FakeApiServer:
             status = {"kind": "Status", "code": 404, "message": f'pods "{pod}" not found'}
             await request.reject(404, body=json.dumps(status).encode())
             return
+        if self.base64_only:
+            await self.port_forward_base64(request, pod, port)
+            return
         assert "v4.channel.k8s.io" in request.proposed_subprotocols
         ws = await request.accept(subprotocol="v4.channel.k8s.io")
         prefix = port.to_bytes(2, "little")
@@ -115,6 +120,25 @@ class FakeApiServer:
                 await backend.send_all(message[1:])
             nursery.cancel_scope.cancel()
 
+    async def port_forward_base64(
+        self, request: trio_websocket.WebSocketRequest, pod: str, port: int
+    ) -> None:
+        """v4.base64.channel.k8s.io: text messages, channel as an ASCII digit, base64."""
+        assert "v4.base64.channel.k8s.io" in request.proposed_subprotocols
+        ws = await request.accept(subprotocol="v4.base64.channel.k8s.io")
+        prefix = base64.b64encode(port.to_bytes(2, "little")).decode()
+        await ws.send_message("0" + prefix)
+        await ws.send_message("1" + prefix)
+        backend = await trio.open_tcp_stream("127.0.0.1", self.pods[pod])
+        async with backend:
+            message = await ws.get_message()
+            assert isinstance(message, str) and message[0] == "0"
+            await backend.send_all(base64.b64decode(message[1:]))
+            await backend.send_eof()
+            while data := await backend.receive_some(65536):
+                await ws.send_message("0" + base64.b64encode(data).decode())
+            await ws.aclose()
+
 
 async def _echo(stream: trio.SocketStream) -> None:
     while data := await stream.receive_some(65536):
@@ -122,15 +146,15 @@ async def _echo(stream: trio.SocketStream) -> None:
 
 
 @asynccontextmanager
-async def cluster(pod_handlers: dict[str, object]) -> AsyncIterator[object]:
+async def cluster(pod_handlers: dict[str, object], **fake: bool) -> AsyncIterator[object]:
     async with trio.open_nursery() as nursery:
         pods = {}
         for name, handler in pod_handlers.items():
             [listener] = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
             pods[name] = listener.socket.getsockname()[1]
-        fake = FakeApiServer(pods)
+        fake_server = FakeApiServer(pods, **fake)
         [api_listener] = await nursery.start(
-            partial(trio.serve_tcp, fake.handle, 0, host="127.0.0.1")
+            partial(trio.serve_tcp, fake_server.handle, 0, host="127.0.0.1")
         )
         api_port = api_listener.socket.getsockname()[1]
         yield await kr8s.asyncio.api(url=f"http://127.0.0.1:{api_port}")
@@ -227,3 +251,15 @@ async def test_tunnel_runs_over_the_port_forward() -> None:
                     got += chunk
                 assert got == b"stream %d " % i * 1000
         nursery.cancel_scope.cancel()
+
+
+async def test_base64_channel_variant() -> None:
+    async with (
+        cluster({"web": _echo}, base64_only=True) as api,
+        open_pod_port_forward(api, "web", 80) as stream,
+    ):
+        await stream.send_all(b"\x00\xffbinary\r\n")
+        got = b""
+        while chunk := await stream.receive_some():
+            got += chunk
+        assert got == b"\x00\xffbinary\r\n"
