@@ -86,7 +86,15 @@ class _Clock:
         return self.nbytes / (self.last - self.first) / MB
 
 
-async def _bulk(direction: str, streams: int, total: int) -> float:
+async def _sample_rss(samples: list[int]) -> None:
+    while True:
+        samples.append(_rss_kib())
+        await trio.sleep(0.05)
+
+
+async def _bulk(
+    direction: str, streams: int, total: int, rss_samples: list[int] | None = None
+) -> float:
     """MB/s through the stack: "in" = kernel → stack sink, "out" = stack source → kernel."""
     per = total // streams
     clock = _Clock()
@@ -118,6 +126,8 @@ async def _bulk(direction: str, streams: int, total: int) -> float:
         script = _SEND if direction == "in" else _RECEIVE
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve)
+            if rss_samples is not None:
+                nursery.start_soon(_sample_rss, rss_samples)
             async with trio.open_nursery() as clients:
                 for i in range(streams):
                     argv = [sys.executable, "-c", script, f"10.77.5.{i + 1}", "5001", str(per)]
@@ -237,6 +247,16 @@ async def _run() -> None:
             f"netstack source → kernel, {streams} stream(s), {mib} MiB: {rate_out:7.0f} MB/s"
             f"  ({rate_out / raw.write_mb_s:4.0%} of raw write)"
         )
+    samples: list[int] = []
+    rate = await _bulk("out", 1, 1 << 30, samples)
+    samples_in: list[int] = []
+    rate_in = await _bulk("in", 1, 1 << 30, samples_in)
+    tenth, tenth_in = len(samples) // 10, len(samples_in) // 10
+    print(
+        f"RSS across 1 GiB out ({rate:.0f} MB/s): {samples[tenth] >> 10} MiB at 10%, "
+        f"max {max(samples[tenth:]) >> 10} MiB; 1 GiB in ({rate_in:.0f} MB/s): "
+        f"{samples_in[tenth_in] >> 10} MiB at 10%, max {max(samples_in[tenth_in:]) >> 10} MiB"
+    )
     if shutil.which("ab"):
         rate = await _connection_rate()
         print(f"new connections/s (ab -n 5000 -c 16, HTTP/1.0): {rate:7.0f} /s  (target ≥ 3,000)")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.netstack.tcp_peer import OUR_ISS, Peer, handshake
 from tpengine.netstack import ACK, FIN, TcpConfig, TcpEndpoint, TcpState, Writable
-from tpengine.netstack._buffers import ReceiveBuffer
+from tpengine.netstack._buffers import ReceiveBuffer, SendBuffer
 
 MSS = 1000
 DATA_START = OUR_ISS + 1
@@ -222,3 +222,40 @@ def test_acks_are_processed_when_our_window_is_zero() -> None:
     # The peer's next segment carries data we cannot take, and an ACK we must take.
     ep.receive(peer.segment(b"more", flags=ACK), 0.1)
     assert ep.send_unacknowledged == 0
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("write"), st.integers(1, 9000), st.booleans()),
+            st.tuples(st.just("peek"), st.integers(0, 20000), st.integers(1, 70000)),
+            st.tuples(st.just("ack"), st.integers(0, 20000), st.just(False)),
+        ),
+        max_size=40,
+    )
+)
+def test_send_buffer_matches_a_naive_model(ops: list[tuple[str, int, object]]) -> None:
+    start = 1000
+    buf = SendBuffer(30000, start)
+    model = bytearray()
+    base = start
+    counter = 0
+    for op, a, b in ops:
+        if op == "write":
+            data = bytes((counter + i) & 0xFF for i in range(a))
+            counter += a
+            mutable = bytearray(data)
+            taken = buf.write(data if b else mutable)
+            mutable[:] = bytes(len(mutable))  # the caller reuses its buffer: we copied
+            assert taken == min(a, 30000 - len(model))
+            model += data[:taken]
+        elif op == "peek" and model:
+            off = a % len(model)
+            n = min(int(b), len(model) - off)  # type: ignore[call-overload]
+            assert bytes(buf.peek(base + off, n)) == model[off : off + n]
+        elif op == "ack":
+            n = min(a, len(model))
+            assert buf.acknowledge(base + n) == n
+            del model[:n]
+            base += n
+        assert len(buf) == len(model) and buf.end == base + len(model)

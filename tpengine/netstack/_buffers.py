@@ -18,47 +18,98 @@ _KEEP_VIEW = 4096
 
 
 class SendBuffer:
-    """Bytes the application gave us, from ``start`` (= the oldest unacknowledged byte)."""
+    """Bytes the application gave us, from ``start`` (= the oldest unacknowledged byte).
 
-    __slots__ = ("_data", "capacity", "start")
+    Kept as a queue of immutable pieces so that segments can carry views of them (no
+    copy between the application's ``bytes`` and the TUN write): a large write of
+    ``bytes`` is kept as is; small writes gather in a tail that is frozen into a piece
+    when a segment needs its bytes.
+    """
+
+    __slots__ = ("_chunks", "_head", "_len", "_tail", "capacity", "start")
 
     def __init__(self, capacity: int, start: int) -> None:
         self.capacity = capacity
         self.start = start
-        self._data = bytearray()
+        self._chunks: deque[bytes | memoryview] = deque()
+        self._head = 0  # acknowledged bytes at the front of _chunks[0]
+        self._tail = bytearray()
+        self._len = 0
 
     def __len__(self) -> int:
-        return len(self._data)
+        return self._len
 
     @property
     def end(self) -> int:
         """The sequence number after the last buffered byte."""
-        return self.start + len(self._data)
+        return self.start + self._len
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self._data)
+        return self.capacity - self._len
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Take as much of ``data`` as fits; return how many bytes were taken."""
-        n = min(len(data), self.capacity - len(self._data))
-        if n > 0:
-            self._data += data[:n] if n < len(data) else data
-        return max(n, 0)
+        n = min(len(data), self.capacity - self._len)
+        if n <= 0:
+            return 0
+        piece = data[:n] if n < len(data) else data
+        if n < _KEEP_VIEW:
+            self._tail += piece
+            if len(self._tail) >= _KEEP_VIEW:
+                self._freeze_tail()
+        else:
+            self._freeze_tail()
+            immutable = isinstance(piece, bytes) or (
+                isinstance(piece, memoryview) and isinstance(piece.obj, bytes)
+            )
+            self._chunks.append(piece if immutable else bytes(piece))
+        self._len += n
+        return n
 
-    def peek(self, seq: int, length: int) -> bytes:
-        """A copy of ``length`` buffered bytes starting at sequence ``seq``."""
-        offset = seq - self.start
-        with memoryview(self._data) as view:
-            return bytes(view[offset : offset + length])
+    def _freeze_tail(self) -> None:
+        if self._tail:
+            self._chunks.append(bytes(self._tail))
+            self._tail = bytearray()
+
+    def peek(self, seq: int, length: int) -> bytes | memoryview:
+        """``length`` buffered bytes from sequence ``seq``: a view when they lie in one
+        piece (valid for as long as it is held: pieces are immutable), else a copy."""
+        offset = seq - self.start + self._head
+        if self._tail and seq + length > self.end - len(self._tail):
+            self._freeze_tail()
+        pos = 0
+        pieces: list[bytes | memoryview] = []
+        end = offset + length
+        for chunk in self._chunks:
+            clen = len(chunk)
+            if pos + clen > offset:
+                lo = max(offset - pos, 0)
+                hi = min(end - pos, clen)
+                view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
+                pieces.append(view[lo:hi])
+                if pos + clen >= end:
+                    break
+            pos += clen
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def acknowledge(self, upto: int) -> int:
         """Forget every byte before ``upto``; return how many were freed."""
-        n = min(upto - self.start, len(self._data))
+        n = min(upto - self.start, self._len)
         if n <= 0:
             return 0
-        del self._data[:n]  # CPython deletes from the front of a bytearray in O(1)
         self.start += n
+        self._len -= n
+        drop = n + self._head
+        chunks = self._chunks
+        while chunks and drop >= len(chunks[0]):
+            drop -= len(chunks.popleft())
+        if chunks:
+            self._head = drop
+        else:
+            self._head = 0
+            if drop:
+                del self._tail[:drop]  # the tail is never viewed: peek freezes it first
         return n
 
 

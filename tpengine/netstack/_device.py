@@ -3,6 +3,7 @@ pcap tracer, and counters. Wraps ``tun.TunDevice`` (the other side of the fd).""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,15 @@ class Device:
                 self.write_drops += 1
         except trio.BrokenResourceError:
             self.write_drops += 1  # the kernel refused it (EINVAL): count, never crash
+
+    def write_vectored(self, header: bytearray, payload: bytes | memoryview) -> None:
+        """Write one packet given as header and payload (writev, no joining copy)."""
+        if self.tracer is not None:
+            self.tracer.written_to_tun((bytes(header) + bytes(payload),))
+        try:
+            os.writev(self.fd, (header, payload))
+        except OSError:  # EAGAIN (full queue) or EINVAL (refused): drop and count
+            self.write_drops += 1
 
     def write_ip(self, packet: bytes | bytearray) -> None:
         """Write a whole IP packet built without a virtio-net header (ICMP and such)."""
