@@ -64,6 +64,39 @@ Liveness: each end pings every ``keepalive_interval`` (the pong gives the RTT) a
 declares the peer dead after ``keepalive_timeout`` without any frame. Reconnecting is
 the caller's policy.
 
+Using it (engine, manager, agent)
+=================================
+Engine (client)::
+
+    async with open_mux_websocket_url("ws://manager:8081/", request_handler=on_call) as mux:
+        # or: async with open_pod_port_forward(api, pod, 8081, namespace=ns) as pf,
+        #               wrap_mux_client_stream(pf, "traffic-manager.tpengine") as mux:
+        stream = await mux.open_stream("10.96.12.7", 80, "tcp", tag=b"")  # MuxStream
+        flow = await mux.open_stream("10.96.0.10", 53, "udp")            # MuxDatagramFlow
+        info = await mux.request("cluster_info", {})                     # JSON in, JSON out
+        async with mux.subscribe("cluster_info") as pushes: ...
+        mux.rtt; await mux.ping(); await mux.wait_closed()
+
+Manager/agent (server)::
+
+    async def on_dial(dial: IncomingDial) -> None:        # one task per dial from the peer
+        try:
+            upstream = await trio.open_tcp_stream(dial.destination.host, dial.destination.port)
+        except OSError:
+            await dial.reject(RejectReason.REFUSED, "connection refused")
+            return
+        stream = await dial.accept_stream()                # closed when the handler returns
+        ...
+
+    await serve_mux_websocket(on_session, host, port, dial_handler=on_dial,
+                              request_handler=on_request)
+
+Either end may dial the other (intercepts: the manager dials the engine). A
+:class:`MuxStream` is a trio ``HalfCloseableStream`` (``reset()`` aborts it); session calls
+raise :class:`DialRejected`, :class:`RemoteError` and :class:`TunnelClosed` (a
+``trio.BrokenResourceError``). ``aclose(drain=…)`` lets open streams finish. Reconnecting
+after :meth:`MuxSession.wait_closed` returns is the caller's policy.
+
 Errors by blame: :class:`ProtocolViolation` (the peer's fault: GOAWAY with its code, the
 connection ends) and :class:`LocalProtocolError` (API misuse here). Public trio streams
 raise only trio's ClosedResourceError / BrokenResourceError / BusyResourceError.
