@@ -60,10 +60,12 @@ class SendBuffer:
                 self._freeze_tail()
         else:
             self._freeze_tail()
-            immutable = isinstance(piece, bytes) or (
+            if isinstance(piece, bytes) or (
                 isinstance(piece, memoryview) and isinstance(piece.obj, bytes)
-            )
-            self._chunks.append(piece if immutable else bytes(piece))
+            ):
+                self._chunks.append(piece)  # immutable: keep it, no copy
+            else:
+                self._chunks.append(bytes(piece))
         self._len += n
         return n
 

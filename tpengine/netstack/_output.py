@@ -166,7 +166,9 @@ class TcpOutput:
         self._rcv_edge = max(self._rcv_edge, nxt + (field << shift))
         return field
 
-    def _segment(self, seq: int, flags: int, now: float, payload: bytes = b"") -> TcpSegment:
+    def _segment(
+        self, seq: int, flags: int, now: float, payload: bytes | memoryview = b""
+    ) -> TcpSegment:
         nxt = self.rcv_nxt
         self._last_ack_sent = nxt
         self._ack_due = False
