@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
@@ -143,8 +144,20 @@ async def _http_post(
             return status, b"".join(chunks)
 
 
+async def _dial(address: str, port: int) -> trio.SocketStream:
+    try:
+        return await trio.open_tcp_stream(address, port)
+    except OSError as exc:
+        # Go's wording: "dial tcp 10.96.3.4:443: connect: connection refused".
+        cause = exc.__cause__
+        inner = cause.exceptions[0] if isinstance(cause, BaseExceptionGroup) else cause
+        errno = getattr(inner, "errno", None) or exc.errno
+        text = os.strerror(errno) if errno else str(exc)
+        raise OSError(f"dial tcp {address}:{port}: connect: {text.lower()}") from None
+
+
 def _reason(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__ or exc
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__) or exc
     if isinstance(cause, ssl.SSLCertVerificationError):
         # Go's wording, which clients and people search for.
         return f"tls: failed to verify certificate: x509: {cause.verify_message}"
@@ -257,7 +270,7 @@ class WebhookAdmission:
                     )
                 else:
                     address, dial_port = server_name, port
-                tcp = await trio.open_tcp_stream(address, dial_port)
+                tcp = await _dial(address, dial_port)
                 stream = trio.SSLStream(tcp, context, server_hostname=server_name)
                 async with stream:
                     status, raw = await _http_post(stream, f"{server_name}:{port}", target, body)

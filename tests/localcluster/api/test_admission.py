@@ -164,6 +164,18 @@ async def test_webhook_failure_ignored_by_policy(cluster: Cluster) -> None:
     assert [c["name"] for c in pod["spec"]["containers"]] == ["app"]
 
 
+async def test_webhook_that_refuses_connections(cluster: Cluster) -> None:
+    await _install(cluster, "ok")
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    closed_port = listener.getsockname()[1]
+    listener.close()
+    cluster.webhook_addresses[("tpengine", "agent-injector")] = ("127.0.0.1", closed_port)
+    out = await cluster.kubectl("apply", "-f", "-", input=_pod("refused", inject=True), check=False)
+    assert out.returncode != 0
+    assert f"dial tcp 127.0.0.1:{closed_port}: connect: connection refused".encode() in out.stderr
+
+
 async def test_webhook_with_the_wrong_ca_is_refused(cluster: Cluster) -> None:
     await _install(cluster, "ok")
     config = cluster.store.get("mutatingwebhookconfigurations", None, "agent-injector-tpengine")
