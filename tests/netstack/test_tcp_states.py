@@ -245,3 +245,12 @@ def test_pending_connection_forgotten_on_rst() -> None:
     ep = TcpEndpoint(peer.syn(), iss=OUR_ISS, now=0.0)
     ep.receive(peer.segment(flags=RST, ack=0), 0.0)
     assert ep.state is TcpState.CLOSED
+
+
+def test_undecided_pending_connection_is_forgotten() -> None:
+    ep = TcpEndpoint(Peer().syn(), iss=OUR_ISS, now=0.0, config=TcpConfig(pending_timeout=30.0))
+    assert ep.get_timer() == 30.0
+    ep.handle_timer(30.0)
+    assert ep.state is TcpState.CLOSED
+    assert events(ep) == [Closed()]
+    assert ep.segments_to_send(30.0) == []

@@ -2,7 +2,22 @@
 
 The sans-IO core (``TcpEndpoint``, ``UdpFlowTable``) and the trio driver
 (``open_netstack``) that reads the TUN, terminates every connection the kernel opens
-towards it and hands each to the engine as a trio stream.
+towards it and hands each to the engine as a trio stream. How the engine uses it::
+
+    async with open_tun(...) as tun, open_netstack(tun, pcap=None) as stack:
+        async for pending in stack.pending_connections():     # one per new SYN
+            host, port = pending.destination                  # the original destination
+            ...                                                # try the cluster side
+            stream = await pending.accept()   # handshake completes: a HalfCloseableStream
+            # or: pending.refuse()            # the app sees ECONNREFUSED (RST)
+            # or: pending.unreachable()       # ICMP host (port=True: port) unreachable
+        async for flow in stack.udp_flows():                   # one per new 5-tuple
+            flow.destination; await flow.receive(); await flow.send(reply)
+
+``TcpStream`` raises only trio's resource errors: ``BrokenResourceError`` after a reset
+(RST either way, retransmission or keepalive timeout), ``ClosedResourceError`` after our
+own ``aclose``/``send_eof``. ``stream.abort()`` resets. Closing the stack resets every
+connection still open. Nothing here knows about Kubernetes.
 """
 
 from ._config import TcpConfig

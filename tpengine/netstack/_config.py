@@ -28,6 +28,8 @@ class TcpConfig:
     max_retransmissions: int = 15
     #: SYN-ACK retransmissions before giving up (Linux tcp_synack_retries = 5).
     max_syn_retransmissions: int = 5
+    #: A connection left PENDING this long (the engine never decided) is forgotten.
+    pending_timeout: float = 60.0
     #: TIME-WAIT lasts 2*MSL (RFC 9293 §3.4.2); bounded so idle state does not pile up.
     msl: float = 30.0
     #: An orphaned FIN-WAIT-2 (both directions closed locally) ends after this long

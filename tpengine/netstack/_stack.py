@@ -330,6 +330,7 @@ class Netstack:
             return
         conn.pending = pending
         self._conns[key] = conn
+        self._dirty[conn] = None  # arms its pending timeout
 
     def _answer_stray(self, seg: TcpSegment, key: ConnKey) -> None:
         """No such connection: RST (RFC 9293 §3.10.7.1), never to an RST."""

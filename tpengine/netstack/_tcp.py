@@ -39,6 +39,7 @@ class TcpEndpoint(TcpOutput):
             raise LocalProtocolError("an endpoint starts from a bare SYN")
         super().__init__(syn, iss=iss, now=now, config=config or TcpConfig())
         self._transition(Trigger.RECV_SYN)
+        self._close_at = now + self.config.pending_timeout  # bounded wait for the engine
 
     # ------------------------------------------------------------------ the engine's decision
 
@@ -47,6 +48,7 @@ class TcpEndpoint(TcpOutput):
         self._transition(Trigger.ACCEPT)
         self._syn_due = True
         self._last_rx = now
+        self._close_at = None
 
     def refuse(self) -> None:
         """Answer the SYN with RST,ACK: the peer sees "connection refused" (RFC 9293 §3.10.7.1)."""
