@@ -50,6 +50,8 @@ _VNET: Final = struct.Struct("=BBHHHH")
 _H: Final = struct.Struct("!H")
 
 _V4X: Final = struct.Struct("!xBHHHBBH4s4s")  # IPv4 without the version/IHL byte
+_unpack_v4x = _V4X.unpack_from
+_from_bytes = int.from_bytes
 _NO_OPTIONS: Final = (b"",)
 _new = tuple.__new__
 
@@ -394,11 +396,11 @@ def parse_ip_packet(packet: Buffer, *, verify_checksum: bool = True) -> IpPacket
     n = len(mv)
     if n >= 20 and mv[0] == 0x45:
         # The hot path, IPv4 without options, inlined from IPv4Header.parse.
-        fields = _V4X.unpack_from(mv, 0)
+        fields = _unpack_v4x(mv, 0)
         total = fields[1]
         if total < 20 or total > n:
             raise MalformedPacket(f"IPv4: total length {total}, have {n} bytes")
-        if verify_checksum and int.from_bytes(mv[:20], "big") % 0xFFFF:
+        if verify_checksum and _from_bytes(packet[:20], "big") % 0xFFFF:
             raise MalformedPacket("IPv4: bad header checksum")
         return _new(IpPacket, (_new(IPv4Header, fields + _NO_OPTIONS), fields[5], mv[20:total]))
     if n < 1:

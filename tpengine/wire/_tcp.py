@@ -19,6 +19,7 @@ __all__ = ["TcpFlags", "TcpHeader", "TcpOptions", "parse_tcp_options"]
 
 _TCP: Final = struct.Struct("!HHIIBBHHH")
 _TCPX: Final = struct.Struct("!HHIIxBHHH")  # all but the data offset byte
+_unpack_tcpx = _TCPX.unpack_from
 _EMPTY: Final = (b"",)
 _new = tuple.__new__
 _TS: Final = struct.Struct("!II")
@@ -191,8 +192,8 @@ class TcpHeader(NamedTuple):
         if hlen < 20 or hlen > n:
             raise MalformedPacket(f"TCP: data offset {hlen}, have {n} bytes")
         if hlen == 20:
-            return _new(cls, _TCPX.unpack_from(segment, 0) + _EMPTY)
-        return _new(cls, (*_TCPX.unpack_from(segment, 0), bytes(segment[20:hlen])))
+            return _new(cls, _unpack_tcpx(segment, 0) + _EMPTY)
+        return _new(cls, (*_unpack_tcpx(segment, 0), bytes(segment[20:hlen])))
 
     def parsed_options(self) -> TcpOptions:
         return parse_tcp_options(self.options)
