@@ -213,37 +213,12 @@ class ApiServer:
     # ---- resources ----------------------------------------------------------------------
 
     async def _resource(self, req: Request, target: Target, audit: dict[str, Any]) -> Response:
-        method, sub = req.method, target.subresource
         watching = target.watch_path or req.arg("watch", "") in ("true", "1")
         if target.name is None:
-            audit["verb"] = {
-                "GET": "watch" if watching else "list",
-                "POST": "create",
-                "DELETE": "deletecollection",
-            }.get(method, method.lower())
-            if method == "GET":
-                if watching:
-                    return self._watch(req, target)
-                return self._list(req, target)
-            if method == "POST":
-                body = decode_body(req)
-                meta = body.get("metadata")
-                meta = meta if isinstance(meta, dict) else {}
-                audit["name"] = str(meta.get("name") or meta.get("generateName") or "")
-                obj = await self.store.create(
-                    target.info.name, target.namespace, body, dry_run=_dry_run(req)
-                )
-                audit["name"] = obj["metadata"]["name"]
-                return json_response(obj, 201)
-            if method == "DELETE":
-                return json_response(
-                    await self.verbs.delete_collection(req, target.info, target.namespace)
-                )
-            raise MethodNotAllowed(
-                "the server does not allow this method on the requested resource"
-            )
+            return await self._collection(req, target, audit, watching)
+        sub = target.subresource
         if sub in ("exec", "attach", "portforward"):
-            audit["verb"] = "create" if method == "POST" else "get"
+            audit["verb"] = "create" if req.method == "POST" else "get"
             return await _streams.handle(self, req, target)
         if sub == "log":
             audit["verb"] = "get"
@@ -253,8 +228,8 @@ class ApiServer:
             "PUT": "update",
             "PATCH": "patch",
             "DELETE": "delete",
-        }.get(method, method.lower())
-        if method == "GET" and watching and sub is None:
+        }.get(req.method, req.method.lower())
+        if req.method == "GET" and watching and sub is None:
             # GET .../pods/NAME?watch=true watches that one object (fieldSelector on name).
             selector = ",".join(
                 filter(None, [req.arg("fieldSelector"), f"metadata.name={target.name}"])
@@ -267,32 +242,59 @@ class ApiServer:
             )
         if sub not in (None, "status"):
             raise NotFound(NOT_FOUND_MESSAGE)
-        if method == "GET":
-            obj = self.store.get(target.info.name, target.namespace, target.name)
+        return await self._object(req, target)
+
+    async def _collection(
+        self, req: Request, target: Target, audit: dict[str, Any], watching: bool
+    ) -> Response:
+        """GET (list, watch), POST (create) and DELETE (deletecollection) on a collection."""
+        audit["verb"] = {
+            "GET": "watch" if watching else "list",
+            "POST": "create",
+            "DELETE": "deletecollection",
+        }.get(req.method, req.method.lower())
+        if req.method == "GET":
+            return self._watch(req, target) if watching else self._list(req, target)
+        if req.method == "POST":
+            body = decode_body(req)
+            meta = body.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
+            audit["name"] = str(meta.get("name") or meta.get("generateName") or "")
+            obj = await self.store.create(
+                target.info.name, target.namespace, body, dry_run=_dry_run(req)
+            )
+            audit["name"] = obj["metadata"]["name"]
+            return json_response(obj, 201)
+        if req.method == "DELETE":
+            return json_response(
+                await self.verbs.delete_collection(req, target.info, target.namespace)
+            )
+        raise MethodNotAllowed("the server does not allow this method on the requested resource")
+
+    async def _object(self, req: Request, target: Target) -> Response:
+        """GET, PUT, PATCH, DELETE on one object or its status."""
+        info, ns, name, sub = target.info, target.namespace, target.name, target.subresource
+        assert name is not None
+        if req.method == "GET":
+            obj = self.store.get(info.name, ns, name)
             form = _representation(req)
             if form == "table":
                 return json_response(
                     to_table(
-                        target.info.name,
+                        info.name,
                         [obj],
                         resource_version=obj["metadata"].get("resourceVersion", ""),
                         include=req.arg("includeObject", "Metadata") or "Metadata",
                     )
                 )
             return _render(req, _partial(obj) if form == "partial" else obj)
-        if method == "PUT":
-            return json_response(
-                await self.verbs.update(req, target.info, target.namespace, target.name, sub)
-            )
-        if method == "PATCH":
-            obj, created = await self.verbs.patch(
-                req, target.info, target.namespace, target.name, sub
-            )
+        if req.method == "PUT":
+            return json_response(await self.verbs.update(req, info, ns, name, sub))
+        if req.method == "PATCH":
+            obj, created = await self.verbs.patch(req, info, ns, name, sub)
             return json_response(obj, 201 if created else 200)
-        if method == "DELETE" and sub is None:
-            return json_response(
-                await self.verbs.delete(req, target.info, target.namespace, target.name)
-            )
+        if req.method == "DELETE" and sub is None:
+            return json_response(await self.verbs.delete(req, info, ns, name))
         raise MethodNotAllowed("the server does not allow this method on the requested resource")
 
     def _list(self, req: Request, target: Target) -> Response:
