@@ -128,6 +128,7 @@ async def test_bad_packets_never_hurt_a_live_connection() -> None:
     assert got == [upload]
     assert digest == hashlib.sha256(upload).digest()
     assert stack.stats.malformed > 0 and stack.stats.bad_checksum > 0
+    assert stack.stats.internal_errors == 0
 
 
 def _valid_ip_around(blob: bytes) -> bytes:
@@ -191,6 +192,7 @@ async def test_random_packets_never_crash_the_loop(packets: list[bytes]) -> None
         assert stack.stats.packets_in - before >= len(packets)
         # the fuzz reaches past the checksums into the TCP and UDP handlers
         assert stack.stats.tcp_in + stack.stats.udp_in - deeper_before > 3
+        assert stack.stats.internal_errors == 0
 
 
 async def _accept(pending: Any, handler: Any) -> None:

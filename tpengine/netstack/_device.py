@@ -29,6 +29,7 @@ class NetstackStats:
     backlog_drops: int = 0
     resets_out: int = 0
     write_drops: int = 0
+    internal_errors: int = 0
 
 
 class Device:
@@ -44,7 +45,7 @@ class Device:
         self.tso = bool(self.vnet_hdr and offloads is not None and offloads.tso4 and offloads.tso6)
         self.mtu: int = int(getattr(tun, "mtu", 1500))
         self.tracer = tracer
-        self.write_drops = 0
+        self.stats = NetstackStats()
 
     @classmethod
     def wrap(cls, tun: Any, *, pcap: str | None = None) -> Device:
@@ -68,9 +69,9 @@ class Device:
             self.tracer.written_to_tun((packet,))
         try:
             if not self.tun.write_nowait(packet):
-                self.write_drops += 1
-        except trio.BrokenResourceError:
-            self.write_drops += 1  # the kernel refused it (EINVAL): count, never crash
+                self.stats.write_drops += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.stats.write_drops += 1  # refused (EINVAL) or the device is gone: never crash
 
     def write_vectored(self, header: bytearray, payload: bytes | memoryview) -> None:
         """Write one packet given as header and payload (writev, no joining copy)."""
@@ -79,7 +80,7 @@ class Device:
         try:
             os.writev(self.fd, (header, payload))
         except OSError:  # EAGAIN (full queue) or EINVAL (refused): drop and count
-            self.write_drops += 1
+            self.stats.write_drops += 1
 
     def write_ip(self, packet: bytes | bytearray) -> None:
         """Write a whole IP packet built without a virtio-net header (ICMP and such)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import itertools
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ import trio
 from tpengine import wire
 
 from ._config import TcpConfig
-from ._device import Device, NetstackStats
+from ._device import Device
 from ._events import Closed, ConnectionReset, Established
 from ._packets import segment_from_header, write_segment
 from ._segment import ACK, FIN, RST, SYN, TcpSegment, reset_for
@@ -34,6 +35,8 @@ from ._stream import TcpStream
 from ._tcp import TcpEndpoint
 from ._udp import FlowKey, UdpFlowTable
 from ._udp_flow import UdpFlow
+
+_log = logging.getLogger("tpengine.netstack")
 
 ConnKey = tuple[bytes, int, bytes, int]  # (app addr, app port, destination addr, port)
 
@@ -146,7 +149,7 @@ class Netstack:
     def __init__(self, device: Device, config: NetstackConfig) -> None:
         self._dev = device
         self.config = config
-        self.stats = NetstackStats()
+        self.stats = device.stats
         self._conns: dict[ConnKey, Connection] = {}
         self._timers: list[tuple[float, int, Connection]] = []
         self._counter = itertools.count()
@@ -294,6 +297,11 @@ class Netstack:
                 self.stats.dropped += 1
         except wire.MalformedPacket:
             self.stats.malformed += 1
+        except Exception:
+            # A bug must not take every connection down with the loop: count it, log
+            # it, drop the packet (tests assert the count stays zero).
+            self.stats.internal_errors += 1
+            _log.exception("netstack: internal error on an input packet")
 
     def _input_tcp(self, ip: wire.IpPacket, raw: memoryview, now: float) -> None:
         header = wire.TcpHeader.parse(ip.transport)
