@@ -215,7 +215,10 @@ class Netstack:
             if conn.deadline != deadline:
                 continue
             conn.deadline = None
-            conn.endpoint.handle_timer(now)
+            try:
+                conn.endpoint.handle_timer(now)
+            except Exception:
+                self._internal_error(conn)
             self._dirty[conn] = None
         for flow in self._udp.expire(now):
             udp_flow = self._udp_flows.pop(flow.key, None)
@@ -226,7 +229,22 @@ class Netstack:
         dirty = self._dirty
         self._dirty = {}
         for conn in dirty:
-            self._flush(conn, now)
+            try:
+                self._flush(conn, now)
+            except Exception:
+                self._internal_error(conn)
+
+    def _internal_error(self, conn: Connection) -> None:
+        """A bug in one connection's processing: log it, reset that connection only."""
+        self.stats.internal_errors += 1
+        _log.exception("netstack: internal error on %s -> %s", conn.source, conn.destination)
+        try:
+            conn.endpoint.abort()
+            self._flush(conn, trio.current_time())
+        except Exception:
+            self._forget(conn)
+            if conn.stream is not None:
+                conn.stream._wake()
 
     def _flush(self, conn: Connection, now: float) -> None:
         """Write what the endpoint has to send, dispatch its events, re-arm its timer."""
@@ -320,7 +338,10 @@ class Netstack:
             else:
                 self._answer_stray(seg, key)
             return
-        conn.endpoint.receive(seg, now)
+        try:
+            conn.endpoint.receive(seg, now)
+        except Exception:
+            self._internal_error(conn)
         self._dirty[conn] = None
 
     def _new_connection(self, key: ConnKey, seg: TcpSegment, raw: memoryview, now: float) -> None:
