@@ -11,12 +11,16 @@ from contextlib import asynccontextmanager
 from functools import partial
 from urllib.parse import parse_qs, urlsplit
 
+import httpx_ws
 import kr8s.asyncio
 import pytest
 import trio
 import trio_websocket
+import wsproto.events
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tpengine.kube.portforward import PortForwardError, open_pod_port_forward
+from tpengine.kube.portforward import PortForwardError, PortForwardStream, open_pod_port_forward
 from tpengine.tunnel import IncomingDial, MuxSession, serve_mux_websocket, wrap_mux_client_stream
 
 VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"}
@@ -263,3 +267,34 @@ async def test_base64_channel_variant() -> None:
         while chunk := await stream.receive_some():
             got += chunk
         assert got == b"\x00\xffbinary\r\n"
+
+
+@given(st.lists(st.one_of(st.binary(max_size=12), st.text(max_size=12)), max_size=8))
+def test_any_server_messages_give_data_eof_or_a_port_forward_error(messages) -> None:  # type: ignore[no-untyped-def]
+    """Whatever the server sends, the stream yields bytes, EOF or PortForwardError."""
+
+    class Scripted:
+        def __init__(self) -> None:
+            self.queue = list(messages)
+
+        async def receive(self) -> object:
+            if not self.queue:
+                raise httpx_ws.WebSocketDisconnect(1000)
+            m = self.queue.pop(0)
+            return (
+                wsproto.events.BytesMessage(m)
+                if isinstance(m, bytes)
+                else wsproto.events.TextMessage(m)
+            )
+
+    for text in (False, True):
+        stream = PortForwardStream(Scripted(), "pod/x:80", text=text)
+
+        async def drain(stream: PortForwardStream = stream) -> None:
+            try:
+                while await stream.receive_some():
+                    pass
+            except PortForwardError:
+                pass
+
+        trio.run(drain)

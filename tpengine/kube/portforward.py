@@ -154,7 +154,13 @@ class PortForwardStream(trio.abc.HalfCloseableStream):
         elif isinstance(event, wsproto.events.TextMessage) and event.data:
             # Base64 variant: channel as an ASCII digit, payload base64 (the first
             # message's payload is then the port, also base64-encoded).
-            raw = bytes((ord(event.data[0]) - ord("0"),)) + base64.b64decode(event.data[1:])
+            try:
+                if not event.data[0].isdigit():
+                    raise ValueError("channel is not a digit")
+                raw = bytes((int(event.data[0]),)) + base64.b64decode(event.data[1:], validate=True)
+            except ValueError:  # binascii.Error is a ValueError
+                self._error = "API server sent a malformed base64 channel message"
+                return
         else:
             return
         self._on_channel_message(raw)
