@@ -12,16 +12,15 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ..apiserver._allocator import DNS_SERVICE_IP, KUBERNETES_SERVICE_IP
 from ..apiserver._errors import AlreadyExists, NotFound, StoreError
 from ..apiserver._store import Store, WatchEvent, now_rfc3339
+from ._bootstrap import cluster_objects, node_object
 from ._common import Obj, controller_of
 from ._endpoints import sync_service_endpoints
 from ._workloads import sync_deployment, sync_replicaset, sync_statefulset
 
 log = logging.getLogger(__name__)
 
-POD_CIDR = "10.244.0.0/16"
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 RESYNC_SECONDS = 5.0
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -65,122 +64,9 @@ async def bootstrap(
     for ns in DEFAULT_NAMESPACES:
         await _ensure(store, "namespaces", None, {"metadata": {"name": ns}})
         await _namespace_contents(store, ns, ca_cert_pem)
-    await _ensure(store, "nodes", None, _node(store.node_name, api_host))
-    labels = {"component": "apiserver", "provider": "kubernetes"}
-    await _ensure(
-        store,
-        "services",
-        "default",
-        {
-            "metadata": {"name": "kubernetes", "labels": labels},
-            "spec": {
-                "clusterIP": KUBERNETES_SERVICE_IP,
-                "ports": [
-                    {"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}
-                ],
-            },
-        },
-    )
-    # kube-dns at 10.96.0.10, as kubeadm creates it, so tools that look the DNS address up
-    # find it. No selector and no Endpoints: the node serves that address itself.
-    await _ensure(
-        store,
-        "services",
-        "kube-system",
-        {
-            "metadata": {
-                "name": "kube-dns",
-                "labels": {
-                    "k8s-app": "kube-dns",
-                    "kubernetes.io/cluster-service": "true",
-                    "kubernetes.io/name": "CoreDNS",
-                },
-            },
-            "spec": {
-                "clusterIP": DNS_SERVICE_IP,
-                "ports": [
-                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-                ],
-            },
-        },
-    )
-    await _ensure(
-        store,
-        "endpoints",
-        "default",
-        {
-            "metadata": {
-                "name": "kubernetes",
-                "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
-            },
-            "subsets": [
-                {
-                    "addresses": [{"ip": api_host}],
-                    "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}],
-                }
-            ],
-        },
-    )
-    await _ensure(
-        store,
-        "endpointslices",
-        "default",
-        {
-            "metadata": {
-                "name": "kubernetes",
-                "labels": {"kubernetes.io/service-name": "kubernetes"},
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [api_host], "conditions": {"ready": True}}],
-            "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}],
-        },
-    )
-
-
-def _node(name: str, address: str) -> Obj:
-    """The one Node: Ready, the node netns address, the pod CIDR (kubelet's registration)."""
-    import platform
-
-    now = now_rfc3339()
-    uname = platform.uname()
-    return {
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64" if uname.machine == "x86_64" else uname.machine,
-                "node-role.kubernetes.io/control-plane": "",
-            },
-        },
-        "spec": {"podCIDR": POD_CIDR, "podCIDRs": [POD_CIDR]},
-        "status": {
-            "addresses": [
-                {"type": "InternalIP", "address": address},
-                {"type": "Hostname", "address": name},
-            ],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "kubelet is posting ready status",
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                }
-            ],
-            "nodeInfo": {
-                "kubeletVersion": "v1.32.0",
-                "kubeProxyVersion": "v1.32.0",
-                "operatingSystem": "linux",
-                "architecture": "amd64" if uname.machine == "x86_64" else uname.machine,
-                "osImage": "tpengine local cluster",
-                "kernelVersion": uname.release,
-                "containerRuntimeVersion": "tpengine://0.1.0",
-            },
-        },
-    }
+    await _ensure(store, "nodes", None, node_object(store.node_name, api_host))
+    for resource, namespace, obj in cluster_objects(api_host, api_port):
+        await _ensure(store, resource, namespace, obj)
 
 
 async def _namespace_contents(store: Store, ns: str, ca_cert_pem: bytes | None) -> None:
