@@ -64,6 +64,7 @@ async def tunnel_pair(
     request_handler: RequestHandler | None = None,
     config: MuxConfig | None = None,
     client_config: MuxConfig | None = None,
+    client_dial_handler: DialHandler | None = None,
 ) -> AsyncIterator[tuple[MuxSession, MuxSession]]:
     """A real tunnel over trio-websocket on loopback: (client session, server session)."""
     send, recv = trio.open_memory_channel[MuxSession](1)
@@ -85,7 +86,9 @@ async def tunnel_pair(
             )
         )
         url = f"ws://127.0.0.1:{server.port}/tunnel"
-        async with open_mux_websocket_url(url, config=client_config or config) as client:
+        async with open_mux_websocket_url(
+            url, config=client_config or config, dial_handler=client_dial_handler
+        ) as client:
             server_session = await recv.receive()
             yield client, server_session
         nursery.cancel_scope.cancel()

@@ -217,3 +217,33 @@ async def test_mux_stream_is_a_proper_half_closeable_stream(open_tunnel_pair) ->
             return mine, await incoming.receive()
 
         await trio.testing.check_half_closeable_stream(maker, None)
+
+
+async def test_the_server_end_dials_the_client_for_an_intercept(open_tunnel_pair) -> None:  # type: ignore[no-untyped-def]
+    """Manager → engine: the side that accepted the websocket opens streams too."""
+    seen: list[tuple[str, int, bytes]] = []
+
+    async def engine_side(dial: IncomingDial) -> None:
+        d = dial.destination
+        seen.append((d.host, d.port, d.tag))
+        stream = await dial.accept_stream()
+        request = await _read_all(stream)
+        await stream.send_all(b"local handler saw " + request)
+        await stream.send_eof()
+
+    async with open_tunnel_pair(dial_handler=echo, client_dial_handler=engine_side) as (
+        client,
+        server,
+    ):
+        stream = await server.open_stream("127.0.0.1", 8080, tag=b"intercept:web/susan")
+        assert stream.stream_id % 2 == 0
+        await stream.send_all(b"GET /")
+        await stream.send_eof()
+        assert await _read_all(stream) == b"local handler saw GET /"
+        await stream.aclose()
+        # ... while the client's own dials keep working on the same tunnel.
+        mine = await client.open_stream("10.0.0.1", 80)
+        await mine.send_all(b"x")
+        await mine.send_eof()
+        assert await _read_all(mine) == b"x"
+    assert seen == [("127.0.0.1", 8080, b"intercept:web/susan")]
