@@ -132,44 +132,10 @@ async def run_controllers(
         "endpoints-ns": lambda ns, name: _sync_namespace_services(store, ns),
     }
 
-    async def watch(resource: str) -> None:
-        while True:
-            try:
-                async with store.watch(resource) as events:
-                    async for event in events:
-                        for key in _keys_for(resource, event):
-                            queue.add(key)
-            except StoreError:
-                pass
-            await trio.sleep(0.1)  # the store closed a lagging watcher: watch again
-
-    async def resync() -> None:
-        while True:
-            await trio.sleep(resync_seconds)
-            await _expire_events(store)
-            for resource in (
-                "deployments",
-                "replicasets",
-                "statefulsets",
-                "services",
-                "namespaces",
-            ):
-                for obj in store.list(resource)[0]:
-                    queue.add(
-                        (resource, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
-                    )
-
     async with trio.open_nursery() as nursery:
-        for resource in (
-            "deployments",
-            "replicasets",
-            "statefulsets",
-            "services",
-            "namespaces",
-            "pods",
-        ):
-            nursery.start_soon(watch, resource)
-        nursery.start_soon(resync)
+        for resource in (*SYNCED, "pods"):
+            nursery.start_soon(_watch, store, queue, resource)
+        nursery.start_soon(_resync, store, queue, resync_seconds)
         while True:
             kind, ns, name = await queue.take()
             sync = syncs.get(kind)
@@ -183,6 +149,33 @@ async def run_controllers(
             except Exception:
                 log.exception("sync %s %s/%s failed", kind, ns, name)
                 nursery.start_soon(_requeue_later, queue, (kind, ns, name))
+
+
+SYNCED = ("deployments", "replicasets", "statefulsets", "services", "namespaces")
+
+
+async def _watch(store: Store, queue: _Queue, resource: str) -> None:
+    """Feed the queue with the keys each change of ``resource`` concerns."""
+    while True:
+        try:
+            async with store.watch(resource) as events:
+                async for event in events:
+                    for key in _keys_for(resource, event):
+                        queue.add(key)
+        except StoreError:
+            pass
+        await trio.sleep(0.1)  # the store closed a lagging watcher: watch again
+
+
+async def _resync(store: Store, queue: _Queue, seconds: float) -> None:
+    """Periodically look at everything again (level-triggered), and expire old events."""
+    while True:
+        await trio.sleep(seconds)
+        await _expire_events(store)
+        for resource in SYNCED:
+            for obj in store.list(resource)[0]:
+                meta = obj["metadata"]
+                queue.add((resource, meta.get("namespace", ""), meta["name"]))
 
 
 EVENT_TTL_SECONDS = 3600  # kube-apiserver --event-ttl default
