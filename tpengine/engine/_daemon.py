@@ -128,11 +128,19 @@ class Engine:
                     handlers, name=self.options.control_name, task_status=task_status
                 )
             )
-            nursery.start_soon(self._connect_and_serve, nursery.cancel_scope)
-            await self._quit.wait()
+            async with trio.open_nursery() as work:
+                work.start_soon(self._connect_and_serve)
+                await self._quit.wait()
+                work.cancel_scope.cancel()
+            # The network is down (the netstack closed the TUN); the helper now removes
+            # routes, DNS and the device. Only then does the control socket close, so a
+            # `tp quit` that waits for it returns when nothing is left.
+            if self.helper is not None:
+                with trio.CancelScope(shield=True):
+                    await self.helper.aclose()
             nursery.cancel_scope.cancel()
 
-    async def _connect_and_serve(self, everything: trio.CancelScope) -> None:
+    async def _connect_and_serve(self) -> None:
         try:
             await self._connect_and_serve_inner()
         except SessionError as exc:

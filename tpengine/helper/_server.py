@@ -156,6 +156,9 @@ class Helper:
                 self._mounts.discard(path)
                 return {"ok": True}, []
             case Bye():
+                # Undo before answering: the engine waits for this reply, so when it
+                # exits (and tp quit returns) nothing of the session is left.
+                self.undo_all()
                 return {"ok": True, "bye": True}, []
         raise BadRequest("unhandled request")  # pragma: no cover - the match is exhaustive
 

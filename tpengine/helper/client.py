@@ -39,19 +39,29 @@ def start_helper(
     return the engine's end of its socket. The helper gets a session of its own, so closing
     the terminal does not end it: only the engine's socket closing does."""
     engine_end, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # The helper outlives this command: it must not hold our stdout/stderr open (a
+    # caller reading them would wait for it). sudo prompts on /dev/tty, not on these.
+    output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
         argv = [
             *netns_argv,
             *helper_command(helper_end.fileno(), uid=os.getuid(), log_file=log_file),
         ]
         process = subprocess.Popen(
-            argv, pass_fds=[helper_end.fileno()], start_new_session=os.geteuid() == 0
+            argv,
+            pass_fds=[helper_end.fileno()],
+            stdin=subprocess.DEVNULL if os.geteuid() == 0 else None,
+            stdout=output,
+            stderr=output,
+            start_new_session=os.geteuid() == 0,
         )
     except OSError:
         engine_end.close()
         raise
     finally:
         helper_end.close()
+        if not isinstance(output, int):
+            output.close()
     return engine_end, process
 
 
@@ -62,6 +72,7 @@ class HelperClient:
         sock.setblocking(False)
         self._sock = trio.socket.from_stdlib_socket(sock)
         self._lock = trio.Lock()
+        self._closed = False
 
     async def request(self, op: str, **fields: Any) -> tuple[dict[str, Any], list[int]]:
         async with self._lock:
@@ -122,7 +133,10 @@ class HelperClient:
         await self.request("unmount", path=path)
 
     async def aclose(self) -> None:
-        """Say goodbye (the helper undoes everything) and close."""
+        """Say goodbye (the helper undoes everything) and close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             with trio.move_on_after(5):
                 await self.request("bye")
