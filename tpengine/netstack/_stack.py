@@ -12,10 +12,10 @@ deadline), not a task per timer. Nothing here knows about Kubernetes: the engine
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import itertools
 import logging
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -42,7 +42,8 @@ ConnKey = tuple[bytes, int, bytes, int]  # (app addr, app port, destination addr
 
 
 def _addr(raw: bytes) -> str:
-    return str(ipaddress.ip_address(raw))
+    """The text form of a 4- or 16-byte address (inet_ntop: RFC 5952 for IPv6)."""
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,26 +61,23 @@ class NetstackConfig:
 class Connection:
     """The driver's record of one TCP connection."""
 
-    __slots__ = (
-        "deadline",
-        "destination",
-        "endpoint",
-        "key",
-        "pending",
-        "source",
-        "stack",
-        "stream",
-    )
+    __slots__ = ("deadline", "endpoint", "key", "pending", "stack", "stream")
 
     def __init__(self, stack: Netstack, key: ConnKey, endpoint: TcpEndpoint) -> None:
         self.stack = stack
         self.key = key
         self.endpoint = endpoint
-        self.source = (_addr(key[0]), key[1])
-        self.destination = (_addr(key[2]), key[3])
         self.stream: TcpStream | None = None
         self.pending: PendingConnection | None = None
         self.deadline: float | None = None
+
+    @property
+    def source(self) -> tuple[str, int]:
+        return (_addr(self.key[0]), self.key[1])
+
+    @property
+    def destination(self) -> tuple[str, int]:
+        return (_addr(self.key[2]), self.key[3])
 
     def flush(self) -> None:
         self.stack._flush(self, trio.current_time())
