@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-NAME = "tpt"
+NAME = os.environ.get("TPENGINE_E2E_CLUSTER", "tpt")
 TP = (sys.executable, "-c", "from tpengine.cli import main; main()")
 
 
@@ -95,13 +96,45 @@ class Cluster:
 _shared: Cluster | None = None
 
 
+def _processes_in_netns(path: str) -> list[int]:
+    """Pids whose network namespace is the one bound at ``path`` (read-only scan)."""
+    try:
+        target = os.stat(path).st_ino
+    except OSError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == target:
+                    pids.append(int(entry))
+    return pids
+
+
+def _wait_until_free(name: str, timeout: float = 300) -> None:
+    """Another pytest session on this machine may be using the cluster: wait for it.
+
+    ``up`` tears down leftovers it finds, which would pull a live cluster from under
+    that other session; leftovers of a crash have no process in the node netns.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while _processes_in_netns(f"/run/netns/{name}-node"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"local cluster {name} is in use by another test session; "
+                "set TPENGINE_E2E_CLUSTER to another name to run side by side"
+            )
+        time.sleep(1)
+
+
 @contextlib.contextmanager
 def shared_cluster() -> Iterator[Cluster]:
     """The session's cluster: up on first use, down when the last user is done."""
     global _shared
     if _shared is None:
-        import os
-
+        _wait_until_free(NAME)
         home = Path(tempfile.mkdtemp(prefix="tpengine-e2e-home-"))
         env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
         cluster = Cluster(env=env, state_dir=home / ".config" / "tpengine" / "local-cluster" / NAME)

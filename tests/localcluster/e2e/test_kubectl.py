@@ -86,6 +86,24 @@ def app(cluster: Any) -> Any:
     return cluster
 
 
+NAMESPACE_REF = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: e2e-ref}
+"""
+
+FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+
+
+def _eventually_pods(cluster: Any, check: Any, timeout: float = 30) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        names = {p["metadata"]["name"] for p in _pods(cluster, "app=web")}
+        if check(names) or time.monotonic() > deadline:
+            return names
+        time.sleep(0.2)
+
+
 def _pods(cluster: Any, selector: str) -> list[dict]:
     out = cluster.kubectl_ok("get", "pods", "-n", NS, "-l", selector, "-o", "json")
     return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
@@ -222,6 +240,111 @@ def test_port_forward_moves_20_mb_intact(app: Any) -> None:
     finally:
         forward.kill()
         forward.wait()
+
+
+# The YAML of ../shared/reference/engagements-cli.md, unchanged (copied: CI has no ../shared).
+ENGAGEMENTS_HEADLESS = """\
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-headless
+spec:
+  type: ClusterIP
+  clusterIP: None
+  selector:
+    service: my-headless
+  ports:
+    - port: 8080
+      targetPort: 8080
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: my-headless
+  labels:
+    service: my-headless
+spec:
+  replicas: 1
+  serviceName: my-headless
+  selector:
+    matchLabels:
+      service: my-headless
+  template:
+    metadata:
+      labels:
+        service: my-headless
+    spec:
+      containers:
+        - name: my-headless
+          image: jmalloc/echo-server
+          ports:
+            - containerPort: 8080
+          resources: {}
+"""
+
+ENGAGEMENTS_NO_SVC = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo-no-svc
+  labels:
+    app: echo-no-svc
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: echo-no-svc
+  template:
+    metadata:
+      labels:
+        app: echo-no-svc
+      annotations:
+        telepresence.io/inject-container-ports: http
+    spec:
+      automountServiceAccountToken: false
+      containers:
+        - name: echo-server
+          image: ghcr.io/telepresenceio/echo-server:latest
+          ports:
+            - name: http
+              containerPort: 8080
+          env:
+            - name: PORT
+              value: "8080"
+          resources:
+            limits:
+              cpu: 50m
+              memory: 8Mi
+"""
+
+
+def test_engagements_yaml_applies_server_side_and_runs(cluster: Any) -> None:
+    cluster.kubectl_ok("apply", "-f", "-", input=NAMESPACE_REF)
+    for manifest in (ENGAGEMENTS_HEADLESS, ENGAGEMENTS_NO_SVC):
+        applied = cluster.kubectl(
+            "apply", "--server-side", "-n", "e2e-ref", "-f", "-", input=manifest
+        )
+        assert applied.returncode == 0, applied.stderr
+    cluster.kubectl_ok(
+        "rollout", "status", "-n", "e2e-ref", "statefulset/my-headless", "--timeout=60s"
+    )
+    cluster.kubectl_ok("rollout", "status", "-n", "e2e-ref", "deploy/echo-no-svc", "--timeout=60s")
+    pod = cluster.pod("e2e-ref", "my-headless-0")
+    reply = cluster.in_pod(
+        "e2e-ref", "my-headless-0", ["python3", "-c", FETCH, "http://my-headless:8080/"]
+    )
+    assert reply.stdout.startswith("Request served by my-headless-0"), reply.stderr
+    assert pod["status"]["podIP"].startswith("10.244.")
+
+
+def test_rollout_restart_replaces_the_pods(app: Any) -> None:
+    before = {p["metadata"]["name"] for p in _pods(app, "app=web")}
+    app.kubectl_ok("rollout", "restart", "-n", NS, "deploy/web")
+    app.kubectl_ok("rollout", "status", "-n", NS, "deploy/web", "--timeout=60s")
+    after = _eventually_pods(app, lambda names: names and not names & before)
+    assert after and not after & before
+    assert "web" in app.kubectl_ok("get", "svc", "-n", NS)
 
 
 def test_scale_and_delete(app: Any) -> None:
