@@ -20,9 +20,10 @@ import yaml
 
 from ..runtime_api import NodeRuntime
 from . import _discovery, _streams
-from ._errors import MethodNotAllowed, NotAcceptable, NotFound, StoreError
+from ._errors import BadRequest, MethodNotAllowed, NotAcceptable, NotFound, StoreError
 from ._http import Request, Response
 from ._resources import ResourceInfo, lookup
+from ._selectors import SelectorError, make_matcher
 from ._store import Store
 from ._tables import to_table
 from ._verbs import Verbs, decode_body
@@ -338,6 +339,14 @@ class ApiServer:
 
     def _watch(self, req: Request, target: Target) -> Response:
         form = _representation(req)
+        # Bad selectors and versions are a 400 before the stream starts, as on a real server.
+        try:
+            make_matcher(target.info.name, req.arg("labelSelector"), req.arg("fieldSelector"))
+        except SelectorError as exc:
+            raise BadRequest(str(exc)) from None
+        version = req.arg("resourceVersion")
+        if version and not version.isdigit():
+            raise BadRequest(f"invalid resource version: {version}")
         stream = self.verbs.watch_stream(
             req, target.info, target.namespace, table=form == "table", partial=form == "partial"
         )

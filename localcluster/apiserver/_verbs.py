@@ -204,6 +204,14 @@ class Verbs:
 
     # ---- watch ----------------------------------------------------------------------------
 
+    def _bookmark(self, info: ResourceInfo) -> Obj:
+        # Every event up to the current version has been delivered to an idle watcher.
+        return {
+            "kind": info.kind,
+            "apiVersion": info.api_version,
+            "metadata": {"resourceVersion": self.store.resource_version},
+        }
+
     async def watch_stream(
         self,
         req: Request,
@@ -244,35 +252,29 @@ class Verbs:
                     if trio.current_time() >= deadline:
                         return
                     if bookmarks:
-                        yield _line(
-                            {
-                                "type": "BOOKMARK",
-                                "object": {
-                                    "kind": info.kind,
-                                    "apiVersion": info.api_version,
-                                    "metadata": {"resourceVersion": self.store.resource_version},
-                                },
-                            }
-                        )
+                        yield _line({"type": "BOOKMARK", "object": self._bookmark(info)})
                     continue
-                obj = event.object
-                if partial:
-                    obj = {
-                        "kind": "PartialObjectMetadata",
-                        "apiVersion": "meta.k8s.io/v1",
-                        "metadata": obj.get("metadata") or {},
-                    }
-                elif table:
-                    obj = to_table(
-                        info.name,
-                        [obj],
-                        include=include,
-                        resource_version=obj["metadata"].get("resourceVersion", ""),
-                    )
+                obj = _event_object(
+                    info, event.object, table=table, partial=partial, include=include
+                )
                 yield _line({"type": event.type, "object": obj})
         finally:
             with trio.CancelScope(shield=True):
                 await manager.__aexit__(None, None, None)
+
+
+def _event_object(info: ResourceInfo, obj: Obj, *, table: bool, partial: bool, include: str) -> Obj:
+    """A watch event's object in the form the client asked for."""
+    if partial:
+        return {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": obj.get("metadata") or {},
+        }
+    if table:
+        rv = obj["metadata"].get("resourceVersion", "")
+        return to_table(info.name, [obj], include=include, resource_version=rv)
+    return obj
 
 
 def _line(event: Obj) -> bytes:

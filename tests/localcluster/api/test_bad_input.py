@@ -203,3 +203,11 @@ async def test_content_negotiation(cluster: Cluster) -> None:
         )
         assert r.status_code == 200
         assert cluster.store.get("serviceaccounts", "default", "default")
+
+
+async def test_bad_watch_parameters_are_400(cluster: Cluster) -> None:
+    async with _client(cluster) as http:
+        r = await http.get("/api/v1/pods", params={"watch": "true", "labelSelector": "a in (b"})
+        assert r.status_code == 400 and r.json()["reason"] == "BadRequest"
+        r = await http.get("/api/v1/pods", params={"watch": "true", "resourceVersion": "abc"})
+        assert r.status_code == 400
