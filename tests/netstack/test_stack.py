@@ -275,12 +275,13 @@ async def test_abort_from_stack_resets_kernel_socket() -> None:
         await client.aclose()
 
 
-async def test_refused_and_unreachable_destinations() -> None:
+@pytest.mark.parametrize("host", ["10.77.1.1", "fd77::1"])
+async def test_refused_and_unreachable_destinations(host: str) -> None:
     async with serving() as env:
         with pytest.raises(ConnectionRefusedError):
-            await env.connect(port=REFUSED_PORT)
+            await env.connect(host, port=REFUSED_PORT)
         with pytest.raises(OSError) as info:
-            await env.connect(port=UNREACHABLE_PORT)
+            await env.connect(host, port=UNREACHABLE_PORT)
         assert info.value.errno == errno.EHOSTUNREACH
 
 
