@@ -210,3 +210,32 @@ def test_fuzz_well_framed_garbage(pair_cls, items) -> None:  # type: ignore[no-u
     data = b"".join(struct.pack("!IBBI", len(p), t, f, s) + p for t, f, s, p in items)
     end.receive_data(data, 1.0)
     _assert_clean_outcome(end)
+
+
+def _conversation(pair_cls):  # type: ignore[no-untyped-def]
+    """A client and the bytes its server sends after the handshake: many frame types,
+    payloads from 0 bytes to several frames' worth."""
+    pair = pair_cls(CFG)
+    sid = _stream(pair)
+    udp = _stream(pair, UDP)
+    server = pair.server
+    server.send_data(sid, bytes(range(256)) * 20)
+    server.send_datagram(udp, b"dgram")
+    server.send_push("t", {"k": [1, 2, 3]})
+    server.send_ping(0.0)
+    server.send_data(sid, b"")
+    server.send_eof(sid)
+    server.open_stream(TCP)
+    return pair.client, server.data_to_send()
+
+
+@given(st.lists(st.integers(0, 6000), max_size=12))
+def test_any_chunking_gives_the_same_events(pair_cls, cuts) -> None:  # type: ignore[no-untyped-def]
+    client, data = _conversation(pair_cls)
+    client.receive_data(data, 0.0)
+    whole = (_drain(client), client.data_to_send())
+    client, data = _conversation(pair_cls)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    for a, b in zip(points, points[1:], strict=False):
+        client.receive_data(data[a:b], 0.0)
+    assert (_drain(client), client.data_to_send()) == whole

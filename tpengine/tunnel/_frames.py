@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from ._errors import FrameSizeViolation, ProtocolViolation, VersionMismatch
@@ -184,40 +184,70 @@ class FrameParser:
         self.peer_version: tuple[int, int] | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[Frame]:
-        """Parse as many complete frames as ``data`` (plus earlier leftovers) holds."""
-        if self._buf:
-            self._buf += data
-            src: bytes | bytearray | memoryview = self._buf
-        else:
-            src = data
-        view = memoryview(src)
-        try:
-            pos = 0
-            if not self._preamble_seen:
-                pos = self._parse_preamble(view)
-                if not self._preamble_seen:
-                    self._keep(view, 0)
-                    return
-            end = len(view)
-            while end - pos >= HEADER_LEN:
-                length, ftype, flags, sid = HEADER.unpack_from(view, pos)
-                if length > self.max_payload:
-                    raise FrameSizeViolation(
-                        f"frame of {length} bytes exceeds the limit of {self.max_payload}"
-                    )
-                stop = pos + HEADER_LEN + length
-                if stop > end:
-                    break
-                yield ftype, flags, sid, bytes(view[pos + HEADER_LEN : stop])
-                pos = stop
-            self._keep(view, pos)
-        finally:
-            view.release()
+        """Parse as many complete frames as ``data`` (plus earlier leftovers) holds.
 
-    def _keep(self, view: memoryview, pos: int) -> None:
-        rest = bytes(view[pos:]) if pos < len(view) else b""
-        view.release()
-        self._buf = bytearray(rest)
+        Frames are parsed in place; only a frame split across two chunks is assembled in
+        a buffer, and only its own bytes are copied there (not the rest of the chunk)."""
+        view = memoryview(data)
+        pos = 0
+        if self._buf:
+            pos = yield from self._complete_pending(view)
+            if self._buf:
+                return  # the chunk ended inside the pending unit
+        if not self._preamble_seen:
+            pos += self._parse_preamble(view[pos:])
+            if not self._preamble_seen:
+                self._buf = bytearray(view[pos:])
+                return
+        end = len(view)
+        while end - pos >= HEADER_LEN:
+            length, ftype, flags, sid = HEADER.unpack_from(view, pos)
+            self._check_length(length)
+            stop = pos + HEADER_LEN + length
+            if stop > end:
+                break
+            yield ftype, flags, sid, bytes(view[pos + HEADER_LEN : stop])
+            pos = stop
+        if pos < end:
+            self._buf = bytearray(view[pos:])
+
+    def _complete_pending(self, view: memoryview) -> Generator[Frame, None, int]:
+        """Top up the pending unit (preamble or frame) from the head of ``view``; yield it
+        when complete. Returns how many bytes of ``view`` were used."""
+        buf, pos = self._buf, 0
+        while True:
+            target = self._unit_size(buf)
+            if len(buf) < target:
+                take = min(target - len(buf), len(view) - pos)
+                buf += view[pos : pos + take]
+                pos += take
+                if len(buf) < target:
+                    if not self._preamble_seen:
+                        self._parse_preamble(memoryview(bytes(buf)))  # refuse non-peers early
+                    return pos
+                continue  # a completed header reveals the payload length
+            self._buf = bytearray()
+            if not self._preamble_seen:
+                self._parse_preamble(memoryview(bytes(buf)))
+                return pos
+            _, ftype, flags, sid = HEADER.unpack_from(buf)
+            yield ftype, flags, sid, bytes(buf[HEADER_LEN:])
+            return pos
+
+    def _unit_size(self, buf: bytearray) -> int:
+        if not self._preamble_seen:
+            return PREAMBLE.size
+        if len(buf) < HEADER_LEN:
+            return HEADER_LEN
+        length: int = HEADER.unpack_from(buf)[0]
+        self._check_length(length)
+        return HEADER_LEN + length
+
+    def _check_length(self, length: int) -> None:
+        if length > self.max_payload:
+            raise FrameSizeViolation(
+                f"frame of {length} bytes exceeds the limit of {self.max_payload}"
+            )
 
     def _parse_preamble(self, view: memoryview) -> int:
         have = min(len(view), len(MAGIC))
