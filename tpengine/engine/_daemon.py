@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +103,7 @@ class Engine:
     def status(self) -> dict[str, Any]:
         session = self.session.status() if self.session else {"status": "Connecting"}
         return {
-            "engine": {"version": f"v{__version__}", **session},
+            "engine": {"version": f"v{__version__}", "pid": os.getpid(), **session},
             "network": {
                 "tun": self.tun_name or None,
                 "dns": self.options.tun_address if self.tun_name else None,
