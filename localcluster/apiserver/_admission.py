@@ -156,6 +156,22 @@ async def _dial(address: str, port: int) -> trio.SocketStream:
         raise OSError(f"dial tcp {address}:{port}: connect: {text.lower()}") from None
 
 
+def _endpoint(config: Obj) -> tuple[str, str, int, str]:
+    """(url, TLS server name, port, path) of a webhook's clientConfig."""
+    svc = config.get("service")
+    if isinstance(svc, dict):
+        server_name = f"{svc.get('name')}.{svc.get('namespace')}.svc"
+        port = int(svc.get("port") or 443)
+        path = str(svc.get("path") or "/")
+        return f"https://{server_name}:{port}{path}", server_name, port, path
+    if config.get("url"):
+        url = str(config["url"])
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return url, parts.hostname or "", parts.port or 443, path
+    raise WebhookError("webhook has neither service nor url")
+
+
 def _reason(exc: BaseException) -> str:
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__) or exc
     if isinstance(cause, ssl.SSLCertVerificationError):
@@ -240,18 +256,7 @@ class WebhookAdmission:
         config = hook.get("clientConfig") or {}
         timeout = min(max(int(hook.get("timeoutSeconds") or 10), 1), 30)
         svc = config.get("service")
-        if isinstance(svc, dict):
-            server_name = f"{svc.get('name')}.{svc.get('namespace')}.svc"
-            port = int(svc.get("port") or 443)
-            path = str(svc.get("path") or "/")
-            url = f"https://{server_name}:{port}{path}"
-        elif config.get("url"):
-            url = str(config["url"])
-            parts = urlsplit(url)
-            server_name, port = parts.hostname or "", parts.port or 443
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        else:
-            raise WebhookError("webhook has neither service nor url")
+        url, server_name, port, path = _endpoint(config)
         target = f"{path}{'&' if '?' in path else '?'}timeout={timeout}s"
         context = ssl.create_default_context()
         bundle = config.get("caBundle")
