@@ -20,7 +20,7 @@ class TcpConfig:
     max_segment_payload: int = 0
     #: An ACK for less than two full segments waits this long for data to ride on
     #: (RFC 9293 §3.8.6.3, RFC 5681 §4.2: under 0.5 s, at least every second segment).
-    delayed_ack: float = 0.005
+    delayed_ack: float = 0.002
     initial_rto: float = 1.0  # RFC 6298 (2.1)
     min_rto: float = 0.2  # RFC 6298 (2.4) says 1 s; Linux uses 200 ms
     max_rto: float = 60.0  # RFC 6298 (2.5)
@@ -30,8 +30,11 @@ class TcpConfig:
     max_syn_retransmissions: int = 5
     #: A connection left PENDING this long (the engine never decided) is forgotten.
     pending_timeout: float = 60.0
-    #: TIME-WAIT lasts 2*MSL (RFC 9293 §3.4.2); bounded so idle state does not pile up.
-    msl: float = 30.0
+    #: TIME-WAIT lasts 2*MSL (RFC 9293 §3.4.2). Our peer is the local kernel across a
+    #: TUN, where no segment lingers for long, and a busy engine closes thousands of
+    #: connections a second: a short MSL keeps TIME-WAIT state bounded (a new SYN may
+    #: reuse the 4-tuple anyway, RFC 6191).
+    msl: float = 2.0
     #: An orphaned FIN-WAIT-2 (both directions closed locally) ends after this long
     #: (Linux tcp_fin_timeout).
     fin_wait_2_timeout: float = 60.0
