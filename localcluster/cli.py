@@ -110,6 +110,21 @@ def _laptop_pid(name: str) -> int | None:
     )
 
 
+def processes_in_netns(path: str) -> list[int]:
+    """Pids whose network namespace is the one bound at ``path`` (a read-only scan)."""
+    try:
+        target = os.stat(path).st_ino
+    except OSError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == target:
+                    pids.append(int(entry))
+    return pids
+
+
 def _stop_pid(pid: int, *, grace: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -304,6 +319,14 @@ def up(name: str, *, merge: bool = False, echo: Echo = print, timeout: float = 9
         echo(f"Local cluster {name} is already up (kubeconfig: {current.kubeconfig})")
         return
     if current.state == "broken":
+        foreign = processes_in_netns(f"/run/netns/{name}-node")
+        if foreign and not state_dir(name).exists():
+            # Live, but not from this state dir (another HOME, e.g. a test session):
+            # tearing it down would pull it from under whoever runs it.
+            raise CliError(
+                f"local cluster {name} is running from another state dir (pid {foreign[0]}); "
+                f"run `tp local-cluster down --name {name}` with the HOME that started it"
+            )
         echo(f"Cleaning up what an earlier run of local cluster {name} left behind")
         down(name, echo=lambda _line: None)
     names = ClusterNames(name=name)
@@ -397,6 +420,12 @@ def down(name: str, *, echo: Echo = print) -> list[str]:
     validate_name(name)
     names = ClusterNames(name=name)
     sd = state_dir(name)
+    foreign = processes_in_netns(f"/run/netns/{names.node_ns}")
+    if foreign and not sd.exists():
+        raise CliError(
+            f"local cluster {name} is running from another state dir (pid {foreign[0]}); "
+            f"run `tp local-cluster down --name {name}` with the HOME that started it"
+        )
     removed: list[str] = []
     daemon = _daemon_pid(name)
     if daemon:

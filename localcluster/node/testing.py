@@ -96,21 +96,6 @@ class Cluster:
 _shared: Cluster | None = None
 
 
-def _processes_in_netns(path: str) -> list[int]:
-    """Pids whose network namespace is the one bound at ``path`` (read-only scan)."""
-    try:
-        target = os.stat(path).st_ino
-    except OSError:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{entry}/ns/net").st_ino == target:
-                    pids.append(int(entry))
-    return pids
-
-
 def _wait_until_free(name: str, timeout: float = 300) -> None:
     """Another pytest session on this machine may be using the cluster: wait for it.
 
@@ -120,7 +105,9 @@ def _wait_until_free(name: str, timeout: float = 300) -> None:
     import time
 
     deadline = time.monotonic() + timeout
-    while _processes_in_netns(f"/run/netns/{name}-node"):
+    from localcluster.cli import processes_in_netns
+
+    while processes_in_netns(f"/run/netns/{name}-node"):
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"local cluster {name} is in use by another test session; "
