@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_HEADERS = 64 * 1024
-IDLE_TIMEOUT = 300.0
+IDLE_TIMEOUT = 1800.0  # idle keep-alive connections (clients reconnect after)
 
 
 @dataclass(frozen=True, kw_only=True)
