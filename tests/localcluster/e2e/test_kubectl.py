@@ -129,6 +129,25 @@ def test_up_again_says_already_up(cluster: Any) -> None:
     assert "already up" in again.stdout
 
 
+def test_up_and_down_from_another_state_dir_leave_the_cluster_alone(
+    cluster: Any, tmp_path: Path
+) -> None:
+    import subprocess
+
+    env = {**cluster.env, "XDG_CONFIG_HOME": str(tmp_path)}
+    for verb in ("up", "down"):
+        result = subprocess.run(
+            [*cluster.tp_argv, "local-cluster", verb, "--name", cluster.name],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1
+        assert "running from another state dir" in result.stderr
+    assert "Server Version" in cluster.kubectl_ok("version")
+
+
 def test_apply_runs_pods_with_env_and_volumes(app: Any) -> None:
     pods = _pods(app, "app=web")
     assert len(pods) == 2
