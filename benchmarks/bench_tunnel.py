@@ -16,7 +16,14 @@ from functools import partial
 import trio
 import trio_websocket
 
-from tpengine.tunnel import IncomingDial, MuxSession, open_mux_websocket_url, serve_mux_websocket
+from tpengine.tunnel import (
+    IncomingDial,
+    MuxSession,
+    Role,
+    open_mux_over_stream,
+    open_mux_websocket_url,
+    serve_mux_websocket,
+)
 from tpengine.tunnel._transports import WS_RECEIVE_BUFFER
 
 MB = 1024 * 1024
@@ -235,6 +242,37 @@ async def mux_throughput(streams: int) -> Rate:
     return await _with_tunnel(sink, client)
 
 
+async def mux_tcp_throughput() -> Rate:
+    """The same tunnel over a plain TCP byte stream (no websocket), one stream."""
+    done = trio.Event()
+    timing: list[Stamp] = []
+
+    async def sink(dial: IncomingDial) -> None:
+        stream = await dial.accept_stream()
+        got = 0
+        while got < TOTAL:
+            got += len(await stream.receive_some())
+        timing.append(_stamp())
+        done.set()
+
+    async def serve(tcp: trio.SocketStream) -> None:
+        async with open_mux_over_stream(tcp, role=Role.SERVER, dial_handler=sink) as session:
+            await session.wait_closed()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        tcp = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+        async with open_mux_over_stream(tcp, role=Role.CLIENT) as client:
+            stream = await client.open_stream("10.0.0.1", 9)
+            data = b"p" * CHUNK
+            start = _stamp()
+            for _ in range(TOTAL // CHUNK):
+                await stream.send_all(data)
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    return TOTAL / MB / (timing[0] - start)
+
+
 async def mux_round_trips() -> Rate:
     async def echo(dial: IncomingDial) -> None:
         stream = await dial.accept_stream()
@@ -282,6 +320,7 @@ def main() -> None:
             "ws256": partial(ws_throughput, 1, WS_RECEIVE_BUFFER),
             "mux1": partial(mux_throughput, 1),
             "mux16": partial(mux_throughput, 16),
+            "muxtcp": mux_tcp_throughput,
         },
         REPEATS,
     )
@@ -295,6 +334,7 @@ def main() -> None:
     )
     _line("tunnel, 1 stream", bulk["mux1"], "MB/s", ws1)
     _line("tunnel, 16 streams", bulk["mux16"], "MB/s", ws1)
+    _line("tunnel over plain TCP (no websocket), 1 stream", bulk["muxtcp"], "MB/s")
     rtt = _best({"tcp": tcp_round_trips, "ws": ws_round_trips, "mux": mux_round_trips}, REPEATS)
     print(f"round trips, {len(SMALL)}-byte messages one at a time, best of {REPEATS}:")
     _line("raw trio TCP", rtt["tcp"], "/s ")
