@@ -20,6 +20,7 @@ import trio
 import trio.testing
 
 from tests.netstack._netns import in_netns, open_test_tun
+from tpengine import wire
 from tpengine.netstack import Netstack, NetstackConfig, TcpConfig, TcpStream, open_netstack
 
 pytestmark = pytest.mark.root
@@ -37,11 +38,14 @@ class Env:
         self.accepted: list[TcpStream] = []
 
     async def kernel_socket(
-        self, family: socket.AddressFamily = socket.AF_INET, kind: int = socket.SOCK_STREAM
+        self,
+        family: socket.AddressFamily = socket.AF_INET,
+        kind: int = socket.SOCK_STREAM,
+        proto: int = 0,
     ) -> trio.socket.SocketType:
         def make() -> socket.socket:
             with in_netns(self.netns):
-                return socket.socket(family, kind)
+                return socket.socket(family, kind, proto)
 
         return trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(make))
 
@@ -412,3 +416,18 @@ async def test_stalled_readers_bound_memory_both_ways() -> None:
         assert set(await ours.receive_some(65536)) == {ord("k")}
         release.set()
         client.socket.close()
+
+
+async def test_ping_is_answered_only_when_asked() -> None:
+    for answer in (True, False):
+        async with serving(NetstackConfig(answer_ping=answer)) as env:
+            sock = await env.kernel_socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            with sock:
+                request = bytearray(struct.pack("!BBHHH", 8, 0, 0, 0x1234, 1) + b"ping")
+                struct.pack_into("!H", request, 2, wire.internet_checksum(request))
+                await sock.sendto(bytes(request), ("10.77.2.2", 0))
+                with trio.move_on_after(0.5):
+                    reply = await sock.recv(100)
+                    assert answer and reply[20] == 0 and reply[-4:] == b"ping"
+                    continue
+                assert not answer

@@ -55,7 +55,9 @@ class NetstackConfig:
     backlog: int = 1024
     udp_idle_timeout: float = 60.0
     udp_queue: int = 256
-    answer_ping: bool = True
+    #: Answer ICMP echo for every routed address. Off by default: a ping would then
+    #: "reach" addresses that exist nowhere in the cluster.
+    answer_ping: bool = False
 
 
 class Connection:
