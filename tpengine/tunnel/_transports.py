@@ -196,6 +196,9 @@ async def serve_mux_websocket(
                 await session_handler(session, request)
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError) as exc:
             log.info("tunnel from %s ended: %s", peer, exc)
+        except Exception:
+            # One session's failure must not take the server (and every other tunnel) down.
+            log.exception("tunnel session from %s failed", peer)
 
     await trio_websocket.serve_websocket(
         handler,
