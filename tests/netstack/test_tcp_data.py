@@ -259,3 +259,13 @@ def test_send_buffer_matches_a_naive_model(ops: list[tuple[str, int, object]]) -
             del model[:n]
             base += n
         assert len(buf) == len(model) and buf.end == base + len(model)
+
+
+def test_writable_after_an_exactly_full_buffer_when_asked() -> None:
+    ep, peer = handshake(config=TcpConfig(send_buffer=1000))
+    assert ep.send(b"f" * 1000) == 1000  # exactly full: no send fell short
+    assert ep.send_free == 0
+    ep.notify_when_writable()
+    peer.take(ep.segments_to_send(0.0))
+    ep.receive(peer.segment(), 0.1)
+    assert Writable() in list(iter(ep.next_event, None))

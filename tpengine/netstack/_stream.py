@@ -119,6 +119,7 @@ class TcpStream(trio.abc.HalfCloseableStream):
             if ep.send_free > 0 or ep.state not in _CAN_SEND:
                 await trio.lowlevel.checkpoint()
                 return
+            ep.notify_when_writable()
             await self._wait(send=True)
         finally:
             self._sending = False

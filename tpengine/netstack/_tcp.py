@@ -80,6 +80,10 @@ class TcpEndpoint(TcpOutput):
             self._send_blocked = True
         return n
 
+    def notify_when_writable(self) -> None:
+        """Report ``Writable`` when send-buffer space frees up, even if no ``send`` fell short."""
+        self._send_blocked = True
+
     def receive_data(self, max_bytes: int = 1 << 20, now: float | None = None) -> bytes:
         """Take up to ``max_bytes`` of in-order data (b"" when none is buffered)."""
         if not self._rcvbuf or max_bytes <= 0:
