@@ -160,10 +160,14 @@ class RawTcpPeer:
             except MalformedPacket:
                 continue
             self.stats.gso_types.add(vnet.gso_type)
-            if self.kernel[0] and (pkt.ip.src, tcp.src_port) != self.kernel:
-                continue
-            if not self.kernel[0]:
+            if self.kernel[0]:
+                if (pkt.ip.src, tcp.src_port) != self.kernel:
+                    continue  # another connection (an earlier one still closing)
+            elif tcp.flags & (TcpFlags.SYN | TcpFlags.ACK) == TcpFlags.SYN:
+                # bind to the first SYN seen, not to leftovers of an earlier connection
                 self.kernel, self.us = (pkt.ip.src, tcp.src_port), (pkt.ip.dst, tcp.dst_port)
+            else:
+                continue
             out.append((vnet, tcp, pkt.transport[tcp.header_len :]))
         return out
 
@@ -188,6 +192,9 @@ class RawTcpPeer:
     def _note_ack(self, tcp: TcpHeader) -> None:
         if tcp.flags & TcpFlags.ACK and ((tcp.ack - self.snd_una) & 0xFFFFFFFF) < 0x80000000:
             self.snd_una = tcp.ack
+            # after a go-back, a late ACK may cover more than we now count as sent
+            if ((self.snd_una - self.snd_nxt) & 0xFFFFFFFF) < 0x80000000:
+                self.snd_nxt = self.snd_una
         self.peer_window = tcp.window << self.peer_wscale
 
     # -- the connection --------------------------------------------------------------
@@ -205,8 +212,6 @@ class RawTcpPeer:
                     if on_syn is not None:
                         on_syn(vnet, tcp)
                     break
-            else:
-                self.kernel = (b"", 0)
         options = syn.parsed_options()
         self.peer_mss = options.mss or 536
         self.peer_wscale = options.window_scale or 0
