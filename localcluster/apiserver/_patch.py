@@ -202,3 +202,45 @@ def apply_patch(
     if not isinstance(result, dict):
         raise BadRequest("the patch does not produce an object")
     return result
+
+
+def removals(applied_before: Any, applied_now: Any, path: tuple[str, ...] = ()) -> Any:
+    """A strategic merge patch deleting what one apply configuration dropped since its last
+    apply (server-side apply removes fields its manager no longer sets; without field
+    ownership tracking, the manager's previous configuration stands in for what it owns,
+    as kubectl's last-applied-configuration does for client-side apply)."""
+    if not isinstance(applied_before, dict) or not isinstance(applied_now, dict):
+        return {}
+    patch: dict[str, Any] = {}
+    for key, old in applied_before.items():
+        if key not in applied_now:
+            patch[key] = None
+            continue
+        new = applied_now[key]
+        if isinstance(old, dict) and isinstance(new, dict):
+            sub = removals(old, new, (*path, key))
+            if sub:
+                patch[key] = sub
+        elif isinstance(old, list) and isinstance(new, list):
+            items = _list_removals(key, path, old, new)
+            if items:
+                patch[key] = items
+    return patch
+
+
+def _list_removals(field: str, path: tuple[str, ...], old: list[Any], new: list[Any]) -> list[Any]:
+    key = _merge_key(field, path)
+    if key is None or not all(isinstance(i, dict) for i in old + new):
+        return []  # atomic lists are replaced by the new configuration anyway
+    by_key = {json.dumps(i.get(key), sort_keys=True): i for i in new}
+    out: list[Any] = []
+    for item in old:
+        ident = item.get(key)
+        match = by_key.get(json.dumps(ident, sort_keys=True))
+        if match is None:
+            out.append({key: ident, "$patch": "delete"})
+        else:
+            sub = removals(item, match, (*path, field))
+            if sub:
+                out.append({key: ident, **sub})
+    return out

@@ -72,6 +72,8 @@ class Store:
     _by_uid: dict[str, tuple[str, Key]] = field(default_factory=dict)
     _rv: int = 1
     _hub: WatchHub = field(default_factory=WatchHub)
+    # (uid, field manager) -> that manager's last server-side apply configuration
+    _applied: dict[tuple[str, str], Obj] = field(default_factory=dict)
     _services: ServiceAllocator = field(default_factory=ServiceAllocator)
 
     # ---- reads ------------------------------------------------------------------------
@@ -370,6 +372,7 @@ class Store:
         *,
         subresource: str | None = None,
         dry_run: bool = False,
+        field_manager: str | None = None,
     ) -> tuple[Obj, bool]:
         """Patch; returns (object, created) — server-side apply creates a missing object."""
         info = _resource_info(resource)
@@ -384,7 +387,14 @@ class Store:
             applied.setdefault("metadata", {}).setdefault("name", name)
             if applied["metadata"]["name"] != name:
                 raise BadRequest("the name of the object does not match the name on the URL")
-            return await self.create(resource, namespace, applied, dry_run=dry_run), True
+            created = await self.create(resource, namespace, applied, dry_run=dry_run)
+            if not dry_run:
+                self._applied[(created["metadata"]["uid"], field_manager or "")] = copy.deepcopy(
+                    applied
+                )
+            return created, True
+        if patch_type == _patch.APPLY_PATCH and not subresource:
+            return await self._apply(info, key, old, body, field_manager or "", dry_run)
         patched = _patch.apply_patch(copy.deepcopy(old), patch_type, body)
         if subresource == "status":
             status = patched.get("status")
@@ -398,6 +408,27 @@ class Store:
         if patch_type == _patch.APPLY_PATCH or not meta.get("resourceVersion"):
             meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         return await self.update(resource, namespace, patched, dry_run=dry_run), False
+
+    async def _apply(
+        self, info: ResourceInfo, key: Key, old: Obj, body: bytes | Obj, manager: str, dry_run: bool
+    ) -> tuple[Obj, bool]:
+        """Server-side apply onto an existing object: drop what this manager's configuration
+        no longer holds, then merge the configuration in."""
+        applied = _patch.parse_body(body, yaml_ok=True)
+        if not isinstance(applied, dict):
+            raise BadRequest("the apply configuration must be an object")
+        uid = old["metadata"]["uid"]
+        before = self._applied.get((uid, manager), {})
+        pruned = _patch.strategic_merge(copy.deepcopy(old), _patch.removals(before, applied))
+        patched = _patch.strategic_merge(pruned, applied)
+        meta = patched.get("metadata")
+        if not isinstance(meta, dict) or meta.get("name") != old["metadata"]["name"]:
+            raise BadRequest("the apply configuration must not change the object's name")
+        meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+        updated = await self.update(info.name, key[0] or None, patched, dry_run=dry_run)
+        if not dry_run:
+            self._applied[(uid, manager)] = copy.deepcopy(applied)
+        return updated, False
 
     # ---- deletion -----------------------------------------------------------------------
 
@@ -509,7 +540,10 @@ class Store:
         obj = self._table(resource).pop(key, None)
         if obj is None:
             return None
-        self._by_uid.pop(obj["metadata"].get("uid", ""), None)
+        uid = obj["metadata"].get("uid", "")
+        self._by_uid.pop(uid, None)
+        for applied in [k for k in self._applied if k[0] == uid]:
+            del self._applied[applied]
         if resource == "services":
             self._services.release(obj)
         return obj

@@ -134,6 +134,7 @@ class Verbs:
             req.body,
             subresource=sub,
             dry_run="All" in req.args("dryRun"),
+            field_manager=req.arg("fieldManager"),
         )
 
     async def delete(self, req: Request, info: ResourceInfo, ns: str | None, name: str) -> Obj:

@@ -320,3 +320,53 @@ async def test_pod_spec_and_selectors_are_immutable() -> None:
     pod["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
     with pytest.raises(Invalid, match="pod updates may not change fields other than"):
         await store.update("pods", "default", pod)
+
+
+async def test_server_side_apply_removes_what_the_manager_dropped() -> None:
+    store = await _store()
+    first = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "c", "labels": {"a": "1", "b": "2"}},
+        "data": {"x": "1", "y": "2"},
+    }
+    _, created = await store.patch_ex(
+        "configmaps", "default", "c", _patch.APPLY_PATCH, first, field_manager="me"
+    )
+    assert created
+    await store.patch("configmaps", "default", "c", _patch.MERGE_PATCH, {"data": {"other": "kept"}})
+    second = {**first, "metadata": {"name": "c", "labels": {"a": "1"}}, "data": {"x": "1"}}
+    obj, created = await store.patch_ex(
+        "configmaps", "default", "c", _patch.APPLY_PATCH, second, field_manager="me"
+    )
+    assert not created
+    assert obj["metadata"]["labels"] == {"a": "1"}
+    assert obj["data"] == {"x": "1", "other": "kept"}  # another writer's field stays
+
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "i",
+                            "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    await store.patch_ex("deployments", "default", "d", _patch.APPLY_PATCH, dep, field_manager="me")
+    dep["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
+    obj, _ = await store.patch_ex(
+        "deployments", "default", "d", _patch.APPLY_PATCH, dep, field_manager="me"
+    )
+    assert obj["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "X", "value": "1"}]
+    assert obj["spec"]["strategy"]["type"] == "RollingUpdate"  # defaults stay
