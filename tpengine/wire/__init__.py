@@ -5,6 +5,11 @@ virtio-net header of an IFF_VNET_HDR TUN device. Every ``parse`` checks lengths 
 reading a field and raises only :class:`MalformedPacket`; ``emit(buf, offset)`` writes
 into a caller-supplied buffer of ``buffer_len()`` bytes; ``build_*_packet`` make a whole
 packet with its checksums (or partial checksum and GSO) in one call.
+
+Parsed values are immutable ``NamedTuple``s, not dataclasses: constructing one costs
+~0.2 µs against ~3 µs for a frozen keyword-only dataclass, and the netstack parses every
+packet. Addresses are raw ``bytes``; sequence numbers on the wire are ints, ``SeqNum``
+does their modulo-2**32 arithmetic. Speed versus scapy: ``python -m benchmarks wire``.
 """
 
 from ._checksum import (
