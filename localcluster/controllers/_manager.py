@@ -27,10 +27,12 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 
 
 class _Queue:
-    """A de-duplicating work queue."""
+    """A de-duplicating work queue (client-go's workqueue): a key is handed to one worker
+    at a time; a key added while a worker has it is handed out again once it is done."""
 
     def __init__(self) -> None:
         self._pending: dict[Key, None] = {}
+        self._active: set[Key] = set()
         self._wakeup = trio.Event()
 
     def add(self, key: Key) -> None:
@@ -38,12 +40,19 @@ class _Queue:
         self._wakeup.set()
 
     async def take(self) -> Key:
-        while not self._pending:
+        while True:
+            key = next((k for k in self._pending if k not in self._active), None)
+            if key is not None:
+                del self._pending[key]
+                self._active.add(key)
+                return key
             self._wakeup = trio.Event()
             await self._wakeup.wait()
-        key = next(iter(self._pending))
-        del self._pending[key]
-        return key
+
+    def done(self, key: Key) -> None:
+        self._active.discard(key)
+        if key in self._pending:
+            self._wakeup.set()
 
 
 async def _ensure(store: Store, resource: str, ns: str | None, obj: Obj) -> None:
@@ -136,19 +145,33 @@ async def run_controllers(
         for resource in (*SYNCED, "pods"):
             nursery.start_soon(_watch, store, queue, resource)
         nursery.start_soon(_resync, store, queue, resync_seconds)
-        while True:
-            kind, ns, name = await queue.take()
+        # Several workers, so one slow sync (a pod create waiting on a webhook) does not
+        # hold up every other controller.
+        for _ in range(WORKERS):
+            nursery.start_soon(_worker, queue, syncs, nursery)
+
+
+WORKERS = 4
+
+
+async def _worker(
+    queue: _Queue, syncs: dict[str, Callable[[str, str], Awaitable[None]]], nursery: trio.Nursery
+) -> None:
+    while True:
+        key = await queue.take()
+        kind, ns, name = key
+        try:
             sync = syncs.get(kind)
-            if sync is None:
-                continue
-            try:
+            if sync is not None:
                 await sync(ns, name)
-            except StoreError as exc:
-                log.debug("sync %s %s/%s: %s; retrying", kind, ns, name, exc)
-                nursery.start_soon(_requeue_later, queue, (kind, ns, name))
-            except Exception:
-                log.exception("sync %s %s/%s failed", kind, ns, name)
-                nursery.start_soon(_requeue_later, queue, (kind, ns, name))
+        except StoreError as exc:
+            log.debug("sync %s %s/%s: %s; retrying", kind, ns, name, exc)
+            nursery.start_soon(_requeue_later, queue, key)
+        except Exception:
+            log.exception("sync %s %s/%s failed", kind, ns, name)
+            nursery.start_soon(_requeue_later, queue, key)
+        finally:
+            queue.done(key)
 
 
 SYNCED = ("deployments", "replicasets", "statefulsets", "services", "namespaces")
