@@ -28,9 +28,10 @@ class Harness:
     """Client sends on STREAMS streams; the wire delivers in arbitrary pieces; the
     server application reads arbitrary amounts. Checks invariants after every step."""
 
-    def __init__(self) -> None:
-        self.client = MuxConnection(Role.CLIENT, CFG, now=0.0)
-        self.server = MuxConnection(Role.SERVER, CFG, now=0.0)
+    def __init__(self, cfg: MuxConfig = CFG) -> None:
+        self.cfg = cfg
+        self.client = MuxConnection(Role.CLIENT, cfg, now=0.0)
+        self.server = MuxConnection(Role.SERVER, cfg, now=0.0)
         self.wire_up = bytearray()  # client → server, not yet delivered
         self.wire_down = bytearray()
         self.to_send = [bytes((i * 37 + k) % 251 for k in range(9000)) for i in range(STREAMS)]
@@ -99,7 +100,11 @@ class Harness:
                     allowed = (CreditAvailable, HandshakeCompleted, StreamDialed, StreamAccepted)
                     assert isinstance(event, allowed), event
         for buf in self.buffered:  # the receiver never holds more than one window
-            assert sum(map(len, buf)) <= CFG.stream_window
+            assert sum(map(len, buf)) <= self.cfg.stream_window
+        # ... nor, over all streams, more than its budget plus the connection window.
+        unread = sum(sum(map(len, buf)) for buf in self.buffered)
+        assert unread == self.server.unread
+        assert unread <= self.cfg.receive_budget + self.cfg.connection_window
 
     def finish(self) -> None:
         """Liveness: a reader that keeps reading lets every byte through."""
@@ -126,10 +131,15 @@ ops = st.lists(
 )
 
 
+TIGHT = MuxConfig(
+    stream_window=3000, connection_window=5000, max_frame_size=1024, receive_budget=4000
+)
+
+
 @settings(max_examples=150)
-@given(ops)
-def test_random_interleavings_respect_windows_and_finish(steps) -> None:  # type: ignore[no-untyped-def]
-    h = Harness()
+@given(ops, st.sampled_from([CFG, TIGHT]))
+def test_random_interleavings_respect_windows_and_finish(steps, cfg) -> None:  # type: ignore[no-untyped-def]
+    h = Harness(cfg)
     for op, a, b in steps:
         if op == "send":
             h.send(a, b)
@@ -155,3 +165,16 @@ def test_stalled_stream_does_not_stall_the_others() -> None:
     assert bytes(h.received[1]) == h.to_send[1]
     assert sum(map(len, h.buffered[0])) == CFG.stream_window  # exactly its window, held
     assert h.sent[0] == CFG.stream_window  # and the sender queued nothing more
+
+
+def test_many_stalled_readers_slow_the_connection_instead_of_growing_memory() -> None:
+    h = Harness(TIGHT)
+    for _ in range(300):  # streams 0 and 1 are never read: 6000 bytes > the 4000 budget
+        for i in range(STREAMS):
+            h.send(i, 1 << 20)
+        h.deliver_all()
+        h.read(2, 1 << 20)
+        h.deliver_all()
+    assert h.ended[2] and bytes(h.received[2]) == h.to_send[2]  # still flows, read by read
+    assert h.server.unread == 2 * TIGHT.stream_window
+    h.finish()  # and once the readers wake up, everything arrives

@@ -23,6 +23,9 @@ class MuxConfig:
     stream_window: int = 1024 * 1024
     #: Bytes the peer may have in flight on the whole connection.
     connection_window: int = 16 * 1024 * 1024
+    #: Bytes delivered to streams but not yet read, over all streams, beyond which
+    #: connection credit waits for the application (see ``_flow.py``).
+    receive_budget: int = 64 * 1024 * 1024
     #: Largest frame payload we accept.
     max_frame_size: int = 256 * 1024
     #: Streams the peer may have open towards us; more dials are rejected REFUSED.
@@ -44,6 +47,8 @@ class MuxConfig:
     def __post_init__(self) -> None:
         if not 1024 <= self.max_frame_size <= 16 * 1024 * 1024:
             raise ValueError("max_frame_size must be within 1 KiB .. 16 MiB")
+        if self.receive_budget < 0:
+            raise ValueError("receive_budget must not be negative")
         if self.stream_window < 1 or self.connection_window < self.max_frame_size:
             raise ValueError("windows must be positive and hold at least one frame")
         if self.keepalive_interval is not None and (

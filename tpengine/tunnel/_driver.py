@@ -349,6 +349,8 @@ class MuxSession:
                 target = streams.get(event.stream_id)
                 if isinstance(target, MuxStream):
                     target._on_data(event.data)
+                else:  # nobody will read it
+                    conn.forget_received(event.stream_id)
             elif type(event) is CreditAvailable:
                 self._on_credit(event.stream_id)
             else:

@@ -37,6 +37,7 @@ from ._events import (
     StreamRejected,
     StreamReset,
 )
+from ._flow import ReceiveWindow
 from ._frames import FrameType as T
 from ._state import Input, StreamState, transition
 
@@ -76,8 +77,7 @@ class MuxConnection(ControlMixin):
         self._peer_max_sid = 0
         self._peer_open = 0
         self._conn_send_credit = 0
-        self._conn_recv_remaining = self.config.connection_window
-        self._conn_recv_unacked = 0
+        self._recv_window = ReceiveWindow(self.config.connection_window, self.config.receive_budget)
         self._next_request = 1
         self._requests_out: set[int] = set()
         self._requests_in: set[int] = set()
@@ -268,14 +268,29 @@ class MuxConnection(ControlMixin):
     def acknowledge_received(self, sid: int, n: int) -> None:
         """The application consumed ``n`` bytes of ``sid``; return credit in batches of
         half a window (as HTTP/2 implementations do) so updates stay rare."""
+        if self.closed:
+            return
+        self._recv_window.consumed(sid, n)
+        self._send_connection_update()
         stream = self._streams.get(sid)
-        if stream is None or self.closed or stream.state not in _LIVE_RECEIVE:
+        if stream is None or stream.state not in _LIVE_RECEIVE:
             return
         stream.recv_unacked += n
         if stream.recv_unacked >= self.config.stream_window // 2:
             self._emit(T.WINDOW_UPDATE, 0, sid, F.encode_u32(stream.recv_unacked))
             stream.recv_remaining += stream.recv_unacked
             stream.recv_unacked = 0
+
+    def forget_received(self, sid: int) -> None:
+        """The application dropped what it had not read of ``sid`` (reset, close)."""
+        if not self.closed:
+            self._recv_window.forget(sid)
+            self._send_connection_update()
+
+    @property
+    def unread(self) -> int:
+        """Bytes delivered to streams and not yet read, over all streams."""
+        return self._recv_window.unread_total
 
     def stream_state(self, sid: int) -> StreamState:
         stream = self._streams.get(sid)
@@ -389,20 +404,12 @@ class MuxConnection(ControlMixin):
 
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
         n = len(payload)
-        if n > self._conn_recv_remaining:
-            raise FlowControlViolation("peer exceeded the connection window")
-        # Connection credit comes back as soon as the data is handed to its stream: the
-        # connection window bounds bytes in transit, stream windows bound what sits in
-        # buffers, so a stalled reader never holds credit other streams need.
-        self._conn_recv_remaining -= n
-        self._conn_recv_unacked += n
-        if self._conn_recv_unacked >= self.config.connection_window // 4:
-            self._emit(T.WINDOW_UPDATE, 0, 0, F.encode_u32(self._conn_recv_unacked))
-            self._conn_recv_remaining += self._conn_recv_unacked
-            self._conn_recv_unacked = 0
         stream = self._known(sid)
+        deliver = stream is not None and n > 0 and not stream.discard
+        self._recv_window.on_data(sid, n, delivered=deliver)
+        self._send_connection_update()
         if stream is None:
-            return
+            return  # in flight when the stream closed: dropped, credit returned
         if n:
             if n > stream.recv_remaining:
                 raise FlowControlViolation(f"peer exceeded the window of stream {sid}")
@@ -415,6 +422,11 @@ class MuxConnection(ControlMixin):
         if flags & F.FLAG_FIN:
             self._set_state(stream, Input.RECV_FIN)
             self._events.append(StreamEnded(stream_id=sid))
+
+    def _send_connection_update(self) -> None:
+        increment = self._recv_window.take_update()
+        if increment:
+            self._emit(T.WINDOW_UPDATE, 0, 0, F.encode_u32(increment))
 
     def _on_hello(self, flags: int, sid: int, payload: bytes, now: float) -> None:
         if self.peer is not None:

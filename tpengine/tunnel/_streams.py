@@ -179,8 +179,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
                 else:
                     conn.close_stream(self.stream_id)
                 self.session._kick()
-            self._buf.clear()
-            self._buffered = 0
+            self._drop_unread()
             self.session._forget(self.stream_id)
             self._readable.set()
             self._credit.set()
@@ -196,6 +195,13 @@ class MuxStream(trio.abc.HalfCloseableStream):
         if self._eof_sent:
             raise trio.ClosedResourceError("can't send after send_eof()")
 
+    def _drop_unread(self) -> None:
+        if self._buffered:
+            self._buf.clear()
+            self._buffered = 0
+            self.session._conn.forget_received(self.stream_id)
+            self.session._kick()
+
     def _on_data(self, data: bytes) -> None:
         self._buf.append(data)
         self._buffered += len(data)
@@ -208,8 +214,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
     def _on_broken(self, why: str) -> None:
         if self._broken is None:
             self._broken = why
-        self._buf.clear()  # a reset discards unread data, as a TCP RST does
-        self._buffered = 0
+        self._drop_unread()  # a reset discards unread data, as a TCP RST does
         self._readable.set()
         self._credit.set()
 
