@@ -54,9 +54,12 @@ The stream state machine is the table in ``_state.py``.
 Flow control: each end announces in HELLO the window it grants per stream and for the
 connection. A DATA payload consumes both; the receiver returns stream credit with
 WINDOW_UPDATE as the application reads (in batches of half a window) and connection
-credit as soon as the data reached its stream buffer. So a stream's receive buffer never
-holds more than its window, a stalled reader stops only its own stream, and the
-connection window bounds what is in transit. Exceeding a window is FLOW_CONTROL_ERROR.
+credit as soon as the data reached its stream buffer, as long as the unread bytes of all
+streams stay within its ``receive_budget`` (past it, when the application reads; see
+``_flow.py``). So a stream's receive buffer never holds more than its window, a stalled
+reader stops only its own stream, the connection window bounds what is in transit, and
+at most budget + connection window wait for the application. Exceeding a window is
+FLOW_CONTROL_ERROR.
 The core never queues more DATA than the credit allows (``send_data`` returns how much
 it took). Datagrams are not flow controlled: they are dropped when queues are full.
 
