@@ -20,6 +20,7 @@ import trio
 
 from localcluster.node import _podspec as ps
 from localcluster.node import _topology as topo
+from localcluster.node._events import Recorder
 from localcluster.node._exec import ProcessExecSession, open_exec
 from localcluster.node._logs import read_log
 from localcluster.node._ns import call_in_netns
@@ -49,6 +50,7 @@ class Kubelet:
         self._next_index = 1
         self._used: set[int] = set()
         self._nursery: trio.Nursery | None = None
+        self.events = Recorder(store, names.node_ns)
         (state_dir / "pids").mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ the loop
@@ -56,6 +58,7 @@ class Kubelet:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self.events.run)
             try:
                 started = False
                 while True:

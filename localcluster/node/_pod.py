@@ -12,11 +12,9 @@ namespace), removes the pod's netns, and calls ``Store.remove``.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +24,7 @@ from localcluster.node import _podspec as ps
 from localcluster.node._logs import LogRun, pump
 from localcluster.node._probes import run_probe_loop
 from localcluster.node._process import ContainerProcess, Sandbox, start_container, start_sandbox
+from localcluster.node._runner import ContainerRunner, now_rfc3339
 from localcluster.node._topology import NODE_IP
 
 if TYPE_CHECKING:
@@ -34,49 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0  # the kubelet's is 300 s; a test cluster wants restarts sooner
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class ContainerRunner:
-    """The state of one container across its runs (restartCount, last state, logs)."""
-
-    spec: dict[str, Any]
-    init: bool
-    restart_count: int = 0
-    runs: int = 0  # runs started; each run after the first is a restart
-    state: dict[str, Any] = field(
-        default_factory=lambda: {"waiting": {"reason": "PodInitializing"}}
-    )
-    last_state: dict[str, Any] = field(default_factory=dict)
-    ready: bool = False
-    started: bool = False
-    done: bool = False  # terminated and will not restart
-    proc: ContainerProcess | None = None
-    log_run: LogRun | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.spec.get("name", ""))
-
-    def status(self) -> dict[str, Any]:
-        image = self.spec.get("image", "")
-        out: dict[str, Any] = {
-            "name": self.name,
-            "image": image,
-            "imageID": f"{ps.image_repository(image)}@local",
-            "ready": self.ready,
-            "restartCount": self.restart_count,
-            "started": self.started,
-            "state": self.state,
-            "lastState": self.last_state,
-        }
-        if self.proc is not None:
-            out["containerID"] = f"tpengine://{self.proc.process.pid}"
-        return out
 
 
 class PodWorker:
@@ -188,6 +144,7 @@ class PodWorker:
 
     def _fail(self, reason: str, message: str) -> None:
         log.warning("pod %s/%s refused: %s", self.namespace, self.name, message)
+        self.kubelet.events.emit(self.pod, "Warning", reason, message)
         self.phase, self.reason, self.message = "Failed", reason, message
         for r in self.init_runners + self.runners:
             r.state = {"waiting": {"reason": reason, "message": message}}
@@ -220,6 +177,12 @@ class PodWorker:
             self.name,
             self.sandbox.pid1,
             self.ip,
+        )
+        self.kubelet.events.emit(
+            self.pod,
+            "Normal",
+            "Scheduled",
+            f"Successfully assigned {self.namespace}/{self.name} to {self.kubelet.names.node_ns}",
         )
         self.mark_dirty()
         ctx = ps.VolumeContext(
@@ -299,10 +262,12 @@ class PodWorker:
             argv = ps.command_for(runner.spec)
             spec = self.launch_spec(runner.spec, argv)
         except ps.ImageError as exc:
+            self._event_once(runner, "Warning", "Failed", f"Failed to pull image: {exc}")
             runner.state = {"waiting": {"reason": "ErrImagePull", "message": str(exc)}}
             self.mark_dirty()
             return None
         except ps.ContainerConfigError as exc:
+            self._event_once(runner, "Warning", "Failed", f"Error: {exc}")
             runner.state = {
                 "waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}
             }
@@ -317,7 +282,22 @@ class PodWorker:
         runner.state = {"running": {"startedAt": now_rfc3339()}}
         runner.started = True
         self.mark_dirty()
+        image = runner.spec.get("image", "")
+        if runner.runs == 1:
+            self._event(
+                runner, "Normal", "Pulled", f'Container image "{image}" already present on machine'
+            )
+        self._event(runner, "Normal", "Created", f"Created container {runner.name}")
+        self._event(runner, "Normal", "Started", f"Started container {runner.name}")
         return proc
+
+    def _event(self, runner: ContainerRunner, kind: str, reason: str, message: str) -> None:
+        self.kubelet.events.emit(self.pod, kind, reason, message, container=runner.name)
+
+    def _event_once(self, runner: ContainerRunner, kind: str, reason: str, message: str) -> None:
+        if runner.last_event != (reason, message):
+            runner.last_event = (reason, message)
+            self._event(runner, kind, reason, message)
 
     async def _one_run(self, runner: ContainerRunner, proc: ContainerProcess) -> int:
         assert proc.process.stdout is not None and runner.log_run is not None
@@ -377,6 +357,13 @@ class PodWorker:
                         self.name,
                         runner.name,
                     )
+                    self._event(runner, "Warning", "Unhealthy", "Liveness probe failed")
+                    self._event(
+                        runner,
+                        "Normal",
+                        "Killing",
+                        f"Container {runner.name} failed liveness probe, will be restarted",
+                    )
                     proc.kill()
 
             nursery.start_soon(lambda: run_probe_loop(liveness, on_live, **common))
@@ -405,6 +392,12 @@ class PodWorker:
             }
         }
         self.mark_dirty()
+        self._event(
+            runner,
+            "Warning",
+            "BackOff",
+            f"Back-off restarting failed container {runner.name} in pod {self.name}_{self.namespace}({self.uid})",
+        )
         await trio.sleep(delay)
 
     async def _run_init(self, runner: ContainerRunner) -> bool:
@@ -531,6 +524,9 @@ class PodWorker:
 
     async def _teardown(self) -> None:
         log.info("pod %s/%s: stopping (grace %ss)", self.namespace, self.name, self.grace)
+        for r in self.init_runners + self.runners:
+            if r.proc is not None and r.proc.process.returncode is None:
+                self._event(r, "Normal", "Killing", f"Stopping container {r.name}")
         procs = [r.proc for r in self.init_runners + self.runners if r.proc is not None]
         if procs:
             async with trio.open_nursery() as nursery:

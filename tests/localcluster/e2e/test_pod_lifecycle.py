@@ -169,3 +169,11 @@ def test_delete_sends_sigterm_and_honours_the_grace_period(life: Any) -> None:
     gone = life.kubectl("get", "-n", NS, "pod/graceful")
     assert "NotFound" in gone.stderr
     assert _eventually(lambda: not __import__("os").path.exists(f"/proc/{pid1}"), 10)
+
+
+def test_kubelet_events_explain_what_happened(life: Any) -> None:
+    events = json.loads(life.kubectl_ok("get", "events", "-n", NS, "-o", "json"))["items"]
+    seen = {(e["involvedObject"]["name"], e["reason"]) for e in events}
+    assert {("init", "Scheduled"), ("init", "Started"), ("crash", "BackOff")} <= seen
+    assert ("hostpath", "HostPathNotSupported") in seen
+    assert ("nginx", "Failed") in seen

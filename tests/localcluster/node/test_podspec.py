@@ -224,3 +224,25 @@ def test_pod_files() -> None:
     )
     assert "10.244.0.9\tdb-0.db.shop.svc.cluster.local db-0" in files["hosts"]
     assert files["hostname"] == "db-0\n"
+
+
+def test_kubelet_event_shape() -> None:
+    from localcluster.node._events import make_event
+
+    event = make_event(
+        pod(), "Warning", "BackOff", "Back-off restarting", node="tp-node", container="c"
+    )
+    assert event["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "web-1",
+        "namespace": "shop",
+        "uid": "u-1",
+        "resourceVersion": None,
+        "fieldPath": "spec.containers{c}",
+    }
+    assert (
+        event["metadata"]["name"].startswith("web-1.") and event["metadata"]["namespace"] == "shop"
+    )
+    assert event["source"] == {"component": "kubelet", "host": "tp-node"}
+    assert (event["type"], event["reason"], event["count"]) == ("Warning", "BackOff", 1)
