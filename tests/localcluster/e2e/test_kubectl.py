@@ -132,8 +132,6 @@ def test_up_again_says_already_up(cluster: Any) -> None:
 def test_up_and_down_from_another_state_dir_leave_the_cluster_alone(
     cluster: Any, tmp_path: Path
 ) -> None:
-    import subprocess
-
     env = {**cluster.env, "XDG_CONFIG_HOME": str(tmp_path)}
     for verb in ("up", "down"):
         result = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections import Counter
 from typing import Any
@@ -218,3 +219,16 @@ def test_cluster_dns_answers_cluster_names_only(net: Any) -> None:
     resolv = net.in_pod(NS, "client", ["cat", "/etc/resolv.conf"]).stdout
     assert f"search {NS}.svc.cluster.local svc.cluster.local cluster.local" in resolv
     assert "options ndots:5" in resolv
+
+
+def test_the_node_reaches_a_service_cluster_ip(net: Any) -> None:
+    # The API server lives in the node netns and calls admission webhooks by ClusterIP.
+    url = f"http://{_ip(net, 'svc', 'web')}/"
+    result = subprocess.run(
+        ["ip", "netns", "exec", f"{net.name}-node", "python3", "-c", HTTP_SPREAD, url, "10"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sum(int(line.split()[0]) for line in result.stdout.splitlines()) == 10
