@@ -207,6 +207,10 @@ def _prepare_container(spec: dict) -> None:
         dst = os.path.realpath(m["dst"])
         _ensure_mountpoint(spec, dst, os.path.isfile(m["src"]), scratch)
         mounts.append((m["src"], dst, bool(m.get("ro"))))
+    workdir = spec.get("workdir")
+    if workdir and not os.path.isdir(workdir):
+        # The kubelet creates a missing workingDir; here only in this container's view.
+        _ensure_mountpoint(spec, os.path.realpath(workdir), False, scratch)
     # Overlays hide the sandbox's file binds below them: put those back first.
     for src, dst in spec.get("pod_binds", []):
         _bind(src, dst)
@@ -231,12 +235,7 @@ def _exec_container(spec: dict) -> None:
             capset = ",".join(f"+{c}" for c in caps)
             pre += [f"--inh-caps={capset}", f"--ambient-caps={capset}"]
         argv = [*pre, "--", *argv]
-    workdir = spec.get("workdir") or "/"
-    try:
-        os.chdir(workdir)
-    except OSError:
-        os.makedirs(workdir, exist_ok=True)
-        os.chdir(workdir)
+    os.chdir(spec.get("workdir") or "/")
     if spec.get("tty"):
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)

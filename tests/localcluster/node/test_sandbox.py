@@ -161,3 +161,12 @@ def test_killing_pid1_ends_every_process_of_the_pod(pod_sandbox: tuple[int, str,
     os.kill(pid1, signal.SIGKILL)
     assert proc.wait(timeout=10) == 128 + signal.SIGKILL
     assert not Path(f"/proc/{child}").exists()
+
+
+def test_a_missing_working_dir_is_made_in_the_container_only(
+    pod_sandbox: tuple[int, str, Path],
+) -> None:
+    pid1, _, tmp_path = pod_sandbox
+    result = run_in_pod(pid1, tmp_path, "pwd", workdir="/etc/unit-app/src")
+    assert result.stdout == "/etc/unit-app/src\n", result.stderr
+    assert not Path("/etc/unit-app").exists()
