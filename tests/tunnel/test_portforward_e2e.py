@@ -140,6 +140,10 @@ def cluster() -> Iterator[Any]:
     from localcluster.node.testing import shared_cluster
 
     with shared_cluster() as c:
+        # tests/localcluster/e2e/test_zz_down.py takes the shared cluster down while the
+        # session still holds it; ``up`` is a no-op on a running cluster, else restarts it.
+        up = c.tp("local-cluster", "up", "--name", c.name)
+        assert up.returncode == 0, up.stdout + up.stderr
         yield c
 
 
