@@ -315,8 +315,18 @@ async def test_thousand_concurrent_connections() -> None:
         assert env.stack.connection_count == 0
 
 
+async def _clog(sender: trio.abc.SendStream) -> None:
+    """Send until the sender blocks: every buffer on the way is full."""
+    while True:
+        with trio.move_on_after(0.2) as blocked:
+            await sender.send_all(b"c" * 8192)
+        if blocked.cancelled_caught:
+            return
+
+
 async def test_check_half_closeable_stream() -> None:
-    async with serving() as env:
+    small = TcpConfig(receive_buffer=32768, send_buffer=32768)
+    async with serving(NetstackConfig(tcp=small)) as env:
         queue_send, queue_recv = trio.open_memory_channel[TcpStream](1)
 
         async def handler(stream: TcpStream) -> None:
@@ -327,14 +337,24 @@ async def test_check_half_closeable_stream() -> None:
 
         async def maker() -> tuple[TcpStream, trio.SocketStream]:
             client = await env.connect()
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                client.socket.setsockopt(socket.SOL_SOCKET, opt, 4096)
             return await queue_recv.receive(), client
 
         async def reversed_maker() -> tuple[trio.SocketStream, TcpStream]:
             ours, client = await maker()
             return client, ours
 
-        with trio.fail_after(30):
-            await trio.testing.check_half_closeable_stream(maker, None)
+        async def clogged_maker() -> tuple[TcpStream, trio.SocketStream]:
+            ours, client = await maker()
+            await _clog(ours)  # both directions: check_two_way_stream flips the pair
+            await _clog(client)
+            return ours, client
+
+        with trio.fail_after(60):
+            await trio.testing.check_half_closeable_stream(maker, clogged_maker)
+            # the kernel's end sends its EOF first; the clogged checks (both directions,
+            # check_two_way_stream flips the pair) already ran above
             await trio.testing.check_half_closeable_stream(reversed_maker, None)
 
 

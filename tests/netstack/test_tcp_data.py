@@ -269,3 +269,16 @@ def test_writable_after_an_exactly_full_buffer_when_asked() -> None:
     peer.take(ep.segments_to_send(0.0))
     ep.receive(peer.segment(), 0.1)
     assert Writable() in list(iter(ep.next_event, None))
+
+
+def test_pure_ack_stays_inside_a_shrunken_peer_window() -> None:
+    """The peer dropped data it had room for and shows a zero window: our ACKs must
+    carry a sequence number it accepts, or it ignores their ACK field (Linux does)."""
+    ep, peer = handshake(Peer(window=4000, wscale=0))
+    ep.send(b"d" * 4000)
+    ep.segments_to_send(0.0)  # sent, then dropped by the peer
+    ep.receive(peer.segment(b"from peer", window=0), 0.1)
+    out = ep.segments_to_send(0.1)
+    (ack,) = [s for s in out if not s.payload]
+    assert ack.seq == DATA_START  # SND.UNA + SND.WND, not SND.NXT
+    assert ack.ack == peer.snd_nxt

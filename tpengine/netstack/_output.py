@@ -185,7 +185,13 @@ class TcpOutput:
         )
 
     def _pure_ack(self, now: float, seq: int | None = None) -> TcpSegment:
-        seg = self._segment(self.snd_max if seq is None else seq, 0, now)
+        if seq is None:
+            # SND.NXT, unless that lies beyond the peer's window (it shrank, or the peer
+            # dropped data it had room for): then the window's end, which the peer
+            # accepts — an unacceptable sequence number would make it ignore the ACK
+            # field too (RFC 9293 §3.10.7.4; Linux tcp_acceptable_seq).
+            seq = min(self.snd_max, self.snd_una + self.snd_wnd)
+        seg = self._segment(seq, 0, now)
         if self.sack_ok and self._rcvbuf.ooo_bytes:
             blocks = self._rcvbuf.sack_blocks(3 if self.ts_ok else 4)
             seg.sack_blocks = tuple((wrap(s), wrap(e)) for s, e in blocks)

@@ -121,6 +121,7 @@ class TcpStream(trio.abc.HalfCloseableStream):
                 return
             ep.notify_when_writable()
             await self._wait(send=True)
+            self._check_open()  # woken by our own aclose
         finally:
             self._sending = False
 
