@@ -450,8 +450,12 @@ def down(name: str, *, echo: Echo = print) -> list[str]:
     created = sd / "created-paths"
     if created.exists():
         for line in sorted(set(created.read_text().split()), reverse=True):
-            with contextlib.suppress(OSError):
-                os.rmdir(line)
+            # Only empty directories go (mount points the launcher made); a file someone
+            # put there keeps its directory.
+            for root, _dirs, _files in os.walk(line, topdown=False):
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)
+            if not os.path.exists(line):
                 removed.append(f"mount point {line}")
     merged = _unmerge_kubeconfig(name)
     if merged:

@@ -23,7 +23,7 @@ spec:
   - name: c
     image: busybox
     command: [sleep, "3600"]
-    volumeMounts: [{{name: d, mountPath: {TOP_DIR}}}]
+    volumeMounts: [{{name: d, mountPath: {TOP_DIR}/a}}, {{name: d, mountPath: {TOP_DIR}/b}}]
   volumes: [{{name: d, emptyDir: {{}}}}]
 """
 
