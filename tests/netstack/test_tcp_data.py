@@ -278,7 +278,8 @@ def test_pure_ack_stays_inside_a_shrunken_peer_window() -> None:
     ep.send(b"d" * 4000)
     ep.segments_to_send(0.0)  # sent, then dropped by the peer
     ep.receive(peer.segment(b"from peer", window=0), 0.1)
-    out = ep.segments_to_send(0.1)
+    ep.handle_timer(0.1 + TcpConfig().delayed_ack)
+    out = ep.segments_to_send(0.1 + TcpConfig().delayed_ack)
     (ack,) = [s for s in out if not s.payload]
     assert ack.seq == DATA_START  # SND.UNA + SND.WND, not SND.NXT
     assert ack.ack == peer.snd_nxt
