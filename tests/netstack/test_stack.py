@@ -451,3 +451,29 @@ async def test_ping_is_answered_only_when_asked() -> None:
                     assert answer and reply[20] == 0 and reply[-4:] == b"ping"
                     continue
                 assert not answer
+
+
+async def test_plain_tun_without_virtio_header() -> None:
+    """Without IFF_VNET_HDR every checksum is complete: built in full, verified on input."""
+    from tests.netstack._netns import open_test_netns
+    from tpengine.netstack.tun import configure_link, create_tun, setns_thread
+
+    async with open_test_netns() as netns:
+
+        def make_tun() -> object:
+            with setns_thread(netns):
+                tun = create_tun("tpnplain", vnet_hdr=False)
+                configure_link(tun.name, addresses=["192.0.2.1/32"], routes=["10.77.0.0/16"])
+                return tun
+
+        tun = await trio.to_thread.run_sync(make_tun)
+        try:
+            async with open_netstack(tun) as stack:
+                env = Env(stack, netns)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(_serve, env)
+                    await _upload_then_download(env, 300_000)
+                    nursery.cancel_scope.cancel()
+            assert stack.stats.bad_checksum == 0
+        finally:
+            tun.close()  # type: ignore[attr-defined]
