@@ -81,7 +81,7 @@ async def test_peer_killed_mid_transfer_is_detected_within_keepalive_timeout(
         while received < 1024 * 1024:  # mid-transfer
             received += len(await stream.receive_some())
         os.kill(pid, sig)
-        with trio.fail_after(KEEPALIVE.keepalive_timeout + 1.0):
+        with trio.fail_after(KEEPALIVE.keepalive_timeout + 1.5):  # + scheduling slack
             termination = await client.wait_closed()
         assert termination.code is expected
         with pytest.raises(trio.BrokenResourceError):
