@@ -255,3 +255,24 @@ async def test_concurrent_pings_all_get_an_rtt() -> None:
                 for _ in range(5):
                     pings.start_soon(one)
             assert len(rtts) == 5 and all(r >= 0 for r in rtts)
+
+
+async def test_small_reads_of_large_frames_are_intact() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    payload = bytes(range(251)) * 1000
+    async with trio.open_nursery() as nursery:
+
+        async def server() -> None:
+            async with open_mux_over_stream(b, role=Role.SERVER, dial_handler=_echo) as s:
+                await s.wait_closed()
+
+        nursery.start_soon(server)
+        async with open_mux_over_stream(a, role=Role.CLIENT) as client:
+            stream = await client.open_stream("10.0.0.1", 7)
+            await stream.send_all(payload)
+            await stream.send_eof()
+            got = bytearray()
+            while chunk := await stream.receive_some(333):
+                assert len(chunk) <= 333
+                got += chunk
+            assert bytes(got) == payload

@@ -75,6 +75,7 @@ class PortForwardStream(trio.abc.HalfCloseableStream):
         self.target = target
         self._text = text  # v4.base64.channel.k8s.io: "0" + base64 in text messages
         self._buf = b""
+        self._offset = 0  # bytes of _buf already returned
         self._seen_port = {DATA: False, ERROR: False}
         self._eof = False
         self._eof_sent = False
@@ -131,10 +132,13 @@ class PortForwardStream(trio.abc.HalfCloseableStream):
                 await self._read_message()
             if self._closed:
                 raise trio.ClosedResourceError("port-forward was closed")
-            if max_bytes is None or max_bytes >= len(self._buf):
-                out, self._buf = self._buf, b""
-            else:
-                out, self._buf = self._buf[:max_bytes], self._buf[max_bytes:]
+            start = self._offset
+            if max_bytes is None or max_bytes >= len(self._buf) - start:
+                out = self._buf[start:] if start else self._buf
+                self._buf, self._offset = b"", 0
+            else:  # copy only what is returned: tiny reads of a big message stay linear
+                out = self._buf[start : start + max_bytes]
+                self._offset += max_bytes
             return out
 
     async def _read_message(self) -> None:

@@ -49,6 +49,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
         self.stream_id = stream_id
         self.destination = destination
         self._buf: deque[bytes] = deque()
+        self._offset = 0  # bytes of the head chunk already returned
         #: Bytes handed to the tunnel so far (never ahead of the peer's window).
         self.sent = 0
         self._buffered = 0
@@ -149,10 +150,14 @@ class MuxStream(trio.abc.HalfCloseableStream):
                 await self._readable.wait()
 
     def _take(self, max_bytes: int | None) -> bytes:
-        chunk = self._buf.popleft()
-        if max_bytes is not None and len(chunk) > max_bytes:
-            self._buf.appendleft(chunk[max_bytes:])
-            chunk = chunk[:max_bytes]
+        head, offset = self._buf[0], self._offset
+        if max_bytes is None or max_bytes >= len(head) - offset:
+            chunk = head[offset:] if offset else head
+            self._buf.popleft()
+            self._offset = 0
+        else:  # copy only what is returned, so tiny reads of a big frame stay linear
+            chunk = head[offset : offset + max_bytes]
+            self._offset += max_bytes
         self._buffered -= len(chunk)
         self.session._conn.acknowledge_received(self.stream_id, len(chunk))
         self.session._kick()
@@ -198,6 +203,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
     def _drop_unread(self) -> None:
         if self._buffered:
             self._buf.clear()
+            self._offset = 0
             self._buffered = 0
             self.session._conn.forget_received(self.stream_id)
             self.session._kick()
