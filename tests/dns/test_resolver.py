@@ -33,6 +33,8 @@ class FakeWorld:
     async def lookup(self, fqdn: str, rdtype: int) -> ClusterAnswer:
         self.cluster_calls.append((fqdn, rdtype))
         records = CLUSTER.get((fqdn, rdtype))
+        if records is None and (fqdn, dns.rdatatype.A) in CLUSTER:
+            return ClusterAnswer(rcode=dns.rcode.NOERROR)  # NODATA: the name has no such type
         if records is None:
             return ClusterAnswer(rcode=dns.rcode.NXDOMAIN)
         return ClusterAnswer(rcode=dns.rcode.NOERROR, records=records, ttl=30)
@@ -131,3 +133,13 @@ async def test_fuzz_never_raises(data: bytes) -> None:
     reply = await make(FakeWorld()).answer(data)
     if reply is not None:
         dns.message.from_wire(reply)
+
+
+async def test_nodata_is_cached_briefly() -> None:
+    world = FakeWorld()
+    resolver = make(world)
+    reply = await ask(resolver, "web", "AAAA")  # the service has no IPv6 address
+    assert reply.rcode() == dns.rcode.NOERROR and not reply.answer
+    calls = len(world.cluster_calls)
+    await ask(resolver, "web", "AAAA")
+    assert len(world.cluster_calls) == calls

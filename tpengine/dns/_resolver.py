@@ -104,16 +104,22 @@ class Resolver:
             cached = self._cache.get((fqdn, rdtype), now)
             if cached is None:
                 cached = await self._cluster_lookup(fqdn, rdtype)
-                ttl = (
-                    min(cached.ttl, self._max_ttl)
-                    if cached.rcode == dns.rcode.NOERROR
-                    else (self._negative_ttl if cached.rcode == dns.rcode.NXDOMAIN else 0)
-                )
+                ttl = self._cache_ttl(cached)
                 self._cache.put((fqdn, rdtype), cached, ttl, self._clock())
             if cached.rcode != dns.rcode.NXDOMAIN:
                 return cached
             answer = cached
         return answer
+
+    def _cache_ttl(self, answer: ClusterAnswer) -> float:
+        """Positive answers for their TTL (capped); NXDOMAIN and NODATA (no records of
+        this type, e.g. AAAA of an IPv4 service) for the negative TTL, as RFC 2308 §5
+        allows; failures are not cached."""
+        if answer.rcode == dns.rcode.NOERROR and answer.records:
+            return min(answer.ttl, self._max_ttl)
+        if answer.rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            return self._negative_ttl
+        return 0
 
     async def _forward(self, query: dns.message.Message, wire: bytes) -> bytes:
         if self._upstream is None:
