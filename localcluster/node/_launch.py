@@ -198,24 +198,47 @@ def _ensure_mountpoint(spec: dict, dst: str, is_file: bool, scratch: list[int]) 
         os.makedirs(dst, exist_ok=True)
 
 
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
 def _prepare_container(spec: dict) -> None:
+    """This container's own view: private /tmp of the pod, volumes at their mountPath.
+
+    Sources are opened (O_PATH) before anything is mounted over them, and bound through
+    /proc/self/fd: the pod's state dir may itself live under /tmp, which the pod's
+    private /tmp then hides.
+    """
     _unshare(CLONE_NEWNS)
     _make_slave()
     scratch = [0]
-    mounts = []
-    for m in spec.get("mounts", []):
-        dst = os.path.realpath(m["dst"])
-        _ensure_mountpoint(spec, dst, os.path.isfile(m["src"]), scratch)
-        mounts.append((m["src"], dst, bool(m.get("ro"))))
+    mounts = [
+        (m["src"], os.path.realpath(m["dst"]), bool(m.get("ro"))) for m in spec.get("mounts", [])
+    ]
+    binds = [(src, dst) for src, dst in spec.get("pod_binds", [])]
+    fds = {src: os.open(src, os.O_PATH | os.O_CLOEXEC) for src, *_ in [*mounts, *binds]}
+    tmp = spec.get("tmp")
+    tmp_fd = os.open(tmp, os.O_PATH | os.O_CLOEXEC) if tmp else None
     workdir = spec.get("workdir")
+    wanted = [(dst, os.path.isfile(src)) for src, dst, _ in mounts]
     if workdir and not os.path.isdir(workdir):
         # The kubelet creates a missing workingDir; here only in this container's view.
-        _ensure_mountpoint(spec, os.path.realpath(workdir), False, scratch)
+        wanted.append((os.path.realpath(workdir), False))
+    for dst, is_file in wanted:
+        if not (tmp and _under(dst, "/tmp")):
+            _ensure_mountpoint(spec, dst, is_file, scratch)
+    if tmp_fd is not None:
+        _bind(f"/proc/self/fd/{tmp_fd}", "/tmp")
+        for dst, is_file in wanted:
+            if _under(dst, "/tmp") and not os.path.lexists(dst):
+                os.makedirs(dst if not is_file else os.path.dirname(dst), exist_ok=True)
+                if is_file:
+                    open(dst, "a").close()
     # Overlays hide the sandbox's file binds below them: put those back first.
-    for src, dst in spec.get("pod_binds", []):
-        _bind(src, dst)
+    for src, dst in binds:
+        _bind(f"/proc/self/fd/{fds[src]}", dst)
     for src, dst, ro in mounts:
-        _bind(src, dst, ro)
+        _bind(f"/proc/self/fd/{fds[src]}", dst, ro)
 
 
 def _exec_container(spec: dict) -> None:

@@ -230,6 +230,10 @@ class PodWorker:
         caps = list((sc.get("capabilities") or {}).get("add") or [])
         scratch = self.dir / "scratch" / container.get("name", "c")
         scratch.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "tmp"  # the pod's own /tmp, shared by its containers, gone with it
+        if not tmp.exists():
+            tmp.mkdir(parents=True)
+            tmp.chmod(0o1777)
         return {
             "target_pid": self.sandbox.pid1,
             "argv": argv,
@@ -241,6 +245,7 @@ class PodWorker:
             "mounts": ps.mounts_for(container, self.volume_dirs),
             "pod_binds": self.pod_binds,
             "scratch": str(scratch),
+            "tmp": str(tmp),
             "created_log": str(self.kubelet.state_dir / "created-paths"),
             "tty": tty,
         }

@@ -174,6 +174,10 @@ def test_apply_runs_pods_with_env_and_volumes(app: Any) -> None:
     assert "Read-only file system" in readonly.stderr
     # The container's mounts are its own: the host's /etc has no /etc/web.
     assert not Path("/etc/web").exists()
+    # The pod has its own /tmp, shared by its containers (and exec), not the host's.
+    app.kubectl_ok("exec", "-n", NS, name, "--", "sh", "-c", "echo x > /tmp/e2e-pod-file")
+    assert app.kubectl_ok("exec", "-n", NS, name, "--", "cat", "/tmp/e2e-pod-file") == "x\n"
+    assert not Path("/tmp/e2e-pod-file").exists()
 
 
 def test_get_pods_all_namespaces_lists_the_app(app: Any) -> None:

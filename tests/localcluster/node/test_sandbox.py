@@ -163,6 +163,24 @@ def test_killing_pid1_ends_every_process_of_the_pod(pod_sandbox: tuple[int, str,
     assert not Path(f"/proc/{child}").exists()
 
 
+def test_the_pod_has_its_own_tmp(pod_sandbox: tuple[int, str, Path]) -> None:
+    pid1, _, tmp_path = pod_sandbox
+    (tmp_path / "podtmp").mkdir()
+    result = run_in_pod(
+        pid1,
+        tmp_path,
+        "echo hi > /tmp/unit-file; ls /tmp; cat /etc/unit-web/f",
+        tmp=str(tmp_path / "podtmp"),
+        mounts=[
+            {"src": str(tmp_path / "vol"), "dst": "/etc/unit-web"},
+            {"src": str(tmp_path / "vol"), "dst": "/tmp/sub/dir", "ro": True},
+        ],
+    )
+    assert result.stdout.split() == ["sub", "unit-file", "volume", "file"], result.stderr
+    assert (tmp_path / "podtmp" / "unit-file").read_text() == "hi\n"
+    assert not Path("/tmp/unit-file").exists()
+
+
 def test_a_missing_working_dir_is_made_in_the_container_only(
     pod_sandbox: tuple[int, str, Path],
 ) -> None:
