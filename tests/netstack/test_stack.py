@@ -477,3 +477,31 @@ async def test_plain_tun_without_virtio_header() -> None:
             assert stack.stats.bad_checksum == 0
         finally:
             tun.close()  # type: ignore[attr-defined]
+
+
+async def test_cancelled_accept_resets_the_connection() -> None:
+    async with open_test_tun() as (tun, netns), open_netstack(tun) as stack:
+        env = Env(stack, netns)
+        sock = await env.kernel_socket()
+        refused: list[OSError] = []
+
+        async def connect() -> None:
+            try:
+                await sock.connect(("10.77.1.2", 80))
+            except OSError as exc:
+                refused.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connect)
+            pending = await stack.pending_connections().receive()
+            # Cancelled at once: the SYN-ACK went out, the handshake never finishes
+            # for the engine, so the connection is reset rather than leaked.
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await pending.accept()
+        if not refused:
+            with pytest.raises(OSError):
+                await sock.send(b"x")
+                await sock.recv(10)
+        sock.close()
+        assert stack.connection_count == 0

@@ -122,9 +122,14 @@ class PendingConnection:
         self._conn.stream = stream
         ep.accept(trio.current_time())
         self._conn.flush()
-        await self._established.wait()
-        if ep.state is TcpState.CLOSED and ep.reset_reason is not None:
-            raise trio.BrokenResourceError(ep.reset_reason)
+        try:
+            await self._established.wait()
+        except BaseException:
+            stream.abort()  # cancelled: nobody will own this connection, reset it
+            raise
+        if ep.state is TcpState.CLOSED:
+            # Only a failure closes it this early: our FIN waits for the stream's owner.
+            raise trio.BrokenResourceError(ep.reset_reason or "the netstack closed")
         return stream
 
     def refuse(self) -> None:
