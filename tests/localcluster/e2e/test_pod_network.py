@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -232,3 +233,57 @@ def test_the_node_reaches_a_service_cluster_ip(net: Any) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert sum(int(line.split()[0]) for line in result.stdout.splitlines()) == 10
+
+
+GATED = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: gated, namespace: {NS}, labels: {{app: gated}}}}
+spec:
+  containers:
+  - name: web
+    image: ghcr.io/telepresenceio/echo-server
+    readinessProbe: {{exec: {{command: [test, -f, /tmp/ready]}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: gated, namespace: {NS}}}
+spec:
+  selector: {{app: gated}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"""
+
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10).close()
+    print("connected")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+def test_readiness_gates_the_service_and_unserved_ports_are_refused(net: Any) -> None:
+    net.kubectl_ok("apply", "-f", "-", input=GATED)
+    net.kubectl_ok(
+        "wait", "-n", NS, "--for=condition=PodReadyToStartContainers", "pod/gated", "--timeout=60s"
+    )
+    ip = _ip(net, "svc", "gated")
+    # Not ready: no endpoint, so the ClusterIP refuses at once (kube-proxy's REJECT).
+    assert (
+        net.in_pod(NS, "client", ["python3", "-c", CONNECT, ip, "80"]).stdout.strip()
+        == "ConnectionRefusedError"
+    )
+    net.kubectl_ok("exec", "-n", NS, "gated", "--", "touch", "/tmp/ready")
+    net.kubectl_ok("wait", "-n", NS, "--for=condition=Ready", "pod/gated", "--timeout=60s")
+    deadline = time.monotonic() + 20
+    while (
+        answer := net.in_pod(NS, "client", ["python3", "-c", CONNECT, ip, "80"]).stdout.strip()
+    ) != "connected":
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.2)
+    # A port the Service does not serve is refused too, not left to time out.
+    assert (
+        net.in_pod(NS, "client", ["python3", "-c", CONNECT, ip, "81"]).stdout.strip()
+        == "ConnectionRefusedError"
+    )
