@@ -46,6 +46,7 @@ class Device:
         self.mtu: int = int(getattr(tun, "mtu", 1500))
         self.tracer = tracer
         self.stats = NetstackStats()
+        self.closed = False
 
     @classmethod
     def wrap(cls, tun: Any, *, pcap: str | None = None) -> Device:
@@ -75,6 +76,9 @@ class Device:
 
     def write_vectored(self, header: bytearray, payload: bytes | memoryview) -> None:
         """Write one packet given as header and payload (writev, no joining copy)."""
+        if self.closed:
+            self.stats.write_drops += 1  # never write to an fd number that may be reused
+            return
         if self.tracer is not None:
             self.tracer.written_to_tun((bytes(header) + bytes(payload),))
         try:
@@ -87,5 +91,6 @@ class Device:
         self.write_packet(_NO_VNET + packet if self.vnet_hdr else packet)
 
     def close(self) -> None:
+        self.closed = True
         if self.tracer is not None:
             self.tracer.close()
