@@ -12,7 +12,6 @@ from tpengine.tunnel import (
     DialRejected,
     IncomingDial,
     MuxConfig,
-    MuxDatagramFlow,
     MuxStream,
     RejectReason,
     RemoteError,
@@ -176,9 +175,8 @@ async def test_requests_pushes_ping_and_datagrams(open_tunnel_pair) -> None:  # 
         return {"method": method, "echo": payload}
 
     async def handler(dial: IncomingDial) -> None:
-        flow = await dial.accept()
-        assert isinstance(flow, MuxDatagramFlow)
-        async for datagram in flow:
+        flow = await dial.accept_flow()
+        async for datagram in flow.receive_channel:
             flow.send_nowait(b"answer:" + datagram)
 
     async with open_tunnel_pair(dial_handler=handler, request_handler=on_request) as (
@@ -195,6 +193,8 @@ async def test_requests_pushes_ping_and_datagrams(open_tunnel_pair) -> None:  # 
             assert [await updates.receive(), await updates.receive()] == [{"n": 1}, {"n": 2}]
         rtt = await client.ping()
         assert rtt > 0 and client.rtt == rtt
+        assert client.stats()["rtt_ms"] == round(rtt * 1000, 3)
+        assert server.stats()["peer_version"] == "1.0"
         flow = await client.open_stream("10.96.0.10", 53, "udp")
         for i in range(5):
             assert flow.send_nowait(b"q%d" % i)

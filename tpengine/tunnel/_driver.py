@@ -118,6 +118,20 @@ class MuxSession:
         """The round-trip time measured by the last ping, in seconds."""
         return self._conn.rtt
 
+    def stats(self) -> dict[str, Any]:
+        """A snapshot for status displays and debugging."""
+        conn = self._conn
+        return {
+            "role": conn.role.value,
+            "peer_version": ".".join(map(str, conn.peer_version or ())),
+            "open_streams": conn.open_streams,
+            "unread_bytes": conn.unread,
+            "pending_output_bytes": conn.pending_output,
+            "rtt_ms": None if conn.rtt is None else round(conn.rtt * 1000, 3),
+            "going_away": conn.going_away or conn.peer_going_away,
+            "closed": self.closed,
+        }
+
     @property
     def role(self) -> Role:
         return self._conn.role

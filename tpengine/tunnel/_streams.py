@@ -239,6 +239,11 @@ class MuxDatagramFlow:
         self.dropped = 0
         self._closed = False
 
+    @property
+    def receive_channel(self) -> trio.MemoryReceiveChannel[bytes]:
+        """The datagrams from the peer as a trio memory channel (ends with the flow)."""
+        return self._recv
+
     def send_nowait(self, data: bytes) -> bool:
         if self._closed:
             raise trio.ClosedResourceError("flow was closed")
@@ -316,6 +321,13 @@ class IncomingDial:
             raise TypeError("accept_stream() is for TCP dials; use accept()")
         accepted = await self.accept()
         assert isinstance(accepted, MuxStream)
+        return accepted
+
+    async def accept_flow(self) -> MuxDatagramFlow:
+        if self.destination.proto is not Proto.UDP:
+            raise TypeError("accept_flow() is for UDP dials; use accept()")
+        accepted = await self.accept()
+        assert isinstance(accepted, MuxDatagramFlow)
         return accepted
 
     async def reject(self, reason: RejectReason, message: str = "") -> None:
