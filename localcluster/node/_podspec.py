@@ -177,7 +177,9 @@ def container_env(
 ) -> dict[str, str]:
     """The environment of one container (kubelet's makeEnvironmentVariables order)."""
     ns = pod["metadata"].get("namespace", "default")
-    env: dict[str, str] = {"PATH": path, "HOSTNAME": pod["metadata"]["name"]}
+    # HOME as a container runtime would set it, but pointing at the pod's private /tmp:
+    # the container sees the host's filesystem, and must not write into the host's /root.
+    env: dict[str, str] = {"PATH": path, "HOSTNAME": pod["metadata"]["name"], "HOME": "/tmp"}
     env.update(service_env)
     for src in container.get("envFrom") or []:
         prefix = src.get("prefix", "")

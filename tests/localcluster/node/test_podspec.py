@@ -96,6 +96,7 @@ def test_environment_from_values_refs_and_fields() -> None:
     assert env["G"] == "hello" and env["P"] == "s3cret" and env["IP"] == "10.244.0.7"
     assert env["APP"] == "web" and env["MSG"] == "hello from 10.244.0.7"
     assert env["CFG_greeting"] == "hello" and env["HOSTNAME"] == "web-1"
+    assert env["HOME"] == "/tmp"  # the pod's private /tmp, never the host's /root
     assert env["KUBERNETES_SERVICE_HOST"] == "10.96.0.1" and "O" not in env
 
 
