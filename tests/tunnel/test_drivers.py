@@ -276,3 +276,27 @@ async def test_small_reads_of_large_frames_are_intact() -> None:
                 assert len(chunk) <= 333
                 got += chunk
             assert bytes(got) == payload
+
+
+async def test_a_cancelled_dial_is_withdrawn(autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    a, b = trio.testing.memory_stream_pair()
+    withdrawn = trio.Event()
+
+    async def slow_connect(dial: IncomingDial) -> None:
+        await trio.sleep(10)  # a connect timeout on the far side, say
+        with pytest.raises(trio.BrokenResourceError):
+            await dial.accept_stream()  # the dialer gave up meanwhile
+        withdrawn.set()
+
+    async with trio.open_nursery() as nursery:
+
+        async def server() -> None:
+            async with open_mux_over_stream(b, role=Role.SERVER, dial_handler=slow_connect) as s:
+                await s.wait_closed()
+
+        nursery.start_soon(server)
+        async with open_mux_over_stream(a, role=Role.CLIENT) as client:
+            with trio.move_on_after(1):
+                await client.open_stream("10.0.0.1", 80)
+            await withdrawn.wait()
+            assert client.stats()["open_streams"] == 0

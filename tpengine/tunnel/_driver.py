@@ -166,9 +166,11 @@ class MuxSession:
         try:
             await pending.done.wait()
         except BaseException:
-            if not pending.done.is_set():
-                self._conn.reset_stream(sid, ErrorCode.CANCEL, "dial cancelled")
-                self._kick()
+            # Cancelled while waiting: withdraw the dial, or drop a stream that was
+            # accepted at the same moment (nobody will ever own it).
+            self._conn.reset_stream(sid, ErrorCode.CANCEL, "dial cancelled")
+            self._forget(sid)
+            self._kick()
             raise
         finally:
             self._dials.pop(sid, None)
