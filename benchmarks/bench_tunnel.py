@@ -242,6 +242,32 @@ async def mux_throughput(streams: int) -> Rate:
     return await _with_tunnel(sink, client)
 
 
+async def mux_stream_opens() -> Rate:
+    """Streams opened, accepted and closed per second, 16 dialers at a time."""
+    total = 2000
+
+    async def accept(dial: IncomingDial) -> None:
+        stream = await dial.accept_stream()
+        await stream.receive_some()  # the dialer's FIN
+
+    async def client(session: MuxSession) -> Rate:
+        start = _stamp()
+
+        async def dialer() -> None:
+            for _ in range(total // 16):
+                stream = await session.open_stream("10.0.0.1", 80)
+                await stream.send_eof()
+                await stream.receive_some()  # the handler's close
+                await stream.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(16):
+                nursery.start_soon(dialer)
+        return total / (_stamp() - start)
+
+    return await _with_tunnel(accept, client)
+
+
 async def mux_tcp_throughput() -> Rate:
     """The same tunnel over a plain TCP byte stream (no websocket), one stream."""
     done = trio.Event()
@@ -335,11 +361,21 @@ def main() -> None:
     _line("tunnel, 1 stream", bulk["mux1"], "MB/s", ws1)
     _line("tunnel, 16 streams", bulk["mux16"], "MB/s", ws1)
     _line("tunnel over plain TCP (no websocket), 1 stream", bulk["muxtcp"], "MB/s")
-    rtt = _best({"tcp": tcp_round_trips, "ws": ws_round_trips, "mux": mux_round_trips}, REPEATS)
+    rtt = _best(
+        {
+            "tcp": tcp_round_trips,
+            "ws": ws_round_trips,
+            "mux": mux_round_trips,
+            "opens": mux_stream_opens,
+        },
+        REPEATS,
+    )
     print(f"round trips, {len(SMALL)}-byte messages one at a time, best of {REPEATS}:")
     _line("raw trio TCP", rtt["tcp"], "/s ")
     _line("bare trio-websocket", rtt["ws"], "/s ")
     _line("tunnel stream", rtt["mux"], "/s ", rtt["ws"])
+    print("streams through the tunnel, 16 dialers at a time:")
+    _line("dial + accept + close", rtt["opens"], "/s ")
 
 
 if __name__ == "__main__":
