@@ -254,3 +254,14 @@ def test_undecided_pending_connection_is_forgotten() -> None:
     assert ep.state is TcpState.CLOSED
     assert events(ep) == [Closed()]
     assert ep.segments_to_send(30.0) == []
+
+
+def test_challenge_acks_are_rate_limited() -> None:
+    """RFC 5961 §7: a flood of in-window RSTs gets a bounded number of challenge ACKs."""
+    ep, peer = handshake()
+    for i in range(50):
+        ep.receive(peer.segment(flags=RST, seq=peer.snd_nxt + 10 + i), 5.0)
+    assert len(ep.segments_to_send(5.0)) == 10
+    ep.receive(peer.segment(flags=RST, seq=peer.snd_nxt + 10), 6.0)  # a second later
+    assert len(ep.segments_to_send(6.0)) == 1
+    assert ep.state is TcpState.ESTABLISHED

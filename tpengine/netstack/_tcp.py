@@ -22,6 +22,7 @@ from ._state import RECEIVING, SENDING, TcpState, Trigger
 
 S = TcpState
 _HALF = 1 << 31
+_CHALLENGE_ACKS_PER_SECOND = 10
 
 
 def _ts_before(a: int, b: int) -> bool:
@@ -40,6 +41,8 @@ class TcpEndpoint(TcpOutput):
         super().__init__(syn, iss=iss, now=now, config=config or TcpConfig())
         self._transition(Trigger.RECV_SYN)
         self._close_at = now + self.config.pending_timeout  # bounded wait for the engine
+        self._challenge_since = now
+        self._challenge_count = 0
 
     # ------------------------------------------------------------------ the engine's decision
 
@@ -187,7 +190,7 @@ class TcpEndpoint(TcpOutput):
             return
         if flags & SYN:
             # RFC 5961 §4.2: a SYN in a synchronized connection gets a challenge ACK.
-            self._queue_ack(now)
+            self._challenge_ack(now)
             return
         if not flags & ACK:
             return  # RFC 9293 §3.10.7.4 fifth: "if the ACK bit is off, drop the segment"
@@ -232,6 +235,15 @@ class TcpEndpoint(TcpOutput):
             self._transition(Trigger.RECV_RST)
             self._finish(ConnectionReset(reason="connection reset by peer"))
         else:
+            self._challenge_ack(now)
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §7: challenge ACKs are rate-limited, so forged RSTs and SYNs cannot
+        turn the endpoint into an ACK amplifier."""
+        if now - self._challenge_since >= 1.0:
+            self._challenge_since, self._challenge_count = now, 0
+        if self._challenge_count < _CHALLENGE_ACKS_PER_SECOND:
+            self._challenge_count += 1
             self._queue_ack(now)
 
     def _ack_of_syn(self, seg: TcpSegment, now: float) -> bool:
