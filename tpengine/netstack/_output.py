@@ -24,6 +24,8 @@ S = TcpState
 
 _MAX_WSCALE = 14  # RFC 7323 §2.3
 _DEFAULT_MSS = 536  # RFC 9293 §3.7.1 when the SYN carries no MSS option
+_NO_ACK_STATES = (S.PENDING, S.CLOSED, S.LISTEN)
+_KEEPALIVE_STATES = (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2)
 
 
 class TcpOutput:
@@ -199,7 +201,7 @@ class TcpOutput:
 
     def _queue_ack(self, now: float) -> None:
         """An ACK that must go out now, not coalesced (dup ACKs, challenge ACKs)."""
-        if self.state not in (S.PENDING, S.CLOSED, S.LISTEN):
+        if self.state not in _NO_ACK_STATES:
             self._ctrl.append(self._pure_ack(now))
 
     def _queue_rst(self) -> None:
@@ -357,7 +359,7 @@ class TcpOutput:
 
     def _keepalive_deadline(self) -> float | None:
         idle = self.config.keepalive_idle
-        if idle is None or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
+        if idle is None or self.state not in _KEEPALIVE_STATES:
             return None
         if self.snd_max != self.snd_una or self._persist_at is not None:
             return None
