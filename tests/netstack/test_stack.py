@@ -506,3 +506,18 @@ async def test_cancelled_accept_resets_the_connection() -> None:
                 await sock.recv(10)
         sock.close()
         assert stack.connection_count == 0
+
+
+async def test_udp_flow_expires_when_idle() -> None:
+    async with serving(NetstackConfig(udp_idle_timeout=0.3)) as env:
+        sock = await env.kernel_socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect(("10.77.0.53", 5353))
+            await sock.send(b"once")
+            flow = await env.stack.udp_flows().receive()
+            assert await flow.receive() == b"once"
+            with trio.fail_after(5), pytest.raises(trio.EndOfChannel):
+                await flow.receive()  # nothing more: the flow ends after 0.3 s idle
+            await sock.send(b"again")  # the same 5-tuple later is a new flow
+            again = await env.stack.udp_flows().receive()
+            assert again is not flow and await again.receive() == b"again"
