@@ -105,69 +105,13 @@ async def test_faults_every_byte_once_in_order_and_nothing_hangs(
         faulty = FaultyTun(tun, rng, drop, dup, swap)
         async with open_netstack(faulty, config=CONFIG) as stack:
             received: dict[int, bytes] = {}
-
-            async def handle(stream: TcpStream) -> None:
-                # Protocol: 4-byte index, then the upload until the client's FIN; answer
-                # with the download of the same size, then FIN.
-                data = bytearray()
-                try:
-                    while chunk := await stream.receive_some():
-                        data += chunk
-                    index = struct.unpack("!I", data[:4])[0]
-                    received[index] = bytes(data[4:])
-                    await stream.send_all(_payload(len(data) - 4, index + 1000))
-                    await stream.aclose()
-                except trio.BrokenResourceError:
-                    await stream.aclose()
-
-            async def serve() -> None:
-                async with trio.open_nursery() as nursery:
-                    async for pending in stack.pending_connections():
-                        nursery.start_soon(accept, nursery, pending)
-
-            async def accept(nursery: trio.Nursery, pending: Any) -> None:
-                try:
-                    stream = await pending.accept()
-                except trio.BrokenResourceError:
-                    return
-                await handle(stream)
-
-            async def client(index: int, size: int) -> None:
-                def make() -> socket.socket:
-                    with in_netns(netns):
-                        return socket.socket()
-
-                sock = trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(make))
-                await sock.connect((f"10.77.8.{index + 1}", 9000))
-                stream = trio.SocketStream(sock)
-                upload = _payload(size, index)
-                await stream.send_all(struct.pack("!I", index) + upload)
-                await stream.send_eof()
-                answer = bytearray()
-                while chunk := await stream.receive_some(1 << 20):
-                    answer += chunk
-                await stream.aclose()
-                assert bytes(answer) == _payload(size, index + 1000), f"download {index}"
-
-            async def aborter() -> None:
-                def make() -> socket.socket:
-                    with in_netns(netns):
-                        return socket.socket()
-
-                sock = trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(make))
-                await sock.connect(("10.77.8.99", 9000))
-                await sock.send(struct.pack("!I", 99) + b"partial")
-                await trio.sleep(0.05)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()  # RST
-
             with trio.fail_after(40):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(serve)
+                    nursery.start_soon(_serve, stack, received)
                     async with trio.open_nursery() as clients:
                         for index, size in enumerate(sizes):
-                            clients.start_soon(client, index, size)
-                        clients.start_soon(aborter)
+                            clients.start_soon(_client, netns, index, size)
+                        clients.start_soon(_aborter, netns)
                     for index, size in enumerate(sizes):
                         assert received[index] == _payload(size, index), f"upload {index}"
                     # Every connection ends (the aborted one by RST or keepalive), and
@@ -178,3 +122,58 @@ async def test_faults_every_byte_once_in_order_and_nothing_hangs(
                         await trio.sleep(0.1)
                     assert stack.connection_count == 0
                     nursery.cancel_scope.cancel()
+
+
+async def _serve(stack: Any, received: dict[int, bytes]) -> None:
+    async with trio.open_nursery() as nursery:
+        async for pending in stack.pending_connections():
+            nursery.start_soon(_handle, pending, received)
+
+
+async def _handle(pending: Any, received: dict[int, bytes]) -> None:
+    """Protocol: a 4-byte index, then the upload until the client's FIN; the answer is
+    the download of the same size, then FIN."""
+    try:
+        stream: TcpStream = await pending.accept()
+    except trio.BrokenResourceError:
+        return
+    data = bytearray()
+    try:
+        while chunk := await stream.receive_some():
+            data += chunk
+        index = struct.unpack("!I", data[:4])[0]
+        received[index] = bytes(data[4:])
+        await stream.send_all(_payload(len(data) - 4, index + 1000))
+    except trio.BrokenResourceError:
+        pass
+    await stream.aclose()
+
+
+async def _kernel_socket(netns: str) -> trio.socket.SocketType:
+    def make() -> socket.socket:
+        with in_netns(netns):
+            return socket.socket()
+
+    return trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(make))
+
+
+async def _client(netns: str, index: int, size: int) -> None:
+    sock = await _kernel_socket(netns)
+    await sock.connect((f"10.77.8.{index + 1}", 9000))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(struct.pack("!I", index) + _payload(size, index))
+    await stream.send_eof()
+    answer = bytearray()
+    while chunk := await stream.receive_some(1 << 20):
+        answer += chunk
+    await stream.aclose()
+    assert bytes(answer) == _payload(size, index + 1000), f"download {index}"
+
+
+async def _aborter(netns: str) -> None:
+    sock = await _kernel_socket(netns)
+    await sock.connect(("10.77.8.99", 9000))
+    await sock.send(struct.pack("!I", 99) + b"partial")
+    await trio.sleep(0.05)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # RST
