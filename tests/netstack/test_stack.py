@@ -521,3 +521,17 @@ async def test_udp_flow_expires_when_idle() -> None:
             await sock.send(b"again")  # the same 5-tuple later is a new flow
             again = await env.stack.udp_flows().receive()
             assert again is not flow and await again.receive() == b"again"
+
+
+async def test_announced_mss_follows_the_tun_mtu() -> None:
+    async with open_test_tun(mtu=9000) as (tun, netns), open_netstack(tun) as stack:
+        env = Env(stack, netns)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_serve, env)
+            client = await env.connect()
+            async with client:
+                await client.send_all(b"m")
+                await client.receive_some(1)
+                # the kernel's send MSS: our announced 8960, less its timestamp option
+                assert client.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) == 8948
+            nursery.cancel_scope.cancel()

@@ -51,6 +51,8 @@ class NetstackConfig:
     """Settings of the whole stack; ``tcp`` is the template for every connection."""
 
     tcp: TcpConfig = field(default_factory=TcpConfig)
+    #: MSS to announce; None derives it from the TUN's MTU (``tcp.mss`` is ignored).
+    mss: int | None = None
     #: SYNs parked for the engine at most; more are dropped (the kernel retries them).
     backlog: int = 1024
     udp_idle_timeout: float = 60.0
@@ -168,8 +170,11 @@ class Netstack:
         self._udp_flows: dict[FlowKey, UdpFlow] = {}
         tcp = config.tcp
         gso = device.tso and device.vnet_hdr
-        self._tcp4 = replace(tcp, mss=min(tcp.mss, device.mtu - 40))
-        self._tcp6 = replace(tcp, mss=min(tcp.mss, device.mtu - 60))
+        # The MSS we announce follows the TUN's MTU (RFC 9293 §3.7.1: MTU minus the
+        # fixed IP and TCP headers), unless the configuration asks for less.
+        mss = config.mss
+        self._tcp4 = replace(tcp, mss=min(mss or 0xFFFF, device.mtu - 40))
+        self._tcp6 = replace(tcp, mss=min(mss or 0xFFFF, device.mtu - 60))
         if gso:
             payload = tcp.max_segment_payload or 65000
             self._tcp4 = replace(self._tcp4, max_segment_payload=payload)
