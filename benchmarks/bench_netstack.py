@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ import time
 import trio
 
 from benchmarks.bench_tun import measure_raw_rates
-from tests.netstack._netns import open_test_tun, run_in_netns
+from tests.netstack._netns import in_netns, open_test_tun, run_in_netns
 from tpengine.netstack import NetstackConfig, PendingConnection, TcpConfig, open_netstack
 
 # The kernel end: one process, one thread, all its connections multiplexed with
@@ -153,35 +154,24 @@ async def _bulk(
     return clock.rate()
 
 
-async def _connection_rate(requests: int = 5000, concurrency: int = 16) -> float:
-    async with open_test_tun(name="tpnbench") as (tun, netns), open_netstack(tun) as stack:
+async def _http_respond(stream: trio.abc.Stream) -> None:
+    """The tiny HTTP/1.0 responder: read the request head, answer, close."""
+    try:
+        async with stream:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                data = await stream.receive_some()
+                if not data:
+                    return
+                request += data
+            await stream.send_all(_RESPONSE)
+    except trio.BrokenResourceError:
+        pass
 
-        async def respond(pending: PendingConnection) -> None:
-            try:
-                stream = await pending.accept()
-                async with stream:
-                    request = b""
-                    while b"\r\n\r\n" not in request:
-                        data = await stream.receive_some()
-                        if not data:
-                            return
-                        request += data
-                    await stream.send_all(_RESPONSE)
-            except trio.BrokenResourceError:
-                pass
 
-        async def serve() -> None:
-            async with trio.open_nursery() as nursery:
-                async for pending in stack.pending_connections():
-                    nursery.start_soon(respond, pending)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve)
-            argv = ["ab", "-q", "-n", str(requests), "-c", str(concurrency)]
-            result = await run_in_netns(
-                netns, [*argv, "http://10.77.0.80/"], capture_stdout=True, capture_stderr=True
-            )
-            nursery.cancel_scope.cancel()
+async def _ab(netns: str, url: str, requests: int, concurrency: int) -> float:
+    argv = ["ab", "-q", "-n", str(requests), "-c", str(concurrency), url]
+    result = await run_in_netns(netns, argv, capture_stdout=True, capture_stderr=True)
     out = result.stdout.decode()
     failed = re.search(r"Failed requests:\s+(\d+)", out)
     if failed and int(failed.group(1)):
@@ -190,6 +180,51 @@ async def _connection_rate(requests: int = 5000, concurrency: int = 16) -> float
     if found is None:
         raise RuntimeError(f"ab printed no rate:\n{out}")
     return float(found.group(1))
+
+
+async def _connection_rate(requests: int = 5000, concurrency: int = 16) -> float:
+    """ab → TUN → netstack → the responder on a ``TcpStream``."""
+    async with open_test_tun(name="tpnbench") as (tun, netns), open_netstack(tun) as stack:
+
+        async def accept(pending: PendingConnection) -> None:
+            try:
+                stream = await pending.accept()
+            except trio.BrokenResourceError:
+                return
+            await _http_respond(stream)
+
+        async def serve() -> None:
+            async with trio.open_nursery() as nursery:
+                async for pending in stack.pending_connections():
+                    nursery.start_soon(accept, pending)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            rate = await _ab(netns, "http://10.77.0.80/", requests, concurrency)
+            nursery.cancel_scope.cancel()
+    return rate
+
+
+async def _kernel_connection_rate(requests: int = 5000, concurrency: int = 16) -> float:
+    """The baseline: the same responder on the kernel's TCP (a listening socket in the
+    namespace), same ab, same run."""
+    async with open_test_tun(name="tpnbench") as (_tun, netns):
+
+        def make() -> socket.socket:
+            with in_netns(netns):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", 8080))
+                sock.listen(1024)
+                return sock
+
+        listener = trio.SocketListener(
+            trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(make))
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, _http_respond, [listener])
+            rate = await _ab(netns, "http://127.0.0.1:8080/", requests, concurrency)
+            nursery.cancel_scope.cancel()
+    return rate
 
 
 async def _idle_rss(count: int = 10_000) -> tuple[float, int]:
@@ -276,7 +311,11 @@ async def _run() -> None:
     )
     if shutil.which("ab"):
         rate = await _connection_rate()
-        print(f"new connections/s (ab -n 5000 -c 16, HTTP/1.0): {rate:7.0f} /s  (target ≥ 3,000)")
+        kernel = await _kernel_connection_rate()
+        print(
+            f"new connections/s (ab -n 5000 -c 16, HTTP/1.0): {rate:7.0f} /s  (target ≥ 3,000;"
+            f" same responder on kernel TCP: {kernel:.0f} /s, {rate / kernel:.0%})"
+        )
     else:
         print("new connections/s: ab (apache2-utils) not installed; skipped")
     per_conn, open_now = await _idle_rss()
