@@ -36,6 +36,9 @@ class Route:
 
 
 Choose = Callable[[h11.Request], Route]
+#: Sees each request's events (Request, Data, EndOfMessage) as they are relayed; used for
+#: wiretap copies. It must not block: it runs on the caller's path.
+Observe = Callable[[h11.Event], None]
 
 
 class _Upstream:
@@ -62,9 +65,17 @@ class _Upstream:
 class Http1Router:
     """Serves one caller connection until it closes."""
 
-    def __init__(self, client: trio.abc.Stream, choose: Choose, first_bytes: bytes = b"") -> None:
+    def __init__(
+        self,
+        client: trio.abc.Stream,
+        choose: Choose,
+        first_bytes: bytes = b"",
+        *,
+        observe: Observe | None = None,
+    ) -> None:
         self.client = client
         self.choose = choose
+        self.observe = observe
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
         if first_bytes:
             self.conn.receive_data(first_bytes)
@@ -122,6 +133,8 @@ class Http1Router:
     async def _relay(self, request: h11.Request) -> bool:
         """Forward one request and its response; False when the connection must end."""
         route = self.choose(request)
+        if self.observe is not None:
+            self.observe(request)
         try:
             upstream = await self._upstream(route)
         except OSError as exc:
@@ -138,6 +151,8 @@ class Http1Router:
         )
         while True:  # the request body
             event = await self._next_client_event()
+            if self.observe is not None and isinstance(event, (h11.Data, h11.EndOfMessage)):
+                self.observe(event)
             if isinstance(event, h11.Data):
                 await upstream.send(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
