@@ -522,7 +522,11 @@ class PodWorker:
             except NotFound:
                 return
             except Exception:
+                # Never leave a stale status behind (a pod that stays "not ready"
+                # forever): try again shortly.
                 log.exception("writing the status of %s/%s", self.namespace, self.name)
+                self._dirty.set()
+                await trio.sleep(0.5)
             await trio.sleep(0.05)
 
     # ------------------------------------------------------------------- teardown
