@@ -23,6 +23,7 @@ from . import _discovery, _streams
 from ._errors import BadRequest, MethodNotAllowed, NotAcceptable, NotFound, StoreError
 from ._http import Request, Response
 from ._resources import ResourceInfo, lookup
+from ._reviews import review
 from ._selectors import SelectorError, make_matcher
 from ._store import Store
 from ._tables import to_table
@@ -254,6 +255,13 @@ class ApiServer:
             "POST": "create",
             "DELETE": "deletecollection",
         }.get(req.method, req.method.lower())
+        if target.info.review:
+            if req.method != "POST":
+                raise MethodNotAllowed(
+                    "the server does not allow this method on the requested resource"
+                )
+            body = decode_body(req)
+            return json_response(review(target.info, body, self.user, self.token), 201)
         if req.method == "GET":
             return self._watch(req, target) if watching else self._list(req, target)
         if req.method == "POST":

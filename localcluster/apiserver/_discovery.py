@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from ._resources import ALL_VERBS, ResourceInfo, group_versions, resources_of
+from ._resources import ResourceInfo, group_versions, resources_of
 
 VERSION_INFO = {
     "major": "1",
@@ -55,7 +55,7 @@ def negotiate_discovery(accept: str) -> str | None:
 
 
 def _verbs(info: ResourceInfo) -> list[str]:
-    return sorted(ALL_VERBS)
+    return sorted(info.verbs)
 
 
 def _sub_kind(info: ResourceInfo, kind: str) -> dict[str, str]:

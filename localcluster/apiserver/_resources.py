@@ -25,6 +25,8 @@ class ResourceInfo:
     subresources: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     has_generation: bool = False
     has_status: bool = False
+    verbs: tuple[str, ...] = ALL_VERBS
+    review: bool = False  # create-only, answered at once and never stored (access reviews)
 
     @property
     def api_version(self) -> str:
@@ -211,6 +213,27 @@ RBAC_RESOURCES: tuple[ResourceInfo, ...] = tuple(
     )
 )
 RESOURCES = RESOURCES + RBAC_RESOURCES
+
+# Who am I and may I: answered for the one admin user, who may do everything.
+REVIEW_RESOURCES: tuple[ResourceInfo, ...] = tuple(
+    ResourceInfo(
+        name=name,
+        singular=name[:-1],
+        kind=kind,
+        group=group,
+        version="v1",
+        namespaced=namespaced,
+        verbs=("create",),
+        review=True,
+    )
+    for name, kind, group, namespaced in (
+        ("tokenreviews", "TokenReview", "authentication.k8s.io", False),
+        ("selfsubjectreviews", "SelfSubjectReview", "authentication.k8s.io", False),
+        ("selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io", False),
+        ("selfsubjectrulesreviews", "SelfSubjectRulesReview", "authorization.k8s.io", False),
+    )
+)
+RESOURCES = RESOURCES + REVIEW_RESOURCES
 
 BY_NAME: dict[str, ResourceInfo] = {info.name: info for info in RESOURCES}
 

@@ -211,3 +211,22 @@ async def test_bad_watch_parameters_are_400(cluster: Cluster) -> None:
         assert r.status_code == 400 and r.json()["reason"] == "BadRequest"
         r = await http.get("/api/v1/pods", params={"watch": "true", "resourceVersion": "abc"})
         assert r.status_code == 400
+
+
+async def test_access_reviews_allow_everything(cluster: Cluster) -> None:
+    async with _client(cluster) as http:
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "verb": "create",
+                    "resource": "pods",
+                    "subresource": "portforward",
+                }
+            },
+        }
+        r = await http.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", json=body)
+        assert r.status_code == 201 and r.json()["status"]["allowed"] is True
+        r = await http.get("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        assert r.status_code == 405

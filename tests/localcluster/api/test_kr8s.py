@@ -22,6 +22,7 @@ POD = {
 async def test_kr8s_get_watch_create_patch_delete_exec(cluster: Cluster) -> None:
     api = await kr8s.asyncio.api(kubeconfig=str(cluster.kubeconfig))
     assert (await api.version())["minor"] == "32"
+    assert await api.whoami() == "admin"  # a SelfSubjectReview
     seen: list[tuple[str, str]] = []
     watching = trio.Event()
 
