@@ -74,6 +74,7 @@ class Kubelet:
                         # list replays every pod, and known uids only get an update.
                         log.exception("pod watch ended; re-listing")
                         await trio.sleep(0.5)
+                    self._forget_vanished()
             finally:
                 with trio.CancelScope(shield=True):
                     await self.shutdown()
@@ -93,6 +94,14 @@ class Kubelet:
             assert self._nursery is not None
             self._nursery.start_soon(self._run_worker, worker)
         worker.update(pod)
+
+    def _forget_vanished(self) -> None:
+        """Pods removed while no watch was open: their DELETED event was never seen."""
+        pods, _ = self.store.list("pods")
+        alive = {p["metadata"].get("uid") for p in pods}
+        for uid, worker in list(self.workers.items()):
+            if uid not in alive:
+                worker.request_stop(0)
 
     async def _run_worker(self, worker: PodWorker) -> None:
         try:
