@@ -535,3 +535,16 @@ async def test_announced_mss_follows_the_tun_mtu() -> None:
                 # the kernel's send MSS: our announced 8960, less its timestamp option
                 assert client.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) == 8948
             nursery.cancel_scope.cancel()
+
+
+async def test_udp_flow_unreachable_refuses_the_socket() -> None:
+    async with serving() as env:
+        sock = await env.kernel_socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect(("10.77.0.99", 9999))
+            await sock.send(b"anyone?" * 200)  # larger than an ICMP error may quote
+            flow = await env.stack.udp_flows().receive()
+            flow.unreachable()
+            with pytest.raises(ConnectionRefusedError):
+                with trio.fail_after(5):
+                    await sock.recv(100)

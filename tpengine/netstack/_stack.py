@@ -318,7 +318,7 @@ class Netstack:
             if proto == wire.PROTO_TCP:
                 self._input_tcp(ip, raw, now)
             elif proto == wire.PROTO_UDP:
-                self._input_udp(ip, now)
+                self._input_udp(ip, raw, now)
             elif proto in (wire.PROTO_ICMP, wire.PROTO_ICMPV6):
                 self._input_icmp(ip, raw)
             else:
@@ -384,6 +384,7 @@ class Netstack:
         conn.deadline = None
 
     def _send_unreachable(self, syn_packet: bytes, *, port: bool) -> None:
+        """ICMP destination unreachable about ``syn_packet`` (an IP packet we received)."""
         v4 = syn_packet[0] >> 4 == 4
         if v4:
             code = wire.IcmpType.V4_PORT_UNREACHABLE if port else wire.IcmpType.V4_HOST_UNREACHABLE
@@ -391,12 +392,13 @@ class Netstack:
             code = wire.IcmpType.V6_PORT_UNREACHABLE if port else wire.IcmpType.V6_ADDR_UNREACHABLE
         self._dev.write_ip(wire.build_destination_unreachable(syn_packet, code=code))
 
-    def _input_udp(self, ip: wire.IpPacket, now: float) -> None:
+    def _input_udp(self, ip: wire.IpPacket, raw: memoryview, now: float) -> None:
         header = wire.UdpHeader.parse(ip.transport)
         payload = bytes(ip.transport[8 : header.length])
         key = (ip.ip.src, header.src_port, ip.ip.dst, header.dst_port)
         self.stats.udp_in += 1
         flow_state, new = self._udp.datagram_received(key, payload, now)
+        flow_state.last_packet = bytes(raw[: ip.ip.total_length])
         if new:
             flow = UdpFlow(self, flow_state)
             try:

@@ -27,6 +27,9 @@ class UdpFlowState:
     inbound: deque[bytes] = field(default_factory=deque)
     dropped: int = 0
     closed: bool = False
+    #: The latest datagram as an IP packet, for an ICMP error quoting it (RFC 1122
+    #: §3.2.2.1: port unreachable carries the offending header).
+    last_packet: bytes = b""
 
     def push(self, payload: bytes) -> bool:
         """Queue a datagram from the app; drop it when the queue is full (UDP may)."""

@@ -68,6 +68,14 @@ class UdpFlow:
         await trio.lowlevel.checkpoint()
         self._stack._send_udp(self._state.key, data)
 
+    def unreachable(self, *, port: bool = True) -> None:
+        """Answer the latest datagram with ICMP port (or host) unreachable and end the
+        flow: a connected UDP socket in the application sees ECONNREFUSED."""
+        packet = self._state.last_packet
+        if packet and not self._state.closed:
+            self._stack._send_unreachable(packet, port=port)
+        self.close()
+
     def close(self) -> None:
         self._stack._udp.remove(self._state.key)
         self._stack._udp_flows.pop(self._state.key, None)
