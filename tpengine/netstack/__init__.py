@@ -13,6 +13,7 @@ towards it and hands each to the engine as a trio stream. How the engine uses it
             # or: pending.unreachable()       # ICMP host (port=True: port) unreachable
         async for flow in stack.udp_flows():                   # one per new 5-tuple
             flow.destination; await flow.receive(); await flow.send(reply)
+            # or: flow.unreachable()          # ICMP port unreachable; idle flows expire
 
 ``TcpStream`` raises only trio's resource errors: ``BrokenResourceError`` after a reset
 (RST either way, retransmission or keepalive timeout), ``ClosedResourceError`` after our
