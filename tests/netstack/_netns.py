@@ -238,33 +238,47 @@ class RawTcpPeer:
         return self._segments(await self.tun.read_batch(max_packets))
 
     async def receive(self, nbytes: int, sink: bytearray | None = None) -> int:
-        """Take ``nbytes`` (or until FIN) in order, one cumulative ACK per batch.
-        Bytes go to ``sink`` when given. Returns the count received."""
+        """Take ``nbytes`` (or until FIN), one cumulative ACK per batch; segments after
+        a hole (the TUN queue overflowed) wait until it is filled. Bytes go to ``sink``
+        when given. Returns the count received."""
         got = 0
+        ahead: dict[int, memoryview] = {}  # seq -> payload, beyond rcv_nxt
         while got < nbytes and not self.fin_received:
             segments = await self._next_segments()
             self.stats.batches += 1
-            advanced = False
+            before = self.rcv_nxt
             for _, tcp, payload in segments:
                 self._note_ack(tcp)
-                # take what is new, also from a retransmission overlapping rcv_nxt
-                skip = (self.rcv_nxt - tcp.seq) & 0xFFFFFFFF
-                if skip < len(payload):
-                    fresh = payload[skip:]
-                    self.rcv_nxt = (self.rcv_nxt + len(fresh)) & 0xFFFFFFFF
-                    got += len(fresh)
-                    if sink is not None:
-                        sink += fresh
-                    advanced = True
+                if ((tcp.seq - self.rcv_nxt) & 0xFFFFFFFF) < 0x80000000 and tcp.seq != self.rcv_nxt:
+                    if payload:
+                        ahead[tcp.seq] = payload
+                    continue
+                got += self._take(tcp.seq, payload, sink)
                 if (
                     tcp.flags & TcpFlags.FIN
                     and (tcp.seq + len(payload)) & 0xFFFFFFFF == self.rcv_nxt
                 ):
                     self.rcv_nxt = (self.rcv_nxt + 1) & 0xFFFFFFFF
-                    self.fin_received = advanced = True
-            if advanced or segments:
+                    self.fin_received = True
+            while ahead and self.rcv_nxt != before:
+                before = self.rcv_nxt
+                for seq in list(ahead):
+                    if ((self.rcv_nxt - seq) & 0xFFFFFFFF) < 0x80000000:  # reached
+                        got += self._take(seq, ahead.pop(seq), sink)
+            if segments:
                 await self.tun.write(self._packet(TcpFlags.ACK))
         return got
+
+    def _take(self, seq: int, payload: memoryview, sink: bytearray | None) -> int:
+        """Accept the part of ``payload`` (starting at ``seq`` <= rcv_nxt) that is new."""
+        skip = (self.rcv_nxt - seq) & 0xFFFFFFFF
+        if skip >= len(payload):
+            return 0
+        fresh = payload[skip:]
+        self.rcv_nxt = (self.rcv_nxt + len(fresh)) & 0xFFFFFFFF
+        if sink is not None:
+            sink += fresh
+        return len(fresh)
 
     async def send(
         self, data: bytes | memoryview, *, segment: int = 64000, total: int | None = None
@@ -283,9 +297,10 @@ class RawTcpPeer:
             while sent < size:
                 at = sent % len(view)
                 in_flight = (self.snd_nxt - self.snd_una) & 0xFFFFFFFF
-                room = min(segment, self.peer_window - in_flight, size - sent, len(view) - at)
-                if room <= 0 or (room < size - sent and room < self.peer_mss):
+                usable = self.peer_window - in_flight
+                if usable < min(self.peer_mss, size - sent):
                     break  # no silly windows (RFC 9293 §3.8.6.2.1)
+                room = min(segment, usable, size - sent, len(view) - at)
                 packets.append(self._packet(TcpFlags.ACK | TcpFlags.PSH, view[at : at + room]))
                 self.snd_nxt = (self.snd_nxt + room) & 0xFFFFFFFF
                 sent += room
@@ -296,6 +311,13 @@ class RawTcpPeer:
                     self._note_ack(tcp)
             if idle.cancelled_caught:
                 self.snd_nxt = self.snd_una
+                # probe: a segment below the window makes the kernel answer with an ACK
+                # carrying its current window (RFC 9293 §3.10.7.4), should an update
+                # have been missed while the window was closed
+                self.snd_nxt = (self.snd_una - 1) & 0xFFFFFFFF
+                probe = self._packet(TcpFlags.ACK)
+                self.snd_nxt = self.snd_una
+                await self.tun.write(probe)
 
     def gso_seen(self) -> bool:
         return bool(self.stats.gso_types - {VIRTIO_NET_HDR_GSO_NONE})
