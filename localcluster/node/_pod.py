@@ -333,45 +333,68 @@ class PodWorker:
     def _start_probes(
         self, nursery: trio.Nursery, runner: ContainerRunner, proc: ContainerProcess
     ) -> None:
+        nursery.start_soon(self._probe_container, runner, proc)
+
+    async def _probe_container(self, runner: ContainerRunner, proc: ContainerProcess) -> None:
+        """startupProbe first (liveness and readiness wait for it), then the others."""
         common = {
             "netns": self.netns,
             "pod_ip": self.ip,
             "container": runner.spec,
             "exec_probe": lambda cmd, t: self.exec_probe(runner, cmd, t),
         }
-        readiness = runner.spec.get("readinessProbe")
-        if readiness:
+        startup = runner.spec.get("startupProbe")
+        if startup:
+            runner.started = False
+            started = trio.Event()
 
-            def on_ready(ok: bool) -> None:
-                if runner.ready != ok and runner.proc is proc:
-                    runner.ready = ok
-                    self.mark_dirty()
+            def on_started(ok: bool) -> None:
+                if ok:
+                    started.set()
+                else:
+                    self._unhealthy(runner, proc, "Startup")
 
-            nursery.start_soon(lambda: run_probe_loop(readiness, on_ready, **common))
-        else:
-            runner.ready = True
+            async with trio.open_nursery() as inner:
+                inner.start_soon(lambda: run_probe_loop(startup, on_started, **common))
+                await started.wait()
+                inner.cancel_scope.cancel()
+            runner.started = True
             self.mark_dirty()
-        liveness = runner.spec.get("livenessProbe")
-        if liveness:
+        async with trio.open_nursery() as nursery:
+            readiness = runner.spec.get("readinessProbe")
+            if readiness:
 
-            def on_live(ok: bool) -> None:
-                if not ok:
-                    log.info(
-                        "liveness probe of %s/%s %s failed: restarting",
-                        self.namespace,
-                        self.name,
-                        runner.name,
-                    )
-                    self._event(runner, "Warning", "Unhealthy", "Liveness probe failed")
-                    self._event(
-                        runner,
-                        "Normal",
-                        "Killing",
-                        f"Container {runner.name} failed liveness probe, will be restarted",
-                    )
-                    proc.kill()
+                def on_ready(ok: bool) -> None:
+                    if runner.ready != ok and runner.proc is proc:
+                        runner.ready = ok
+                        self.mark_dirty()
 
-            nursery.start_soon(lambda: run_probe_loop(liveness, on_live, **common))
+                nursery.start_soon(lambda: run_probe_loop(readiness, on_ready, **common))
+            else:
+                runner.ready = True
+                self.mark_dirty()
+            liveness = runner.spec.get("livenessProbe")
+            if liveness:
+
+                def on_live(ok: bool) -> None:
+                    if not ok:
+                        self._unhealthy(runner, proc, "Liveness")
+
+                nursery.start_soon(lambda: run_probe_loop(liveness, on_live, **common))
+
+    def _unhealthy(self, runner: ContainerRunner, proc: ContainerProcess, kind: str) -> None:
+        """A failed liveness/startup probe: the kubelet kills the container (restartPolicy)."""
+        log.info(
+            "%s probe of %s/%s %s failed: killing it", kind, self.namespace, self.name, runner.name
+        )
+        self._event(runner, "Warning", "Unhealthy", f"{kind} probe failed")
+        self._event(
+            runner,
+            "Normal",
+            "Killing",
+            f"Container {runner.name} failed {kind.lower()} probe, will be restarted",
+        )
+        proc.kill()
 
     async def exec_probe(self, runner: ContainerRunner, command: list[str], seconds: float) -> int:
         spec = self.launch_spec(runner.spec, command)
@@ -477,7 +500,7 @@ class PodWorker:
             self.phase == "Pending"
             and self.initialized
             and self.runners
-            and all(r.started for r in self.runners)
+            and all(r.runs > 0 for r in self.runners)
         ):
             self.phase = "Running"
         ready = self.phase == "Running" and all(r.ready for r in self.runners)

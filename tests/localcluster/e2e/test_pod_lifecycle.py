@@ -73,6 +73,16 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: slow, namespace: {NS}}}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, "sleep 2; touch /tmp/started; exec sleep 3600"]
+    startupProbe: {{exec: {{command: [test, -f, /tmp/started]}}, periodSeconds: 1, failureThreshold: 10}}
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: done, namespace: {NS}}}
 spec:
   restartPolicy: Never
@@ -177,3 +187,16 @@ def test_kubelet_events_explain_what_happened(life: Any) -> None:
     assert {("init", "Scheduled"), ("init", "Started"), ("crash", "BackOff")} <= seen
     assert ("hostpath", "HostPathNotSupported") in seen
     assert ("nginx", "Failed") in seen
+
+
+def test_a_startup_probe_holds_started_and_ready_back(life: Any) -> None:
+    life.kubectl_ok("wait", "-n", NS, "--for=condition=Ready", "pod/slow", "--timeout=60s")
+    container = _status(life, "slow")["containerStatuses"][0]
+    assert container["started"] is True and container["ready"] is True
+    started = [
+        e
+        for e in json.loads(life.kubectl_ok("get", "events", "-n", NS, "-o", "json"))["items"]
+        if e["involvedObject"]["name"] == "slow" and e["reason"] == "Started"
+    ]
+    assert started  # and it was not killed: a single run
+    assert container["restartCount"] == 0
