@@ -67,6 +67,7 @@ async def test_device_is_configured_with_offloads() -> None:
         assert tun.offloads.csum and tun.offloads.tso4 and tun.offloads.tso6
         link = await run_in_netns(netns, ["ip", "-o", "link", "show", "tpn0"], capture_stdout=True)
         assert b"mtu 1500" in link.stdout and b"UP" in link.stdout
+        assert b"qlen 4096" in link.stdout  # 500 (the default) overflows under load
         route = await run_in_netns(netns, ["ip", "route", "get", "10.77.1.2"], capture_stdout=True)
         assert b"dev tpn0" in route.stdout and b"src 192.0.2.1" in route.stdout
         # the namespace has no other way out
