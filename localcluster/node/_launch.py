@@ -108,6 +108,13 @@ def _sandbox_pid1(spec: dict, ready_w: int) -> None:
             _mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         except OSError:
             pass
+    # Each pod has its own /dev/shm (64 MiB, as a container runtime gives a pod).
+    try:
+        _mount(
+            "shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"
+        )
+    except OSError:
+        pass
     for src, dst in spec.get("binds", []):
         _bind(src, dst)
     os.write(ready_w, b"ok\n")

@@ -179,6 +179,9 @@ def test_the_pod_has_its_own_tmp(pod_sandbox: tuple[int, str, Path]) -> None:
     assert result.stdout.split() == ["sub", "unit-file", "volume", "file"], result.stderr
     assert (tmp_path / "podtmp" / "unit-file").read_text() == "hi\n"
     assert not Path("/tmp/unit-file").exists()
+    shm = run_in_pod(pid1, tmp_path, "touch /dev/shm/unit-shm && df -P /dev/shm | tail -1")
+    assert "65536" in shm.stdout, shm.stderr
+    assert not Path("/dev/shm/unit-shm").exists()
 
 
 def test_a_missing_working_dir_is_made_in_the_container_only(
