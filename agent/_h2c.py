@@ -102,6 +102,8 @@ class _Link:
     upstream: _Side
     upstream_sid: int
     responded: bool = False
+    request_ending: bool = False  # END_STREAM queued or sent towards the upstream
+    response_ending: bool = False  # ... towards the caller
     request_done: bool = False
     response_done: bool = False
 
@@ -201,7 +203,7 @@ class H2Router:
             self._answer_502(sid, f"{route.name} refused the stream: {exc}", event)
             return
         link = _Link(caller_sid=sid, upstream=upstream, upstream_sid=up_sid)
-        link.request_done = event.stream_ended is not None
+        link.request_ending = link.request_done = event.stream_ended is not None
         self.caller.links[sid] = link
         upstream.links[up_sid] = link
         upstream.flush()
@@ -259,13 +261,13 @@ class H2Router:
         link = side.links.get(getattr(event, "stream_id", 0) or 0)
         if isinstance(event, (h2.events.ResponseReceived, h2.events.InformationalResponseReceived)):
             if link is not None:
+                ended = getattr(event, "stream_ended", None) is not None
                 try:
                     self.caller.conn.send_headers(
-                        link.caller_sid,
-                        list(event.headers),
-                        end_stream=getattr(event, "stream_ended", None) is not None,
+                        link.caller_sid, list(event.headers), end_stream=ended
                     )
                     link.responded = True
+                    link.response_ending = link.response_done = ended
                 except _H2Error:
                     _reset(side, link.upstream_sid, CANCEL)
                     self._unlink(link)
@@ -335,9 +337,16 @@ class H2Router:
         if link is None:
             return
         if source is self.caller:
+            if link.request_ending:
+                return  # END_STREAM rode on the HEADERS, already passed on
+            link.request_ending = True
             target, target_sid = link.upstream, link.upstream_sid
-            link.request_done = True
         else:
+            if link.response_ending:
+                if link.request_done:
+                    self._unlink(link)
+                return
+            link.response_ending = True
             target, target_sid = self.caller, link.caller_sid
         box = target.outboxes.setdefault(target_sid, _Outbox())
         box.end = True
@@ -384,6 +393,8 @@ class H2Router:
         if link is not None:
             if target is self.caller:
                 link.response_done = True
+            else:
+                link.request_done = True
             if link.response_done and link.request_done:
                 self._unlink(link)
 

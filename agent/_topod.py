@@ -38,13 +38,22 @@ async def serve_pod_dial(dial: IncomingDial, app_host: str = "127.0.0.1") -> Non
     try:
         upstream = await trio.open_tcp_stream(host, dest.port)
     except OSError as exc:
-        refused = isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower()
-        reason = RejectReason.REFUSED if refused else RejectReason.UNREACHABLE
+        reason = RejectReason.REFUSED if _refused(exc) else RejectReason.UNREACHABLE
         await dial.reject(reason, f"{dest.host}:{dest.port} in the pod: {exc}")
         return
     stream = await dial.accept_stream()
     log.info("to-pod tcp %s:%d", dest.host, dest.port)
     await splice(stream, upstream)
+
+
+def _refused(exc: BaseException) -> bool:
+    """trio raises one OSError for all addresses tried, the real errors in its cause."""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        return all(_refused(inner) for inner in cause.exceptions)
+    return cause is not None and _refused(cause)
 
 
 async def _serve_udp(dial: IncomingDial, host: str) -> None:
