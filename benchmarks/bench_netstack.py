@@ -227,6 +227,72 @@ async def _kernel_connection_rate(requests: int = 5000, concurrency: int = 16) -
     return rate
 
 
+_PINGPONG = """
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+lat = []
+for _ in range(int(sys.argv[3])):
+    t = time.perf_counter()
+    s.sendall(b"x" * 64)
+    got = 0
+    while got < 64:
+        got += len(s.recv(64))
+    lat.append(time.perf_counter() - t)
+lat.sort()
+print(lat[len(lat) // 2] * 1e6, lat[int(len(lat) * 0.99)] * 1e6)
+"""
+
+
+async def _echo(stream: trio.abc.Stream) -> None:
+    try:
+        async with stream:
+            while data := await stream.receive_some():
+                await stream.send_all(data)
+    except trio.BrokenResourceError:
+        pass
+
+
+async def _rtt(rounds: int = 3000) -> tuple[tuple[float, float], tuple[float, float]]:
+    """64-byte request/response RTT p50/p99 (µs) through the netstack, and the same echo
+    server on kernel TCP (loopback in the namespace), client in its own process."""
+    async with open_test_tun(name="tpnbench") as (tun, netns), open_netstack(tun) as stack:
+
+        async def accept(pending: PendingConnection) -> None:
+            try:
+                stream = await pending.accept()
+            except trio.BrokenResourceError:
+                return
+            await _echo(stream)
+
+        async def serve() -> None:
+            async with trio.open_nursery() as nursery:
+                async for pending in stack.pending_connections():
+                    nursery.start_soon(accept, pending)
+
+        def make() -> socket.socket:
+            with in_netns(netns):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", 7007))
+                sock.listen(16)
+                return sock
+
+        listener = trio.SocketListener(
+            trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(make))
+        )
+        results = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            nursery.start_soon(trio.serve_listeners, _echo, [listener])
+            for host, port in (("10.77.0.7", 7), ("127.0.0.1", 7007)):
+                argv = [sys.executable, "-c", _PINGPONG, host, str(port), str(rounds)]
+                out = await run_in_netns(netns, argv, capture_stdout=True)
+                p50, p99 = map(float, out.stdout.split())
+                results.append((p50, p99))
+            nursery.cancel_scope.cancel()
+    return results[0], results[1]
+
+
 async def _idle_rss(count: int = 10_000) -> tuple[float, int]:
     """KiB of RSS the stack grows by per idle connection (and how many were open)."""
     config = NetstackConfig(backlog=count, tcp=TcpConfig(keepalive_idle=None))
@@ -318,6 +384,11 @@ async def _run() -> None:
         )
     else:
         print("new connections/s: ab (apache2-utils) not installed; skipped")
+    (p50, p99), (k50, k99) = await _rtt()
+    print(
+        f"64-byte request RTT p50/p99: {p50:.0f}/{p99:.0f} µs"
+        f"  (same trio echo server on kernel TCP: {k50:.0f}/{k99:.0f} µs)"
+    )
     per_conn, open_now = await _idle_rss()
     print(f"RSS per idle connection ({open_now} open):       {per_conn:7.1f} KiB  (target ≤ 16 KB)")
 
