@@ -8,6 +8,7 @@ unit-tested without a cluster.
 from __future__ import annotations
 
 import base64
+import math
 import os
 import re
 import shutil
@@ -149,6 +150,64 @@ def _field_value(pod: dict, path: str) -> str:
     return str(simple[path] or "")
 
 
+_SUFFIX = {
+    "m": 0.001,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def parse_quantity(text: str) -> float:
+    """A Kubernetes resource.Quantity ("500m", "128Mi", "1e3", "2")."""
+    text = str(text).strip()
+    for suffix in sorted(_SUFFIX, key=len, reverse=True):
+        if text.endswith(suffix) and text[: -len(suffix)]:
+            return float(text[: -len(suffix)]) * _SUFFIX[suffix]
+    return float(text)
+
+
+def _node_allocatable(resource: str) -> float:
+    if resource == "cpu":
+        return float(os.cpu_count() or 1)
+    try:
+        with open("/proc/meminfo") as fh:
+            return float(fh.readline().split()[1]) * 1024  # MemTotal, kB
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def resource_field_value(pod: dict, container: dict, ref: dict) -> str:
+    """Downward API resourceFieldRef: the limit (or request), else node allocatable for
+    limits, rounded up in units of ``divisor`` (Kubernetes "Expose Pod Information")."""
+    name = ref.get("containerName")
+    if name:
+        for c in pod.get("spec", {}).get("containers") or []:
+            if c.get("name") == name:
+                container = c
+    kind, _, resource = str(ref.get("resource", "")).partition(".")
+    resources = container.get("resources") or {}
+    raw = (resources.get(kind) or {}).get(resource)
+    if raw is None and kind == "requests":
+        raw = (resources.get("limits") or {}).get(resource)
+    amount = (
+        parse_quantity(raw)
+        if raw is not None
+        else (_node_allocatable(resource) if kind == "limits" else 0.0)
+    )
+    divisor = parse_quantity(ref.get("divisor") or "1")
+    return str(math.ceil(amount / divisor)) if divisor else "0"
+
+
 def _key_ref(lookup: Lookup, ns: str, resource: str, ref: dict) -> str | None:
     obj = lookup(resource, ns, ref.get("name", ""))
     kind = "configmap" if resource == "configmaps" else "secret"
@@ -212,7 +271,7 @@ def container_env(
         elif "secretKeyRef" in vf:
             value = _key_ref(lookup, ns, "secrets", vf["secretKeyRef"])
         elif "resourceFieldRef" in vf:
-            value = "0"
+            value = resource_field_value(pod, container, vf["resourceFieldRef"])
         else:
             raise ContainerConfigError(f"env {name}: unsupported valueFrom")
         if value is not None:

@@ -247,3 +247,20 @@ def test_kubelet_event_shape() -> None:
     )
     assert event["source"] == {"component": "kubelet", "host": "tp-node"}
     assert (event["type"], event["reason"], event["count"]) == ("Warning", "BackOff", 1)
+
+
+def test_resource_field_refs() -> None:
+    spec = pod()
+    container = {"name": "c", "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}}}
+
+    def value(resource: str, divisor: str | None = None) -> str:
+        ref = {"resource": resource, **({"divisor": divisor} if divisor else {})}
+        return ps.resource_field_value(spec, container, ref)
+
+    assert value("limits.cpu") == "1"  # rounded up to whole cores
+    assert value("limits.cpu", "1m") == "500"
+    assert value("limits.memory") == str(128 * 2**20)
+    assert value("limits.memory", "1Mi") == "128"
+    assert value("requests.memory", "1Mi") == "128"  # requests default to limits
+    assert int(ps.resource_field_value(spec, {"name": "c"}, {"resource": "limits.cpu"})) >= 1
+    assert ps.parse_quantity("1.5Gi") == 1.5 * 2**30
