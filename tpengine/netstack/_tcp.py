@@ -33,6 +33,8 @@ def _ts_before(a: int, b: int) -> bool:
 class TcpEndpoint(TcpOutput):
     """One TCP connection, created from the peer's SYN in state PENDING."""
 
+    __slots__ = ()
+
     def __init__(
         self, syn: TcpSegment, *, iss: int, now: float, config: TcpConfig | None = None
     ) -> None:
