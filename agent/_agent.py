@@ -109,6 +109,12 @@ class Agent:
                     handler = functools.partial(self._serve_connection, spec=spec)
                     nursery.start_soon(trio.serve_listeners, handler, listeners)
                 self.bound[(spec.app_port, spec.protocol)] = port
+            first = self.config.ports[0] if self.config.ports else None
+            if first is not None and (first.app_port, "TCP") not in self.bound:
+                # The webhook's readinessProbe is a tcpSocket on the first agent port;
+                # a UDP-only first port still needs something there that accepts.
+                listeners = await trio.open_tcp_listeners(first.agent_port, host=self.listen_host)
+                nursery.start_soon(trio.serve_listeners, _hang_up, listeners)
             log.info("listening: %s", self.bound)
             task_status.started(dict(self.bound))
             await self._manager_loop()
@@ -202,7 +208,8 @@ class Agent:
             )
             await router.serve()
         elif verdict is Sniffed.H2C:
-            await H2Router(caller, choose, first).serve()
+            tap = HttpCopies([(e.filter, copiers[e.id]) for e in plan.wiretaps])
+            await H2Router(caller, choose, first, tap=tap if plan.wiretaps else None).serve()
         else:
             raw_copies = [copiers[e.id] for e in plan.wiretaps if e.filter.empty]
             await self._raw(caller, first, app_port, plan, copies=raw_copies)
@@ -291,3 +298,7 @@ class Agent:
             await Http1Router(caller, lambda request: Route(name, fail), first).serve()
         else:
             await reset(caller)
+
+
+async def _hang_up(stream: trio.SocketStream) -> None:
+    await stream.aclose()

@@ -22,6 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import h2.config
 import h2.connection
@@ -41,6 +42,17 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, REFUSED_STREAM, CANCEL = 0, 1, 2, 7, 8
 
 Choose = Callable[[bytes, Iterable[tuple[bytes, bytes]]], Route]
+
+
+class StreamTap(Protocol):
+    """Sees each request stream of the caller (wiretap copies); must not block."""
+
+    def request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None: ...
+    def data(self, stream_id: int, data: bytes) -> None: ...
+    def end(self, stream_id: int) -> None: ...
+    def reset(self, stream_id: int) -> None: ...
+
+
 _H2Error = (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError)
 
 
@@ -111,9 +123,17 @@ class _Link:
 class H2Router:
     """Serves one caller connection that began with the HTTP/2 preface."""
 
-    def __init__(self, client: trio.abc.Stream, choose: Choose, first_bytes: bytes = b"") -> None:
+    def __init__(
+        self,
+        client: trio.abc.Stream,
+        choose: Choose,
+        first_bytes: bytes = b"",
+        *,
+        tap: StreamTap | None = None,
+    ) -> None:
         self.caller = _Side("caller", client, client_side=False)
         self.choose = choose
+        self.tap = tap
         self.first_bytes = first_bytes
         self.upstreams: dict[str, _Side] = {}
         self.local: set[int] = set()  # caller streams we answered ourselves (502)
@@ -160,16 +180,24 @@ class H2Router:
         if isinstance(event, h2.events.RequestReceived):
             await self._open(event)
         elif isinstance(event, h2.events.DataReceived):
+            if self.tap is not None:
+                self.tap.data(event.stream_id, event.data or b"")
             link = self.caller.links.get(event.stream_id)
             if link is None or link.upstream.dead:
                 _ack(self.caller, event.flow_controlled_length, event.stream_id)
             else:
                 self._enqueue(link.upstream, link.upstream_sid, event, self.caller)
         elif isinstance(event, h2.events.TrailersReceived):
+            if self.tap is not None:
+                self.tap.end(event.stream_id)
             self._end_outbound(self.caller, event.stream_id, list(event.headers))
         elif isinstance(event, h2.events.StreamEnded):
+            if self.tap is not None:  # (after trailers: the copy is already complete)
+                self.tap.end(event.stream_id)
             self._end_outbound(self.caller, event.stream_id, None)
         elif isinstance(event, h2.events.StreamReset):
+            if self.tap is not None:
+                self.tap.reset(event.stream_id)
             link = self.caller.links.get(event.stream_id)
             if link is not None:
                 _reset(link.upstream, link.upstream_sid, event.error_code)
@@ -186,6 +214,8 @@ class H2Router:
         if b":authority" in pseudo and not any(k == b"host" for k, _ in plain):
             plain.append((b"host", pseudo[b":authority"]))  # RFC 9113 §8.3.1
         route = self.choose(pseudo.get(b":path", b"/"), plain)
+        if self.tap is not None:
+            self.tap.request(sid, headers, event.stream_ended is not None)
         upstream = self.upstreams.get(route.name)
         if upstream is None or upstream.dead or upstream.going_away:
             try:

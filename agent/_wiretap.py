@@ -69,6 +69,11 @@ class Copier:
         self._wake.set()
 
     async def run(self) -> None:
+        while not self.pending and not self.closed:  # dial only once there is a copy
+            self._wake = trio.Event()
+            await self._wake.wait()
+        if not self.pending:
+            return
         try:
             stream = await self.connect()
         except (OSError, trio.BrokenResourceError) as exc:
@@ -113,31 +118,82 @@ class Copier:
 
 
 class HttpCopies:
-    """Observer for :class:`agent._http1.Http1Router`: each request that matches a
-    wiretap's filter is re-serialised whole and offered to that wiretap's copier."""
+    """Copies of HTTP requests for the wiretaps whose filter matches: each request is
+    re-serialised whole as HTTP/1.1 by h11 and offered to that wiretap's copier.
+
+    Called as an observer by :class:`agent._http1.Http1Router` (one request at a time),
+    and as a stream tap by :class:`agent._h2c.H2Router`: an HTTP/2 request is copied as
+    the equivalent HTTP/1.1 request (RFC 9113 §8.3.1: ``:authority`` becomes Host), so
+    any local handler can take the copy; its answer is discarded anyway.
+    """
 
     def __init__(self, taps: list[tuple[HttpFilter, Copier]], limit: int = COPY_BUFFER) -> None:
         self.taps = taps
         self.limit = limit
-        self._current: list[tuple[Copier, h11.Connection, bytearray]] = []
+        self._open: dict[int, list[tuple[Copier, h11.Connection, bytearray]]] = {}
+
+    # -- Http1Router's observer ------------------------------------------------------------
 
     def __call__(self, event: h11.Event) -> None:
         if isinstance(event, h11.Request):
-            self._current = [
-                (copier, h11.Connection(h11.CLIENT), bytearray())
-                for http_filter, copier in self.taps
-                if http_filter.matches(event.target, event.headers.raw_items())
-            ]
-            event = h11.Request(
-                method=event.method,
-                target=event.target,
-                headers=list(event.headers.raw_items()),
-                http_version=event.http_version,
+            self._start(0, event)
+        else:
+            self._feed(0, event)
+
+    # -- H2Router's stream tap -------------------------------------------------------------
+
+    def request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        pseudo = dict(h for h in headers if h[0].startswith(b":"))
+        plain = [h for h in headers if not h[0].startswith(b":")]
+        names = {name for name, _ in plain}
+        if b":authority" in pseudo and b"host" not in names:
+            plain.insert(0, (b"host", pseudo[b":authority"]))
+        if not ended and b"content-length" not in names:
+            plain.append((b"transfer-encoding", b"chunked"))  # RFC 9112 §7.1
+        try:
+            request = h11.Request(
+                method=pseudo.get(b":method", b"GET"),
+                target=pseudo.get(b":path", b"/"),
+                headers=[(n, v) for n, v in plain if n not in _HOP_BY_HOP],
             )
-        elif isinstance(event, h11.EndOfMessage):
+        except h11.LocalProtocolError:
+            return
+        self._start(stream_id, request)
+        if ended:
+            self._feed(stream_id, h11.EndOfMessage())
+
+    def data(self, stream_id: int, data: bytes) -> None:
+        if data:
+            self._feed(stream_id, h11.Data(data=data))
+
+    def end(self, stream_id: int) -> None:
+        self._feed(stream_id, h11.EndOfMessage())
+
+    def reset(self, stream_id: int) -> None:
+        self._open.pop(stream_id, None)
+
+    # -- common ----------------------------------------------------------------------------
+
+    def _start(self, key: int, event: h11.Request) -> None:
+        matching = [
+            copier
+            for http_filter, copier in self.taps
+            if http_filter.matches(event.target, event.headers.raw_items())
+        ]
+        self._open[key] = [(copier, h11.Connection(h11.CLIENT), bytearray()) for copier in matching]
+        copy = h11.Request(
+            method=event.method,
+            target=event.target,
+            headers=list(event.headers.raw_items()),
+            http_version=event.http_version,
+        )
+        self._feed(key, copy)
+
+    def _feed(self, key: int, event: h11.Event) -> None:
+        if isinstance(event, h11.EndOfMessage):
             event = h11.EndOfMessage(headers=list(event.headers.raw_items()))
         kept = []
-        for copier, conn, buf in self._current:
+        for copier, conn, buf in self._open.get(key, ()):
             try:
                 buf += conn.send(event) or b""
             except h11.LocalProtocolError:
@@ -149,4 +205,11 @@ class HttpCopies:
                 copier.offer(bytes(buf))
             else:
                 kept.append((copier, conn, buf))
-        self._current = kept
+        if kept:
+            self._open[key] = kept
+        else:
+            self._open.pop(key, None)
+
+
+#: HTTP/2 forbids connection-specific fields (RFC 9113 §8.2.2); keep the copy clean too.
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})

@@ -218,6 +218,7 @@ class World:
     manager: FakeManager
     agent: Agent
     agent_port: int
+    extra_agents: list[Agent] = field(default_factory=list)
 
     async def engage(self, *engagements: dict[str, Any]) -> None:
         """Push engagements and wait until the agent has them."""

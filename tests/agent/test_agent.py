@@ -3,7 +3,9 @@ what a caller in the cluster and a developer on the laptop would each see."""
 
 from __future__ import annotations
 
+import functools
 import socket
+from dataclasses import replace
 
 import h2.config
 import h2.connection
@@ -12,6 +14,8 @@ import h11
 import pytest
 import trio
 
+from agent._agent import Agent
+from agent._config import PortSpec
 from tests.agent.conftest import World, engagement, start_manager, stop_manager
 from tpengine.tunnel import DialRejected, RejectReason
 
@@ -301,3 +305,89 @@ async def test_a_misbehaving_caller_does_not_take_the_agent_down(world: World) -
                 while await stream.receive_some(65536):
                     pass
     assert await http1(world.agent_port, [get("/ok", "susan")]) == [(200, b"laptop GET /ok 0")]
+
+
+async def test_h2c_wiretap_copies_each_matching_stream(world: World) -> None:
+    await world.engage(engagement("1", "wiretap", world.app.port, world.laptop.port, headers=SUSAN))
+    answers = await h2c(world.agent_port, [("/s", "susan"), ("/b", "bob")])
+    assert answers == {"/s": (200, b"app GET /s 0"), "/b": (200, b"app GET /b 0")}
+    with trio.fail_after(5):
+        while not world.laptop.seen:
+            await world.laptop.changed.wait()
+    [copy] = world.laptop.seen
+    assert (copy.method, copy.path, copy.headers["x-user"], copy.headers["host"]) == (
+        "GET",
+        "/s",
+        "susan",
+        "web",
+    )
+
+
+async def _sink(nursery: trio.Nursery, received: list[bytes], done: trio.Event) -> int:
+    """A raw TCP 'laptop' that records what it is sent."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async for chunk in stream:
+            received.append(chunk)
+        done.set()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def _echo(nursery: trio.Nursery) -> int:
+    async def handle(stream: trio.SocketStream) -> None:
+        async for chunk in stream:
+            await stream.send_all(chunk)
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def _second_agent(world: World, app_port: int, protocol: str = "TCP") -> int:
+    config = replace(
+        world.agent.config,
+        ports=(PortSpec(agent_port=0, app_port=app_port, protocol=protocol),),
+    )
+    agent = Agent(config, listen_host="127.0.0.1", max_backoff=0.2)
+    bound = await world.nursery.start(agent.run)
+    with trio.fail_after(5):
+        await agent.wait_until(lambda a: a.mux is not None)
+    world.extra_agents.append(agent)
+    return int(bound[(app_port, protocol)])
+
+
+async def test_raw_tcp_wiretap_copies_the_callers_bytes(world: World) -> None:
+    echo = await _echo(world.nursery)
+    received: list[bytes] = []
+    done = trio.Event()
+    sink = await _sink(world.nursery, received, done)
+    agent_port = await _second_agent(world, echo)
+    await world.engage(engagement("9", "wiretap", echo, sink))
+    for agent in world.extra_agents:
+        with trio.fail_after(5):
+            await agent.wait_until(lambda a: bool(a.engagements))
+    stream = await trio.open_tcp_stream("127.0.0.1", agent_port)
+    async with stream:
+        await stream.send_all(b"\x00binary hello")
+        assert await stream.receive_some(100) == b"\x00binary hello"  # the app answers
+        await stream.send_all(b" and more")
+        assert await stream.receive_some(100) == b" and more"
+    with trio.fail_after(5):
+        await done.wait()
+    assert b"".join(received) == b"\x00binary hello and more"
+
+
+async def test_udp_port_passes_datagrams_to_the_app(world: World) -> None:
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as app:
+        await app.bind(("127.0.0.1", 0))
+        agent_port = await _second_agent(world, app.getsockname()[1], "UDP")
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as caller:
+            await caller.connect(("127.0.0.1", agent_port))
+            await caller.send(b"query")
+            with trio.fail_after(5):
+                datagram, source = await app.recvfrom(100)
+            assert datagram == b"query"
+            await app.sendto(b"answer", source)
+            with trio.fail_after(5):
+                assert await caller.recv(100) == b"answer"
