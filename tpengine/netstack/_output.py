@@ -9,8 +9,6 @@ deadlines; ``get_timer()`` returns the earliest and ``handle_timer(now)`` fires 
 
 from __future__ import annotations
 
-from collections import deque
-
 from ._buffers import ReceiveBuffer, SackScoreboard, SendBuffer
 from ._config import TcpConfig
 from ._congestion import CongestionControl
@@ -140,7 +138,7 @@ class TcpOutput:
         # Output queue and events.
         self._ctrl: list[TcpSegment] = []
         self._ack_due = self._syn_due = False
-        self._events: deque[Event] = deque()
+        self._events: list[Event] = []  # a few at a time: a list is 500 B smaller
 
     def _negotiate(self, syn: TcpSegment, config: TcpConfig) -> None:
         """Options from the SYN (RFC 9293 §3.7.1, RFC 7323 §2–3, RFC 2018 §2)."""
@@ -202,7 +200,7 @@ class TcpOutput:
         return delack is not None and (armed is None or delack < armed)
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def _transition(self, trigger: Trigger) -> TcpState:
         self.state = next_state(self.state, trigger)
