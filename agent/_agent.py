@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
+ARRIVE_TIMEOUT = 30.0
 
 Connect = Callable[[], Awaitable[trio.abc.Stream]]
 
@@ -142,7 +143,8 @@ class Agent:
     async def _serve_tunnel(self, mux: MuxSession) -> None:
         # Subscribe before arriving, so a change made right after the reply is not lost.
         async with mux.subscribe("engagements") as pushes:
-            reply = await mux.request("agent_arrive", self.config.arrive_payload())
+            with trio.fail_after(ARRIVE_TIMEOUT):  # a manager that never answers is retried
+                reply = await mux.request("agent_arrive", self.config.arrive_payload())
             engagements = reply.get("engagements") if isinstance(reply, dict) else None
             self.mux = mux
             self.arrivals += 1
@@ -153,7 +155,7 @@ class Agent:
         # The channel ends when the tunnel closes (or we fell behind): start over.
 
     async def _on_dial(self, dial: IncomingDial) -> None:
-        await serve_pod_dial(dial, self.app_host)
+        await serve_pod_dial(dial, self.app_host, also=(self.config.pod_ip,))
 
     # -- routing ----------------------------------------------------------------------------
 

@@ -24,9 +24,13 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 UDP_IDLE = 60.0
 
 
-async def serve_pod_dial(dial: IncomingDial, app_host: str = "127.0.0.1") -> None:
+async def serve_pod_dial(
+    dial: IncomingDial, app_host: str = "127.0.0.1", also: tuple[str, ...] = ()
+) -> None:
+    """Serve one dial from the manager; ``also`` are more addresses of the pod itself
+    (its IP), served like localhost."""
     dest = dial.destination
-    if dest.host not in LOOPBACK:
+    if dest.host not in LOOPBACK and (not dest.host or dest.host not in also):
         await dial.reject(
             RejectReason.FORBIDDEN, f"the agent forwards only to localhost, not {dest.host}"
         )

@@ -54,8 +54,12 @@ class HttpServer:
         self.changed = trio.Event()
 
     def answer(self, seen: Seen) -> bytes:
+        """``<name> <method> <path> <body length>``, padded with dots to the size asked
+        for in ``x-reply-size`` (to move large answers through the agent)."""
         self.record(seen)
-        return f"{self.name} {seen.method} {seen.path} {len(seen.body)}".encode()
+        reply = f"{self.name} {seen.method} {seen.path} {len(seen.body)}".encode()
+        size = int(seen.headers.get("x-reply-size", "0"))
+        return reply + b"." * max(0, size - len(reply))
 
     async def handle(self, stream: trio.SocketStream) -> None:
         first = b""
@@ -112,6 +116,7 @@ class HttpServer:
         conn = h2.connection.H2Connection(config=config)
         conn.initiate_connection()
         requests: dict[int, tuple[dict[bytes, bytes], bytearray]] = {}
+        outgoing: dict[int, bytes] = {}
         data = first
         while True:
             for event in conn.receive_data(data):
@@ -130,11 +135,30 @@ class HttpServer:
                         event.stream_id,
                         [(b":status", b"200"), (b"content-length", str(len(reply)).encode())],
                     )
-                    conn.send_data(event.stream_id, reply, end_stream=True)
+                    outgoing[event.stream_id] = reply
+            send_within_windows(conn, outgoing)
             await stream.send_all(conn.data_to_send())
             data = await stream.receive_some(65536)
             if not data:
                 return
+
+
+def send_within_windows(conn: h2.connection.H2Connection, outgoing: dict[int, bytes]) -> None:
+    """Send what each stream's flow-control window allows (RFC 9113 §5.2); END_STREAM
+    once a stream's data is all out."""
+    for sid in list(outgoing):
+        rest = outgoing[sid]
+        while rest:
+            room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if room <= 0:
+                break
+            conn.send_data(sid, rest[:room])
+            rest = rest[room:]
+        if rest:
+            outgoing[sid] = rest
+        else:
+            conn.end_stream(sid)
+            del outgoing[sid]
 
 
 async def start_server(nursery: trio.Nursery, server: HttpServer) -> HttpServer:

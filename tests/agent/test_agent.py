@@ -16,7 +16,13 @@ import trio
 
 from agent._agent import Agent
 from agent._config import PortSpec
-from tests.agent.conftest import World, engagement, start_manager, stop_manager
+from tests.agent.conftest import (
+    World,
+    engagement,
+    send_within_windows,
+    start_manager,
+    stop_manager,
+)
 from tpengine.tunnel import DialRejected, RejectReason
 
 SUSAN = [["x-user", "susan"]]
@@ -68,24 +74,32 @@ def chunked_post(path: str, user: str | None, body: bytes) -> bytes:
     )
 
 
-async def h2c(port: int, requests: list[tuple[str, str]]) -> dict[str, tuple[int, bytes]]:
+async def h2c(
+    port: int, requests: list[tuple[str, str]], *, body: int = 0, reply: int = 0
+) -> dict[str, tuple[int, bytes]]:
     """Open one stream per (path, user) on one HTTP/2 connection, all before reading any
-    answer; return each path's status and body."""
+    answer (each with ``body`` bytes to send, asking for ``reply`` bytes back); return
+    each path's status and body."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     config = h2.config.H2Configuration(client_side=True, header_encoding=None)
     conn = h2.connection.H2Connection(config=config)
     conn.initiate_connection()
     paths: dict[int, str] = {}
+    outgoing: dict[int, bytes] = {}
     for path, user in requests:
         sid = conn.get_next_available_stream_id()
         paths[sid] = path
-        headers = [(b":method", b"GET"), (b":path", path.encode()), (b":scheme", b"http")]
-        headers += [(b":authority", b"web"), (b"x-user", user.encode())]
-        conn.send_headers(sid, headers, end_stream=True)
+        headers = [(b":method", b"POST" if body else b"GET"), (b":path", path.encode())]
+        headers += [(b":scheme", b"http"), (b":authority", b"web"), (b"x-user", user.encode())]
+        headers += [(b"x-reply-size", str(reply).encode())]
+        conn.send_headers(sid, headers, end_stream=not body)
+        if body:
+            outgoing[sid] = bytes([sid % 251]) * body
     answers: dict[str, tuple[int, bytes]] = {}
     bodies: dict[int, bytes] = {}
     status: dict[int, int] = {}
     async with stream:
+        send_within_windows(conn, outgoing)
         await stream.send_all(conn.data_to_send())
         while len(answers) < len(requests):
             data = await stream.receive_some(65536)
@@ -99,6 +113,7 @@ async def h2c(port: int, requests: list[tuple[str, str]]) -> dict[str, tuple[int
                 elif isinstance(event, h2.events.StreamEnded):
                     sid = event.stream_id
                     answers[paths[sid]] = (status[sid], bodies.get(sid, b""))
+            send_within_windows(conn, outgoing)
             await stream.send_all(conn.data_to_send())
     return answers
 
@@ -391,3 +406,35 @@ async def test_udp_port_passes_datagrams_to_the_app(world: World) -> None:
             await app.sendto(b"answer", source)
             with trio.fail_after(5):
                 assert await caller.recv(100) == b"answer"
+
+
+async def test_h2c_large_bodies_both_ways_within_flow_control(world: World) -> None:
+    await world.engage(
+        engagement("1", "intercept", world.app.port, world.laptop.port, headers=SUSAN)
+    )
+    size = 300_000  # several 64 KiB stream windows each way
+    answers = await h2c(world.agent_port, [("/s", "susan"), ("/b", "bob")], body=size, reply=size)
+    assert answers["/s"][1].startswith(b"laptop POST /s 300000.")
+    assert answers["/b"][1].startswith(b"app POST /b 300000.")
+    assert {len(body) for _, body in answers.values()} == {size}
+    assert [len(s.body) for s in world.laptop.seen] == [size]
+
+
+async def test_a_slow_wiretap_client_costs_copies_not_the_callers_time(world: World) -> None:
+    stalled = trio.Event()
+
+    async def never_reads(stream: trio.SocketStream) -> None:
+        await stalled.wait()  # accepts, then reads nothing: its windows fill up
+
+    listeners = await world.nursery.start(
+        functools.partial(trio.serve_tcp, never_reads, 0, host="127.0.0.1")
+    )
+    await world.engage(
+        engagement("1", "wiretap", world.app.port, listeners[0].socket.getsockname()[1])
+    )
+    body = b"z" * 200_000
+    request = b"POST /big HTTP/1.1\r\nhost: web\r\ncontent-length: 200000\r\n\r\n" + body
+    answers = await http1(world.agent_port, [request] * 40)  # 8 MB of copies
+    assert answers == [(200, b"app POST /big 200000")] * 40
+    assert world.agent.copy_stats.dropped > 0
+    stalled.set()
