@@ -548,3 +548,19 @@ async def test_udp_flow_unreachable_refuses_the_socket() -> None:
             with pytest.raises(ConnectionRefusedError):
                 with trio.fail_after(5):
                     await sock.recv(100)
+
+
+async def test_udp_datagrams_larger_than_the_mtu() -> None:
+    """The kernel fragments a 4000-byte datagram; the stack reassembles it. A reply as
+    large goes back as one packet."""
+    async with serving() as env:
+        sock = await env.kernel_socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect(("10.77.0.53", 4000))
+            big = bytes(range(250)) * 16
+            await sock.send(big)
+            flow = await env.stack.udp_flows().receive()
+            assert await flow.receive() == big
+            await flow.send(big[::-1])
+            with trio.fail_after(5):
+                assert await sock.recv(8000) == big[::-1]

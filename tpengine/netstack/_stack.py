@@ -28,6 +28,7 @@ from tpengine import wire
 from ._config import TcpConfig
 from ._device import Device
 from ._events import Closed, ConnectionReset, Established
+from ._fragments import FragmentReassembler
 from ._packets import segment_from_header, write_segment
 from ._segment import ACK, FIN, RST, SYN, TcpSegment, reset_for
 from ._state import TcpState
@@ -168,6 +169,7 @@ class Netstack:
         self._udp = UdpFlowTable(idle_timeout=config.udp_idle_timeout, max_queued=config.udp_queue)
         self._udp_send, self._udp_recv = trio.open_memory_channel[UdpFlow](config.backlog)
         self._udp_flows: dict[FlowKey, UdpFlow] = {}
+        self._fragments = FragmentReassembler()
         tcp = config.tcp
         gso = device.tso and device.vnet_hdr
         # The MSS we announce follows the TUN's MTU (RFC 9293 §3.7.1: MTU minus the
@@ -307,8 +309,10 @@ class Netstack:
                 raw = memoryview(packet)
             ip = wire.parse_ip_packet(raw)
             if isinstance(ip.ip, wire.IPv4Header) and ip.ip.is_fragment:
-                self.stats.dropped += 1  # no reassembly: the kernel sends DF anyway
-                return
+                whole = self._reassemble(ip.ip, ip.transport, raw, now)
+                if whole is None:
+                    return
+                ip, raw = whole
             proto = ip.protocol
             # With NEEDS_CSUM the checksum field holds only the pseudo-header sum
             # (virtio spec §5.1.6.2): never verify it. Otherwise it is complete.
@@ -330,6 +334,24 @@ class Netstack:
             # it, drop the packet (tests assert the count stays zero).
             self.stats.internal_errors += 1
             _log.exception("netstack: internal error on an input packet")
+
+    def _reassemble(
+        self, header: wire.IPv4Header, data: memoryview, raw: memoryview, now: float
+    ) -> tuple[wire.IpPacket, memoryview] | None:
+        """Feed an IPv4 fragment; the whole datagram (with its first fragment as the
+        packet an ICMP error would quote) once complete (RFC 791 §3.2)."""
+        key = (header.src, header.dst, header.protocol, header.identification)
+        more = bool(header.flags & wire.IPV4_MF)
+        offset = header.fragment_offset * 8
+        packet = bytes(raw[: header.total_length]) if offset == 0 else b""
+        done = self._fragments.add(key, offset, more, bytes(data), packet, now)
+        if done is None:
+            return None
+        payload, first = done
+        if not first:
+            return None
+        first_header = wire.IPv4Header.parse(first, verify_checksum=False)
+        return wire.IpPacket(first_header, header.protocol, memoryview(payload)), memoryview(first)
 
     def _input_tcp(self, ip: wire.IpPacket, raw: memoryview, now: float) -> None:
         header = wire.TcpHeader.parse(ip.transport)
