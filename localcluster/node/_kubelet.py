@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -51,6 +52,11 @@ class Kubelet:
         self._used: set[int] = set()
         self._nursery: trio.Nursery | None = None
         self.events = Recorder(store, names.node_ns)
+        # Paths containers must still see when the pod's private /tmp covers /tmp.
+        project = Path(__file__).resolve().parents[2]
+        self.keep_under_tmp = sorted(
+            {str(p) for p in (Path(sys.prefix).resolve(), project) if str(p).startswith("/tmp/")}
+        )
         (state_dir / "pids").mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ the loop

@@ -234,8 +234,14 @@ def _prepare_container(spec: dict) -> None:
     for dst, is_file in wanted:
         if not (tmp and _under(dst, "/tmp")):
             _ensure_mountpoint(spec, dst, is_file, scratch)
+    keep = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in spec.get("keep", [])]
     if tmp_fd is not None:
         _bind(f"/proc/self/fd/{tmp_fd}", "/tmp")
+        # The project and its environment may live under /tmp (a CI checkout): they
+        # stay visible at their own paths inside the pod's private /tmp.
+        for path, fd in keep:
+            os.makedirs(path, exist_ok=True)
+            _bind(f"/proc/self/fd/{fd}", path)
         for dst, is_file in wanted:
             if _under(dst, "/tmp") and not os.path.lexists(dst):
                 os.makedirs(dst if not is_file else os.path.dirname(dst), exist_ok=True)

@@ -246,6 +246,7 @@ class PodWorker:
             "pod_binds": self.pod_binds,
             "scratch": str(scratch),
             "tmp": str(tmp),
+            "keep": self.kubelet.keep_under_tmp,
             "created_log": str(self.kubelet.state_dir / "created-paths"),
             "tty": tty,
         }

@@ -179,6 +179,11 @@ def test_the_pod_has_its_own_tmp(pod_sandbox: tuple[int, str, Path]) -> None:
     assert result.stdout.split() == ["sub", "unit-file", "volume", "file"], result.stderr
     assert (tmp_path / "podtmp" / "unit-file").read_text() == "hi\n"
     assert not Path("/tmp/unit-file").exists()
+    # Paths the pod must keep seeing (a project checked out under /tmp) stay visible.
+    kept = run_in_pod(
+        pid1, tmp_path, f"ls {tmp_path}/vol", tmp=str(tmp_path / "podtmp"), keep=[str(tmp_path)]
+    )
+    assert kept.stdout.split() == ["f"], kept.stderr
     shm = run_in_pod(pid1, tmp_path, "touch /dev/shm/unit-shm && df -P /dev/shm | tail -1")
     assert "65536" in shm.stdout, shm.stderr
     assert not Path("/dev/shm/unit-shm").exists()
