@@ -53,6 +53,18 @@ class Engagement:
     def takes_traffic(self) -> bool:
         return self.kind in (Kind.INTERCEPT, Kind.REPLACE)
 
+    def to_agent_json(self) -> dict[str, Any]:
+        """What the agents of the workload are told (the agent contract's ENGAGEMENT)."""
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "session_id": self.session_id,
+            "client": self.client,
+            "ports": [int(p) for p in self.ports if p.isdigit()],
+            "filter": self.filter.to_json(),
+            "targets": self.details.get("targets", {}),
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,

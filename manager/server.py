@@ -17,10 +17,13 @@ from typing import Any
 import trio
 import trio_websocket
 
+from manager._agents import AgentInfo, AgentRegistry
 from manager._cluster import ClusterWatcher
 from manager._dialer import DialError, DialFailure, dial_tcp, open_udp
+from manager._engagements import Engagement, EngagementRegistry
 from manager._health import serve_health
 from manager._lookup import ClusterLookup
+from manager._relay import relay_dial
 from manager._sessions import SessionRegistry
 from tpengine import __version__
 from tpengine.splice import splice
@@ -32,6 +35,7 @@ from tpengine.tunnel import (
     Proto,
     RejectReason,
     RemoteError,
+    TunnelError,
     open_mux_over_websocket,
 )
 
@@ -56,10 +60,18 @@ class ManagerSettings:
 
 
 class _Connection:
-    """Per-tunnel state: which client session this tunnel belongs to."""
+    """Per-tunnel state: the client session or the agent at the other end."""
 
     def __init__(self) -> None:
         self.session_id: str | None = None
+        self.agent: AgentInfo | None = None
+        self.mux: MuxSession | None = None
+        self.has_mux = trio.Event()  # requests can arrive before the session is handed over
+
+    async def tunnel(self) -> MuxSession:
+        await self.has_mux.wait()
+        assert self.mux is not None
+        return self.mux
 
 
 class Manager:
@@ -70,6 +82,9 @@ class Manager:
         self.sessions = SessionRegistry(timeout=settings.session_timeout)
         self.cluster = ClusterWatcher(api=api, namespace=settings.namespace)
         self.lookup = lookup or ClusterLookup()
+        self.agents = AgentRegistry()
+        self.engagements = EngagementRegistry()
+        self._client_muxes: dict[str, MuxSession] = {}
         self._session_changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -101,6 +116,8 @@ class Manager:
                 self._session_changed = trio.Event()
             for session in self.sessions.expire(trio.current_time()):
                 log.info("session %s of %s@%s expired", session.id, session.user, session.host)
+                self._client_muxes.pop(session.id, None)
+                await self._drop_engagements(self.engagements.remove_session(session.id))
 
     async def _serve_tunnel(self, request: trio_websocket.WebSocketRequest) -> None:
         # A ConnectionClosed escaping this handler would take the whole server down.
@@ -116,9 +133,14 @@ class Manager:
                 ) as mux,
                 trio.open_nursery() as nursery,
             ):
-                nursery.start_soon(self._push_cluster_changes, mux)
-                await mux.wait_closed()
-                nursery.cancel_scope.cancel()
+                conn.mux = mux
+                conn.has_mux.set()
+                try:
+                    nursery.start_soon(self._push_cluster_changes, mux)
+                    await mux.wait_closed()
+                    nursery.cancel_scope.cancel()
+                finally:
+                    self._forget_tunnel(conn, mux)
         except (
             trio_websocket.ConnectionClosed,
             trio.BrokenResourceError,
@@ -127,6 +149,18 @@ class Manager:
             log.info("tunnel from %s ended: %s", request.remote, exc)
         except Exception:
             log.exception("tunnel from %s failed", request.remote)
+
+    def _forget_tunnel(self, conn: _Connection, mux: MuxSession) -> None:
+        if conn.agent is not None:
+            self.agents.depart(conn.agent.namespace, conn.agent.pod, mux)
+            log.info(
+                "agent of %s/%s in pod %s departed",
+                conn.agent.namespace,
+                conn.agent.workload,
+                conn.agent.pod,
+            )
+        if conn.session_id is not None and self._client_muxes.get(conn.session_id) is mux:
+            del self._client_muxes[conn.session_id]
 
     async def _push_cluster_changes(self, mux: MuxSession) -> None:
         while True:
@@ -143,6 +177,7 @@ class Manager:
         payload = payload or {}
         now = trio.current_time()
         if method == "arrive":
+            await conn.tunnel()
             return self._arrive(conn, payload, now)
         if method == "cluster_info":
             with trio.fail_after(30):
@@ -161,6 +196,9 @@ class Manager:
             return {}
         if method == "version":
             return {"version": __version__}
+        if method == "agent_arrive":
+            await conn.tunnel()
+            return self._agent_arrive(conn, payload)
         raise ValueError(f"unknown method {method!r}")
 
     def _arrive(self, conn: _Connection, payload: dict[str, Any], now: float) -> dict[str, Any]:
@@ -177,11 +215,57 @@ class Manager:
             )
             conn.session_id = session.id
             log.info("session %s: %s@%s arrived", session.id, session.user, session.host)
+        if conn.mux is not None:
+            self._client_muxes[conn.session_id] = conn.mux
         self._session_changed.set()
         return {"session_id": conn.session_id, "manager_version": __version__}
 
+    def _agent_arrive(self, conn: _Connection, payload: dict[str, Any]) -> dict[str, Any]:
+        info = AgentInfo.from_json(payload)
+        assert conn.mux is not None
+        conn.agent = info
+        self.agents.arrive(info, conn.mux)
+        log.info("agent of %s/%s arrived from pod %s", info.namespace, info.workload, info.pod)
+        return {"engagements": self._engagements_for(info.namespace, info.workload)}
+
+    def _engagements_for(self, namespace: str, workload: str) -> list[dict[str, Any]]:
+        return [e.to_agent_json() for e in self.engagements.of_workload(namespace, workload)]
+
+    async def _push_engagements(self, namespace: str, workload: str) -> None:
+        current = self._engagements_for(namespace, workload)
+        for agent in self.agents.of_workload(namespace, workload):
+            try:
+                await agent.mux.push("engagements", current)
+            except (TunnelError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.info("cannot tell agent %s: %s", agent.info.pod, exc)
+
+    async def _drop_engagements(self, gone: list[Engagement]) -> None:
+        for workload in {(e.namespace, e.workload) for e in gone}:
+            await self._push_engagements(*workload)
+
     async def _on_dial(self, dial: IncomingDial) -> None:
         dest = dial.destination
+        tag = dest.tag.decode(errors="replace")
+        if tag.startswith("session:"):
+            # An agent sends a connection to the engaging client (intercept, wiretap).
+            target = self._client_muxes.get(tag.removeprefix("session:"))
+            if target is None:
+                await dial.reject(RejectReason.UNREACHABLE, "the engaging client is not connected")
+                return
+            await relay_dial(dial, target, dest.host, dest.port)
+            return
+        if tag.startswith("agent:"):
+            # A client reaches a pod's localhost through its agent (--to-pod).
+            namespace, _, pod = tag.removeprefix("agent:").partition("/")
+            agent = self.agents.get(namespace, pod)
+            if agent is None:
+                await dial.reject(RejectReason.UNREACHABLE, f"no agent in pod {namespace}/{pod}")
+                return
+            await relay_dial(dial, agent.mux, dest.host, dest.port)
+            return
+        if tag:
+            await dial.reject(RejectReason.FORBIDDEN, f"unknown routing tag {tag!r}")
+            return
         if dest.proto is Proto.UDP:
             await self._dial_udp(dial)
             return

@@ -137,3 +137,50 @@ async def test_udp_flow(manager_url: str) -> None:
             await sock.sendto(b"world", peer)
             assert await flow.receive() == b"world"
             await flow.aclose()
+
+
+async def test_relays_between_agent_and_client(manager_url: str, nursery: trio.Nursery) -> None:
+    from tpengine.tunnel import IncomingDial
+
+    echo = await echo_server(nursery)
+
+    async def connect_locally(dial: IncomingDial) -> None:
+        # What the engine (for an intercept) or the agent (for --to-pod) does with a dial.
+        from tpengine.splice import splice
+
+        local = await trio.open_tcp_stream(dial.destination.host, dial.destination.port)
+        await splice(await dial.accept_stream(), local)
+
+    async with (
+        open_mux_websocket_url(manager_url, dial_handler=connect_locally) as client,
+        open_mux_websocket_url(manager_url, dial_handler=connect_locally) as agent,
+    ):
+        session = (await client.request("arrive", {"user": "susan", "host": "laptop"}))[
+            "session_id"
+        ]
+        arrived = await agent.request(
+            "agent_arrive",
+            {
+                "namespace": "default",
+                "workload": "web",
+                "pod": "web-1",
+                "pod_ip": "10.244.0.9",
+                "container": "web",
+            },
+        )
+        assert arrived == {"engagements": []}
+        for mux, tag in ((agent, f"session:{session}"), (client, "agent:default/web-1")):
+            stream = await mux.open_stream("127.0.0.1", echo, tag=tag.encode())
+            async with stream:
+                await stream.send_all(b"through the manager")
+                await stream.send_eof()
+                assert await stream.receive_some(100) == b"through the manager"
+        with pytest.raises(DialRejected) as caught:
+            await agent.open_stream("127.0.0.1", echo, tag=b"session:nobody")
+        assert caught.value.reason is RejectReason.UNREACHABLE
+        with pytest.raises(DialRejected) as caught:
+            await client.open_stream("127.0.0.1", echo, tag=b"agent:default/nope")
+        assert caught.value.reason is RejectReason.UNREACHABLE
+        with pytest.raises(DialRejected) as caught:
+            await client.open_stream("127.0.0.1", echo, tag=b"bogus")
+        assert caught.value.reason is RejectReason.FORBIDDEN
