@@ -112,6 +112,10 @@ class PendingConnection:
         self._decided = True
         return self._conn.endpoint
 
+    def _take_syn_packet(self) -> bytes:
+        packet, self._syn_packet = self._syn_packet, b""
+        return packet
+
     async def accept(self) -> TcpStream:
         """Complete the handshake; returns the stream once the peer's ACK arrived.
 
@@ -121,6 +125,7 @@ class PendingConnection:
         if ep.state is not TcpState.PENDING:
             await trio.lowlevel.checkpoint()
             raise trio.BrokenResourceError("the peer abandoned the connection")
+        self._take_syn_packet()  # only an ICMP error would quote it
         stream = TcpStream(self._conn)
         self._conn.stream = stream
         ep.accept(trio.current_time())
@@ -147,7 +152,7 @@ class PendingConnection:
         ep = self._decide()
         if ep.state is TcpState.PENDING:
             ep.unreachable()
-            self._conn.stack._send_unreachable(self._syn_packet, port=port)
+            self._conn.stack._send_unreachable(self._take_syn_packet(), port=port)
             self._conn.flush()
 
 
