@@ -24,6 +24,7 @@ from tpengine.splice import splice
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 MAX_HEADERS = 64 * 1024
 
 
@@ -130,25 +131,47 @@ class Http1Router:
         self.upstreams[route] = upstream
         return upstream
 
+    async def _reconnect(self, route: Route) -> _Upstream:
+        stale = self.upstreams.pop(route, None)
+        if stale is not None:
+            await stale.stream.aclose()
+        return await self._upstream(route)
+
     async def _relay(self, request: h11.Request) -> bool:
         """Forward one request and its response; False when the connection must end."""
         route = self.choose(request)
         if self.observe is not None:
             self.observe(request)
+        cached = self.upstreams.get(route)
+        reused = cached is not None and cached.conn.our_state is h11.IDLE
+        # RFC 9110 §9.2.2: only an idempotent request without a body may be sent again
+        # if a kept-alive upstream connection turns out to be closed (RFC 9112 §9.3.1);
+        # any other request gets a fresh connection rather than risk a lost request.
+        retryable = request.method in _IDEMPOTENT and not _has_body(request)
         try:
-            upstream = await self._upstream(route)
+            upstream = await (self._upstream(route) if retryable else self._reconnect(route))
+            reused = reused and retryable
         except OSError as exc:
             await self._answer_error(502, f"{route.name} is not reachable: {exc}")
             return False
-        headers = list(request.headers.raw_items())
-        await upstream.send(
-            h11.Request(
-                method=request.method,
-                target=request.target,
-                headers=headers,
-                http_version=request.http_version,
-            )
+        head = h11.Request(
+            method=request.method,
+            target=request.target,
+            headers=list(request.headers.raw_items()),
+            http_version=request.http_version,
         )
+        try:
+            await upstream.send(head)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not reused:
+                raise
+            try:  # a kept-alive upstream that closed meanwhile: nothing was sent yet
+                upstream = await self._reconnect(route)
+            except OSError as exc:
+                await self._answer_error(502, f"{route.name} is not reachable: {exc}")
+                return False
+            reused = False
+            await upstream.send(head)
         while True:  # the request body
             event = await self._next_client_event()
             if self.observe is not None and isinstance(event, (h11.Data, h11.EndOfMessage)):
@@ -160,15 +183,31 @@ class Http1Router:
                 break
             else:
                 return False  # the caller went away mid-request
-        return await self._relay_response(route, upstream)
+        retry = head if reused else None
+        return await self._relay_response(route, upstream, retry)
 
-    async def _relay_response(self, route: Route, upstream: _Upstream) -> bool:
+    async def _relay_response(
+        self, route: Route, upstream: _Upstream, retry: h11.Request | None = None
+    ) -> bool:
         while True:
             try:
                 event = await upstream.next_event()
             except (h11.RemoteProtocolError, trio.BrokenResourceError) as exc:
+                if retry is not None:
+                    fresh, retry = await self._resend(route, retry), None
+                    if fresh is None:
+                        return False
+                    upstream = fresh
+                    continue
                 await self._answer_error(502, f"{route.name} answered badly: {exc}")
                 return False
+            if isinstance(event, h11.ConnectionClosed) and retry is not None:
+                fresh, retry = await self._resend(route, retry), None
+                if fresh is None:
+                    return False
+                upstream = fresh
+                continue
+            retry = None  # the upstream answered: from here on, no second try
             if isinstance(event, h11.InformationalResponse):
                 await self._send_client(
                     h11.InformationalResponse(
@@ -199,6 +238,16 @@ class Http1Router:
             else:  # upstream closed before the response ended
                 await self._answer_error(502, f"{route.name} closed the connection")
                 return False
+
+    async def _resend(self, route: Route, head: h11.Request) -> _Upstream | None:
+        try:
+            upstream = await self._reconnect(route)
+            await upstream.send(head)
+            await upstream.send(h11.EndOfMessage())
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            await self._answer_error(502, f"{route.name} is not reachable: {exc}")
+            return None
+        return upstream
 
     async def _switch_protocols(self, route: Route, upstream: _Upstream) -> None:
         """After 101: the bytes after the headers on each side belong to the new protocol."""
@@ -231,6 +280,14 @@ class Http1Router:
             await self._send_client(h11.EndOfMessage())
         except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+def _has_body(request: h11.Request) -> bool:
+    """RFC 9112 §6.3: a request has a body only with Content-Length or Transfer-Encoding."""
+    for name, value in request.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 def looks_like_http1(data: bytes) -> bool:
