@@ -42,14 +42,15 @@ def remove_route(device: str, cidr: ipaddress.IPv4Network | ipaddress.IPv6Networ
 def configure_link(
     device: str, mtu: int, addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
 ) -> None:
-    with IPRoute() as ipr:
-        index = link_index(ipr, device)
-        ipr.link("set", index=index, mtu=mtu)
-        for address in addresses:
-            ipr.addr(
-                "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
-            )
-        ipr.link("set", index=index, state="up")
+    """MTU, a long transmit queue, addresses (IPv6 without DAD) and up: the TUN module's
+    own link setup, so the engine's device is configured as the tested ones are."""
+    from tpengine.netstack.tun import TunError
+    from tpengine.netstack.tun import configure_link as configure_tun
+
+    try:
+        configure_tun(device, mtu=mtu, addresses=[str(a) for a in addresses], up=True)
+    except TunError as exc:
+        raise OSError(errno.EINVAL, str(exc)) from None
 
 
 def delete_link(device: str) -> None:
