@@ -1,0 +1,253 @@
+"""``tp connect`` from the laptop of a local cluster, next to the direct route (the limit)
+and sshuttle (the Python peer to beat), all measured in one run.
+
+``python -m benchmarks connect`` (as root): brings up local cluster ``tpb``, deploys an
+iperf3 server, the probe (64-byte ping-pong and a minimal HTTP server) and the
+echo-server, then measures each path from the laptop:
+
+- bulk TCP laptop → pod and pod → laptop: ``iperf3 -c POD -t 3`` and ``-R`` (Mbit/s);
+- 64-byte request RTT p50/p99 on one connection (the probe's client, one at a time);
+- new connections per second: ``ab -c 8`` for a few seconds against the minimal HTTP
+  server's ClusterIP (one request per connection; the server is far from being the limit)
+  and against the echo-server's ClusterIP (the Python echo-server is the limit there);
+- DNS queries per second (dnspython, 8 at a time, cluster FQDNs) through the path's
+  resolver: the cluster DNS over the direct route, sshuttle ``--dns``, tp's resolver;
+- ``tp connect`` wall time with the traffic-manager already installed.
+
+Then the cluster goes down, also on failure or Ctrl-C. Not part of ``./dev test``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from types import FrameType
+
+from benchmarks._connect_cluster import (
+    IPERF_PORT,
+    PINGPONG_PORT,
+    PROBE,
+    BenchError,
+    Cluster,
+    Targets,
+    deploy,
+    local_cluster,
+)
+from benchmarks._connect_paths import Way, direct_route, sshuttle, tp_connect
+
+IPERF_SECONDS = 3
+RTT_SECONDS = 2.0
+AB_SECONDS = 3
+DNS_SECONDS = 2.0
+CONCURRENCY = 8
+
+
+@dataclass
+class Figures:
+    up_mbps: float | None = None
+    down_mbps: float | None = None
+    rtt_p50_us: float | None = None
+    rtt_p99_us: float | None = None
+    conns_per_s: float | None = None
+    echo_per_s: float | None = None
+    dns_qps: float | None = None
+    connect_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _iperf(cluster: Cluster, ip: str, reverse: bool) -> float:
+    argv = ["iperf3", "-c", ip, "-p", str(IPERF_PORT), "-t", str(IPERF_SECONDS), "-J"]
+    out = cluster.laptop(*argv, *(["-R"] if reverse else []), timeout=IPERF_SECONDS + 30)
+    return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
+
+
+def _probe(cluster: Cluster, *args: str, timeout: float = 60) -> dict[str, float]:
+    out = cluster.laptop(sys.executable, str(PROBE), *args, timeout=timeout)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _ab(cluster: Cluster, url: str) -> float:
+    """New connections per second: ab without keep-alive opens one per request."""
+    argv = ["ab", "-q", "-r", "-s", "10", "-t", str(AB_SECONDS), "-n", "1000000"]
+    out = cluster.laptop(*argv, "-c", str(CONCURRENCY), url, timeout=AB_SECONDS + 60).stdout
+    failed = re.search(r"Failed requests:\s+(\d+)", out)
+    if failed and int(failed.group(1)):
+        raise BenchError(f"ab {url}: {failed.group(1)} failed requests")
+    rate = re.search(r"Requests per second:\s+([\d.]+)", out)
+    if rate is None:
+        raise BenchError(f"ab {url}: no rate in its output: {out[-400:]}")
+    return float(rate.group(1))
+
+
+def _attempt(figures: Figures, what: str, fn: Callable[[], None]) -> None:
+    """One figure's failure is a note in the table, not the end of the run."""
+    try:
+        fn()
+    except (BenchError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
+        figures.notes.append(f"{what}: {exc}"[:300])
+        print(f"  {what} failed: {exc}", file=sys.stderr)
+
+
+def measure(cluster: Cluster, way: Way, targets: Targets) -> Figures:
+    f = Figures(connect_s=way.connect_seconds)
+    print(f"measuring {way.name} …", flush=True)
+
+    def up() -> None:
+        f.up_mbps = _iperf(cluster, targets.iperf_ip, reverse=False)
+
+    def down() -> None:
+        f.down_mbps = _iperf(cluster, targets.iperf_ip, reverse=True)
+
+    def rtt() -> None:
+        r = _probe(cluster, "rtt", targets.pingpong_ip, str(PINGPONG_PORT), str(RTT_SECONDS))
+        f.rtt_p50_us, f.rtt_p99_us = r["p50_us"], r["p99_us"]
+
+    def conns() -> None:
+        f.conns_per_s = _ab(cluster, f"http://{targets.pingpong_cluster_ip}/")
+
+    def echo() -> None:
+        f.echo_per_s = _ab(cluster, f"http://{targets.hello_cluster_ip}/")
+
+    def dns() -> None:
+        assert way.dns_server is not None
+        args = [way.dns_server, str(DNS_SECONDS), str(CONCURRENCY), *targets.dns_names]
+        r = _probe(cluster, "dns", *args)
+        if r["errors"]:
+            raise BenchError(f"{r['errors']:.0f} DNS queries failed of {r['n'] + r['errors']:.0f}")
+        f.dns_qps = r["per_s"]
+
+    for what, fn in [("up", up), ("down", down), ("rtt", rtt), ("conns", conns)]:
+        _attempt(f, what, fn)
+    for what, fn in [("echo", echo), ("dns", dns)]:
+        _attempt(f, what, fn)
+    return f
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    attr: str
+    unit: str
+    higher_is_better: bool
+    target: float | None = None  # vs sshuttle: tp/sshuttle ≥ target (or ≤ for lower-better)
+
+
+ROWS = [
+    Row("bulk TCP laptop → pod", "up_mbps", "Mbit/s", True, 4.0),
+    Row("bulk TCP pod → laptop", "down_mbps", "Mbit/s", True, 4.0),
+    Row("64 B request RTT p50", "rtt_p50_us", "µs", False, 1.0),
+    Row("64 B request RTT p99", "rtt_p99_us", "µs", False),
+    Row("new connections/s (ab -c 8, tiny HTTP)", "conns_per_s", "/s", True, 2.0),
+    Row("HTTP req/s to echo-server (ab -c 8)", "echo_per_s", "/s", True),
+    Row("DNS queries/s (8 at a time)", "dns_qps", "/s", True),
+]
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or not b else f"{a / b:.2f}×"
+
+
+def _verdict(row: Row, tp: float | None, ssh: float | None) -> str:
+    if row.target is None:
+        return ""
+    if tp is None or not ssh:
+        return "?"
+    ratio = tp / ssh
+    ok = ratio >= row.target if row.higher_is_better else ratio <= row.target
+    sign = "≥" if row.higher_is_better else "≤"
+    return f"{'ok' if ok else 'MISS'} ({sign}{row.target:g}× sshuttle)"
+
+
+def print_table(direct: Figures, ssh: Figures, tp: Figures) -> None:
+    header = ("figure", "unit", "direct", "sshuttle", "tp", "tp/sshuttle", "tp/direct", "target")
+    lines = [header]
+    for row in ROWS:
+        d, s, t = (getattr(fig, row.attr) for fig in (direct, ssh, tp))
+        lines.append(
+            (
+                row.label,
+                row.unit,
+                _fmt(d),
+                _fmt(s),
+                _fmt(t),
+                _ratio(t, s),
+                _ratio(t, d),
+                _verdict(row, t, s),
+            )
+        )
+    connect = tp.connect_s
+    ok = "?" if connect is None else ("ok" if connect <= 3.0 else "MISS")
+    lines.append(("tp connect wall time", "s", "", "", _fmt(connect), "", "", f"{ok} (≤3 s)"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for i, line in enumerate(lines):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for name, fig in (("direct", direct), ("sshuttle", ssh), ("tp", tp)):
+        for note in fig.notes:
+            print(f"note ({name}): {note}")
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends the run like Ctrl-C: every context manager's cleanup runs."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _run_path(
+    cluster: Cluster, targets: Targets, path: Callable[[Cluster], AbstractContextManager[Way]]
+) -> Figures:
+    figures: Figures | None = None
+    try:
+        with path(cluster) as way:
+            figures = measure(cluster, way, targets)
+    except (BenchError, subprocess.TimeoutExpired) as exc:
+        print(f"  {path.__name__} failed: {exc}", file=sys.stderr)
+        figures = figures or Figures()
+        figures.notes.append(f"{path.__name__}: {exc}"[:300])
+    return figures
+
+
+def main() -> None:
+    started = time.perf_counter()
+    with _sigterm_interrupts(), local_cluster() as cluster:
+        print(f"local cluster {cluster.name} up ({time.perf_counter() - started:.1f} s)")
+        targets = deploy(cluster)
+        print(f"servers ready ({time.perf_counter() - started:.1f} s): {targets}")
+        direct = _run_path(cluster, targets, direct_route)
+        ssh = _run_path(cluster, targets, sshuttle)
+        tp = _run_path(cluster, targets, tp_connect)
+    print(f"measured in {time.perf_counter() - started:.0f} s; cluster {cluster.name} is down\n")
+    print_table(direct, ssh, tp)
+
+
+if __name__ == "__main__":
+    main()
