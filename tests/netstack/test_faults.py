@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -99,11 +100,25 @@ CONFIG = NetstackConfig(
 async def test_faults_every_byte_once_in_order_and_nothing_hangs(
     seed: int, drop: float, dup: float, swap: float
 ) -> None:
-    rng = random.Random(seed)
+    await _run_faulty(random.Random(seed), drop, dup, swap, CONFIG)
+
+
+@settings(max_examples=3)
+@given(seed=st.integers(0, 2**32 - 1))
+async def test_faults_without_sack_or_timestamps(seed: int) -> None:
+    """The same, negotiating neither SACK nor timestamps: NewReno recovery (RFC 6582)
+    and Karn-timed RTT samples do the work."""
+    plain = NetstackConfig(tcp=replace(CONFIG.tcp, sack=False, timestamps=False))
+    await _run_faulty(random.Random(seed), 0.04, 0.02, 0.05, plain)
+
+
+async def _run_faulty(
+    rng: random.Random, drop: float, dup: float, swap: float, config: NetstackConfig
+) -> None:
     sizes = [0, 1, 70_000, 300_000]
     async with open_test_tun() as (tun, netns):
         faulty = FaultyTun(tun, rng, drop, dup, swap)
-        async with open_netstack(faulty, config=CONFIG) as stack:
+        async with open_netstack(faulty, config=config) as stack:
             received: dict[int, bytes] = {}
             with trio.fail_after(40):
                 async with trio.open_nursery() as nursery:
