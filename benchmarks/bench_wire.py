@@ -9,12 +9,11 @@ from collections.abc import Callable
 
 from tpengine.wire import (
     TcpFlags,
-    TcpHeader,
     TcpOptions,
     build_tcp_packet,
     internet_checksum,
-    parse_ip_packet,
     parse_tcp_options,
+    parse_tcp_packet,
 )
 
 SRC = bytes([10, 0, 0, 1])
@@ -49,10 +48,9 @@ def _compare_us(
 
 def _ours_parse(packet: bytes) -> Callable[[], object]:
     def parse() -> object:
-        # what the netstack does per packet: IP (checksum verified), TCP, its options
-        pkt = parse_ip_packet(packet)
-        tcp = TcpHeader.parse(pkt.transport)
-        return pkt, tcp, parse_tcp_options(tcp.options)
+        # what the netstack needs per packet: IP (checksum verified), TCP, its options
+        ip, tcp, payload = parse_tcp_packet(packet)
+        return ip, tcp, payload, parse_tcp_options(tcp.options)
 
     return parse
 

@@ -28,6 +28,7 @@ from tpengine.wire import (
     build_udp_packet,
     parse_ip_packet,
     parse_tcp_options,
+    parse_tcp_packet,
     transport_checksum_ok,
 )
 
@@ -174,6 +175,7 @@ PARSERS: list[Callable[[bytes], object]] = [
     VirtioNetHdr.parse,
     _check_ip,
     lambda b: _check_ip(bytes(parse_ip_packet(b, verify_checksum=False).transport)),
+    parse_tcp_packet,
     build_icmp_echo_reply,
     lambda b: build_destination_unreachable(b, code=3),
 ]
@@ -205,3 +207,19 @@ def test_fuzz_mutated_valid_packets(packet: bytes, flips: list[tuple[int, int]])
     _only_malformed(bytes(mutated))
     # with a bad IPv4 header checksum ignored, deeper parsers still see the mutation
     _only_malformed(bytes(mutated)[20:])
+
+
+@pytest.mark.parametrize("packet", SAMPLES, ids=lambda p: f"{len(p)}B")
+def test_one_call_tcp_parse_agrees_with_the_layered_parse(packet: bytes) -> None:
+    layered = parse_ip_packet(packet)
+    if layered.protocol != 6:
+        with pytest.raises(MalformedPacket, match="not TCP"):
+            parse_tcp_packet(packet)
+        return
+    ip, tcp, payload = parse_tcp_packet(packet)
+    assert ip == layered.ip
+    assert tcp == TcpHeader.parse(layered.transport)
+    assert bytes(payload) == bytes(layered.transport[tcp.header_len :])
+    for cut in range(len(packet)):
+        with pytest.raises(MalformedPacket):
+            parse_tcp_packet(packet[:cut])

@@ -19,6 +19,7 @@ from typing import Final, NamedTuple
 from ._checksum import Buffer, ones_complement_sum, word_sum
 from ._errors import MalformedPacket
 from ._ip import IPv4Header, IPv6Header, ipv6_upper_layer
+from ._tcp import TcpHeader
 from ._udp_icmp import IcmpType
 
 __all__ = [
@@ -414,6 +415,42 @@ def parse_ip_packet(packet: Buffer, *, verify_checksum: bool = True) -> IpPacket
         proto, off = ipv6_upper_layer(mv, h6)
         return IpPacket(h6, proto, mv[off : 40 + h6.payload_length])
     raise MalformedPacket(f"IP version {version}")
+
+
+_V4TCPX: Final = struct.Struct("!xBHHHBBH4s4sHHIIxBHHH")  # IPv4 + TCP, no offset bytes
+_unpack_v4tcpx = _V4TCPX.unpack_from
+
+
+def parse_tcp_packet(
+    packet: Buffer, *, verify_checksum: bool = True
+) -> tuple[IPv4Header | IPv6Header, TcpHeader, memoryview]:
+    """The IP header, TCP header and TCP payload of a TCP packet in one call — the
+    netstack's hot path. IPv4 without IP options (nearly every packet) is parsed with a
+    single unpack; anything else goes through :func:`parse_ip_packet`. Raises
+    MalformedPacket for a packet that is not well-formed TCP."""
+    mv = packet if type(packet) is memoryview else memoryview(packet)
+    n = len(mv)
+    if n >= 40 and mv[0] == 0x45 and mv[9] == PROTO_TCP:
+        f = _unpack_v4tcpx(mv, 0)
+        total = f[1]
+        hlen = (mv[32] >> 4) << 2
+        if total > n or total < 20 + hlen or hlen < 20:
+            raise MalformedPacket(
+                f"IPv4/TCP: total length {total}, TCP header {hlen}, have {n} bytes"
+            )
+        if verify_checksum and _from_bytes(packet[:20], "big") % 0xFFFF:
+            raise MalformedPacket("IPv4: bad header checksum")
+        options = _NO_OPTIONS if hlen == 20 else (bytes(mv[40 : 20 + hlen]),)
+        return (
+            _new(IPv4Header, f[:9] + _NO_OPTIONS),
+            _new(TcpHeader, f[9:] + options),
+            mv[20 + hlen : total],
+        )
+    ip, protocol, transport = parse_ip_packet(mv, verify_checksum=verify_checksum)
+    if protocol != PROTO_TCP:
+        raise MalformedPacket(f"not TCP: IP protocol {protocol}")
+    tcp = TcpHeader.parse(transport)
+    return ip, tcp, transport[tcp.header_len :]
 
 
 def transport_checksum_ok(packet: IpPacket) -> bool:
