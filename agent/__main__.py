@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -25,8 +26,9 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def run_agent() -> int:
+    level = getattr(logging, os.environ.get("TP_LOG_LEVEL", "INFO").upper(), logging.INFO)
     logging.basicConfig(
-        level=os.environ.get("TP_LOG_LEVEL", "INFO").upper(),
+        level=level if isinstance(level, int) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -36,7 +38,7 @@ def run_agent() -> int:
         return 2
     agent = Agent(config, listen_host=os.environ.get("TP_AGENT_LISTEN_HOST", "0.0.0.0"))
     try:
-        trio.run(agent.run)
+        trio.run(_serve_until_stopped, agent)
     except KeyboardInterrupt:
         return 0
     except BaseException as exc:  # one line for the user: a port in use, say
@@ -46,6 +48,18 @@ def run_agent() -> int:
             return 1
         raise
     return 0
+
+
+async def _serve_until_stopped(agent: Agent) -> None:
+    """Run until SIGTERM (the kubelet stopping the pod) or SIGINT; leaving the nursery
+    closes the tunnel with a GOAWAY, so the manager sees the agent depart at once."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(agent.run)
+            async for signum in signals:
+                logging.getLogger("agent").info("stopping on %s", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
 
 
 def main(argv: Sequence[str] | None = None) -> None:

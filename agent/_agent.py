@@ -132,7 +132,7 @@ class Agent:
                     await self._serve_tunnel(mux)
                     delay = FIRST_BACKOFF
             except Exception as exc:
-                log.info("tunnel to the manager %s: %s", self.config.manager_url, exc)
+                log.info("tunnel to the manager %s: %s", self.config.manager_url, _why(exc))
             finally:
                 self.mux = None
                 if self.engagements:
@@ -300,6 +300,15 @@ class Agent:
             await Http1Router(caller, lambda request: Route(name, fail), first).serve()
         else:
             await reset(caller)
+
+
+def _why(exc: BaseException) -> str:
+    """One line for the log: the innermost error, with its type when it says nothing."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if exc.__cause__ is not None and not str(exc):
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
 
 
 async def _hang_up(stream: trio.SocketStream) -> None:

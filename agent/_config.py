@@ -10,6 +10,7 @@ app container's env arrives under the ``TP_APP_ENV_`` prefix (Kubernetes already
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +103,9 @@ def load_config(environ: Mapping[str, str]) -> AgentConfig:
         **strings,
         manager_url=url,
         ports=specs,
-        pod=environ.get("TP_POD_NAME", ""),
+        # The downward API names the pod; a pod's hostname is its name too (Kubernetes
+        # sets it so unless spec.hostname overrides it).
+        pod=environ.get("TP_POD_NAME") or environ.get("HOSTNAME") or socket.gethostname(),
         pod_ip=environ.get("TP_POD_IP", ""),
         app_env=app_env,
     )

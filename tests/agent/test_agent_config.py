@@ -4,8 +4,11 @@ refuses bad input: one clear line and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -170,3 +173,37 @@ def test_engagements_plan_per_port() -> None:
     assert [e.id for e in plan.wiretaps] == ["2"] and plan.needs_sniff
     assert plan_for(parsed, 9090).takeover is not None
     assert parsed[0].target(8080) == ("127.0.0.1", 8080)  # no target given: same port
+
+
+def test_tp_agent_listens_without_a_manager_and_stops_on_sigterm() -> None:
+    """The readiness probe (a tcpSocket on the first agent port) passes as soon as the
+    agent runs, manager or not; SIGTERM from the kubelet ends it cleanly."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        agent_port = probe.getsockname()[1]
+    config = {
+        **GOOD,
+        "manager_url": "ws://127.0.0.1:9/",  # nothing there: the agent keeps retrying
+        "ports": [{"agent_port": agent_port, "app_port": 9, "name": "", "protocol": "TCP"}],
+    }
+    env = {"TP_AGENT_CONFIG": json.dumps(config), "TP_AGENT_LISTEN_HOST": "127.0.0.1"}
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", agent_port), timeout=5).close()
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and agent.poll() is None, "never listened"
+                time.sleep(0.05)
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=20)
+        assert agent.returncode == 0, stderr
+        assert "stopping on SIGTERM" in stderr
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
