@@ -293,6 +293,8 @@ class Netstack:
             ):
                 conn.pending._established.set()
                 conn.pending = None
+            if isinstance(event, ConnectionReset):
+                _log.debug("tcp %s -> %s: %s", conn.source, conn.destination, event.reason)
             if isinstance(event, Closed) and self._conns.get(conn.key) is conn:
                 del self._conns[conn.key]
                 conn.deadline = None
@@ -393,6 +395,10 @@ class Netstack:
             self._pending_send.send_nowait(pending)
         except trio.WouldBlock:
             self.stats.backlog_drops += 1  # like a full listen queue: the SYN is retried
+            if self.stats.backlog_drops & 1023 == 1:
+                _log.warning(
+                    "netstack: %d pending connections, new SYNs dropped", self.config.backlog
+                )
             return
         conn.pending = pending
         self._conns[key] = conn
