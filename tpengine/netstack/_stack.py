@@ -97,6 +97,9 @@ class PendingConnection:
         self._decided = False
         self._established = trio.Event()
 
+    def __repr__(self) -> str:
+        return f"<PendingConnection {self.source} -> {self.destination}>"
+
     @property
     def source(self) -> tuple[str, int]:
         return self._conn.source

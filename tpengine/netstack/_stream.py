@@ -45,6 +45,10 @@ class TcpStream(trio.abc.HalfCloseableStream):
         """The address and port the application connected to (its original destination)."""
         return self._conn.destination
 
+    def __repr__(self) -> str:
+        ep = self._conn.endpoint
+        return f"<TcpStream {self.source} -> {self.destination} {ep.state.value}>"
+
     @property
     def receive_buffered(self) -> int:
         """Bytes received and not read yet (at most the configured receive buffer)."""
