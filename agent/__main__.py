@@ -26,16 +26,16 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def run_agent() -> int:
-    level = getattr(logging, os.environ.get("TP_LOG_LEVEL", "INFO").upper(), logging.INFO)
-    logging.basicConfig(
-        level=level if isinstance(level, int) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         config = load_config(os.environ)
     except ConfigError as exc:
         print(f"tp-agent: {exc}", file=sys.stderr)
         return 2
+    level = getattr(logging, os.environ.get("TP_LOG_LEVEL", "INFO").upper(), logging.INFO)
+    logging.basicConfig(
+        level=level if isinstance(level, int) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     agent = Agent(config, listen_host=os.environ.get("TP_AGENT_LISTEN_HOST", "0.0.0.0"))
     try:
         trio.run(_serve_until_stopped, agent)

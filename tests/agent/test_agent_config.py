@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.__main__ import main as agent_main
 from agent._config import ConfigError, load_config
 from agent._engagements import parse_engagements, plan_for
 from agent._init import init_main, nft_script, parse_redirect
@@ -74,16 +75,28 @@ def test_bad_config_is_named(change: dict[str, Any], says: str) -> None:
     ("raw", "says"),
     [(None, "TP_AGENT_CONFIG is not set"), ("{nope", "not valid JSON"), ("[1]", "JSON object")],
 )
-def test_tp_agent_exits_with_one_clear_line(raw: str | None, says: str) -> None:
-    env = {"PATH": "/usr/bin:/bin"}
+def test_tp_agent_exits_with_one_clear_line(
+    raw: str | None, says: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TP_AGENT_CONFIG", raising=False)
     if raw is not None:
-        env["TP_AGENT_CONFIG"] = raw
+        monkeypatch.setenv("TP_AGENT_CONFIG", raw)
+    with pytest.raises(SystemExit) as exited:
+        agent_main([])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tp-agent: ") and says in err
+
+
+def test_the_tp_agent_command_refuses_a_bad_config() -> None:
+    env = {"PATH": "/usr/bin:/bin", "TP_AGENT_CONFIG": json.dumps({**GOOD, "ports": [{}]})}
     done = subprocess.run(
         [sys.executable, "-m", "agent"], env=env, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("tp-agent: ")
-    assert says in done.stderr
+    assert done.stderr == (
+        "tp-agent: TP_AGENT_CONFIG ports[0] agent_port must be a port number 1-65535, not None\n"
+    )
 
 
 @pytest.mark.parametrize(
