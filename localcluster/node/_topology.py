@@ -9,6 +9,11 @@ No namespace gets a link to the root namespace or an uplink. Pods use routed /32
 veths (no bridge): the node holds 10.244.0.1/32 on every pod veth and a /32 route per
 pod; each pod's default route is ``via 10.244.0.1 onlink``, so conntrack on the node
 sees both directions of every flow (what the Service DNAT needs).
+
+Never fork here: the daemon is multi-threaded, and a forked child can inherit a lock
+held by another thread and hang forever (pyroute2's ``netns.create`` and ``NetNS``
+fork). Namespaces are made with ``ip netns add`` (fork+exec is safe) and configured
+with a plain ``IPRoute`` on a thread switched into the namespace with setns(2).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import IPRoute, netns
 
 from localcluster.node._ns import call_in_netns
 
@@ -76,11 +83,25 @@ def pod_veth(index: int) -> str:
     return name
 
 
-def _ifindex(ipr: IPRoute | NetNS, name: str) -> int:
+def _ifindex(ipr: IPRoute, name: str) -> int:
     found = ipr.link_lookup(ifname=name)
     if not found:
         raise OSError(f"no link {name}")
     return int(found[0])
+
+
+def _add_netns(ns: str) -> None:
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+
+
+def _in(ns: str, fn: Callable[[IPRoute], None]) -> None:
+    """Run ``fn`` with an IPRoute socket made inside netns ``ns`` (setns on a thread)."""
+
+    def configure() -> None:
+        with IPRoute() as ipr:
+            fn(ipr)
+
+    call_in_netns(f"/run/netns/{ns}", configure)
 
 
 def _write_sysctl_in(ns: str, key: str, value: str) -> None:
@@ -100,30 +121,40 @@ def existing_namespaces(names: ClusterNames) -> list[str]:
 
 def create_cluster(names: ClusterNames) -> None:
     """The laptop and node namespaces, the veth between them, lo, forwarding, routes."""
-    netns.create(names.laptop_ns)
-    netns.create(names.node_ns)
-    with NetNS(names.node_ns) as node:
-        node.link(
-            "add",
-            ifname="laptop0",
-            kind="veth",
-            peer={"ifname": "eth0", "net_ns_fd": names.laptop_ns},
-        )
-        idx = _ifindex(node, "laptop0")
-        node.addr("add", index=idx, address=NODE_IP, prefixlen=LINK_PREFIX)
-        node.link("set", index=idx, state="up")
-        lo = _ifindex(node, "lo")
-        node.link("set", index=lo, state="up")
-        # Cluster DNS listens on 10.96.0.10 on the node's lo, so pods reach it through
-        # their default route; node-originated ClusterIP traffic needs a route that the
-        # nftables output hook can DNAT (kubernetes-api-notes: "Networking in namespaces").
-        node.addr("add", index=lo, address=CLUSTER_DNS_IP, prefixlen=32)
-        node.route("add", dst=SERVICE_CIDR, oif=lo, prefsrc=NODE_IP)
-    with NetNS(names.laptop_ns) as laptop:
-        idx = _ifindex(laptop, "eth0")
-        laptop.addr("add", index=idx, address=LAPTOP_IP, prefixlen=LINK_PREFIX)
-        laptop.link("set", index=idx, state="up")
-        laptop.link("set", index=_ifindex(laptop, "lo"), state="up")
+    _add_netns(names.laptop_ns)
+    _add_netns(names.node_ns)
+    laptop_fd = os.open(f"/run/netns/{names.laptop_ns}", os.O_RDONLY)
+    try:
+
+        def node(ipr: IPRoute) -> None:
+            ipr.link(
+                "add",
+                ifname="laptop0",
+                kind="veth",
+                peer={"ifname": "eth0", "net_ns_fd": laptop_fd},
+            )
+            idx = _ifindex(ipr, "laptop0")
+            ipr.addr("add", index=idx, address=NODE_IP, prefixlen=LINK_PREFIX)
+            ipr.link("set", index=idx, state="up")
+            lo = _ifindex(ipr, "lo")
+            ipr.link("set", index=lo, state="up")
+            # Cluster DNS listens on 10.96.0.10 on the node's lo, so pods reach it through
+            # their default route; node-originated ClusterIP traffic needs a route that the
+            # nftables output hook can DNAT (kubernetes-api-notes: "Networking in namespaces").
+            ipr.addr("add", index=lo, address=CLUSTER_DNS_IP, prefixlen=32)
+            ipr.route("add", dst=SERVICE_CIDR, oif=lo, prefsrc=NODE_IP)
+
+        _in(names.node_ns, node)
+    finally:
+        os.close(laptop_fd)
+
+    def laptop(ipr: IPRoute) -> None:
+        idx = _ifindex(ipr, "eth0")
+        ipr.addr("add", index=idx, address=LAPTOP_IP, prefixlen=LINK_PREFIX)
+        ipr.link("set", index=idx, state="up")
+        ipr.link("set", index=_ifindex(ipr, "lo"), state="up")
+
+    _in(names.laptop_ns, laptop)
     _write_sysctl_in(names.node_ns, "net.ipv4.ip_forward", "1")
 
 
@@ -154,21 +185,28 @@ def create_pod_network(names: ClusterNames, index: int) -> tuple[str, str]:
     veth = pod_veth(index)
     if ns in netns.listnetns():
         netns.remove(ns)
-    netns.create(ns)
-    with IPRoute() as node:
-        for stale in node.link_lookup(ifname=veth):
-            node.link("del", index=stale)
-        node.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
-        idx = _ifindex(node, veth)
-        node.addr("add", index=idx, address=POD_GATEWAY, prefixlen=32)
-        node.link("set", index=idx, state="up")
-        node.route("add", dst=f"{ip}/32", oif=idx)
-    with NetNS(ns) as pod:
-        pod.link("set", index=_ifindex(pod, "lo"), state="up")
-        idx = _ifindex(pod, "eth0")
-        pod.addr("add", index=idx, address=ip, prefixlen=32)
-        pod.link("set", index=idx, state="up")
-        pod.route("add", dst="0.0.0.0/0", gateway=POD_GATEWAY, oif=idx, flags=RTNH_F_ONLINK)
+    _add_netns(ns)
+    pod_fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        with IPRoute() as node:
+            for stale in node.link_lookup(ifname=veth):
+                node.link("del", index=stale)
+            node.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": pod_fd})
+            idx = _ifindex(node, veth)
+            node.addr("add", index=idx, address=POD_GATEWAY, prefixlen=32)
+            node.link("set", index=idx, state="up")
+            node.route("add", dst=f"{ip}/32", oif=idx)
+    finally:
+        os.close(pod_fd)
+
+    def pod(ipr: IPRoute) -> None:
+        ipr.link("set", index=_ifindex(ipr, "lo"), state="up")
+        idx = _ifindex(ipr, "eth0")
+        ipr.addr("add", index=idx, address=ip, prefixlen=32)
+        ipr.link("set", index=idx, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=POD_GATEWAY, oif=idx, flags=RTNH_F_ONLINK)
+
+    _in(ns, pod)
     return f"/run/netns/{ns}", ip
 
 
