@@ -36,6 +36,7 @@ from ._config import AgentConfig, PortSpec
 from ._engagements import Engagement, PortPlan, parse_engagements, plan_for
 from ._h2c import H2Router
 from ._http1 import Http1Router, Route
+from ._replace import serve_replaced_ports
 from ._streams import ReplayStream, Sniffed, classify, sniff
 from ._topod import serve_pod_dial
 from ._udp import serve_udp_port
@@ -93,6 +94,10 @@ class Agent:
         while not predicate(self):
             await self._changed.wait()
 
+    async def wait_changed(self) -> None:
+        """Wait for the next change of the engagements or of the tunnel."""
+        await self._changed.wait()
+
     # -- running ----------------------------------------------------------------------------
 
     async def run(
@@ -118,6 +123,7 @@ class Agent:
                 nursery.start_soon(trio.serve_listeners, _hang_up, listeners)
             log.info("listening: %s", self.bound)
             task_status.started(dict(self.bound))
+            nursery.start_soon(serve_replaced_ports, self, self._serve_connection)
             await self._manager_loop()
 
     async def _manager_loop(self) -> None:
@@ -135,8 +141,7 @@ class Agent:
                 log.info("tunnel to the manager %s: %s", self.config.manager_url, _why(exc))
             finally:
                 self.mux = None
-                if self.engagements:
-                    self._set_engagements([])  # nobody to route to: the app takes it all
+                self._set_engagements([])  # nobody to route to: the app takes it all
             await trio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 

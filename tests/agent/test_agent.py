@@ -438,3 +438,26 @@ async def test_a_slow_wiretap_client_costs_copies_not_the_callers_time(world: Wo
     assert answers == [(200, b"app POST /big 200000")] * 40
     assert world.agent.copy_stats.dropped > 0
     stalled.set()
+
+
+async def test_replace_also_answers_on_the_apps_own_port(world: World) -> None:
+    app_port = closed_port()  # the app container is gone: its port is free
+    agent_port = await _second_agent(world, app_port)
+    await world.engage(engagement("7", "replace", app_port, world.laptop.port))
+    with trio.fail_after(5):
+        while True:  # the agent binds the app's port once it learns of the replace
+            try:
+                answers = await http1(app_port, [get("/local")])
+                break
+            except OSError:
+                await trio.sleep(0.01)
+    assert answers == [(200, b"laptop GET /local 0")]
+    assert await http1(agent_port, [get("/svc")]) == [(200, b"laptop GET /svc 0")]
+    await world.engage()
+    with trio.fail_after(5):
+        while True:  # ... and lets it go when the replace ends
+            try:
+                await (await trio.open_tcp_stream("127.0.0.1", app_port)).aclose()
+                await trio.sleep(0.01)
+            except OSError:
+                break
