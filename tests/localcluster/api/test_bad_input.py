@@ -150,7 +150,7 @@ async def test_watch_bookmarks_timeout_and_expired(cluster: Cluster) -> None:
             "watch": "true",
             "allowWatchBookmarks": "true",
             "resourceVersion": rv,
-            "timeoutSeconds": "1",
+            "timeoutSeconds": "3",  # several bookmark intervals, even on a loaded machine
         }
         events = []
         async with http.stream("GET", cms, params=params) as response:
