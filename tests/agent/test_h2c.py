@@ -10,6 +10,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent._h2c import H2Router
 from agent._http1 import Route
@@ -137,3 +140,48 @@ async def test_upstream_goaway_refuses_unprocessed_streams_and_reconnects(
     assert await client.outcome(gone) == ("reset", REFUSED_STREAM)  # safe to retry (§8.7)
     assert await client.outcome(await client.request(b"/ok")) == ("status", 200)
     assert upstream.connections == 2
+
+
+FRAMES = st.lists(
+    st.tuples(
+        st.integers(0, 10),  # type: DATA .. CONTINUATION and one unknown
+        st.integers(0, 255),  # flags
+        st.sampled_from([0, 1, 2, 3, 5, 2**31 - 1]),  # stream id
+        st.binary(max_size=40),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=150)
+@given(FRAMES, st.booleans())
+def test_garbage_frames_end_the_connection_never_the_router(
+    frames: list[tuple[int, int, int, bytes]], settings_first: bool
+) -> None:
+    """Whatever frames follow the preface, serve() returns (GOAWAY or EOF), and no
+    exception escapes it: a misbehaving caller never takes the agent down."""
+    data = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + (
+        b"\x00\x00\x00\x04\x00\x00\x00\x00\x00" if settings_first else b""
+    )
+    for kind, flags, sid, payload in frames:
+        data += (
+            len(payload).to_bytes(3, "big")
+            + bytes([kind, flags])
+            + sid.to_bytes(4, "big")
+            + payload
+        )
+
+    async def unreachable() -> trio.abc.Stream:
+        raise OSError("no upstream in this test")
+
+    async def main() -> None:
+        caller, agent_side = trio.testing.memory_stream_pair()
+        router = H2Router(agent_side, lambda path, headers: Route("nowhere", unreachable), data)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(router.serve)
+                await caller.send_eof()
+                while await caller.receive_some(65536):
+                    pass
+
+    trio.run(main)
