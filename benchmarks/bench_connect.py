@@ -64,9 +64,21 @@ class Figures:
 
 
 def _iperf(cluster: Cluster, ip: str, reverse: bool) -> float:
+    """Mbit/s received; one retry when the server is still busy with the last test (over
+    sshuttle its end of a finished test can lag)."""
     argv = ["iperf3", "-c", ip, "-p", str(IPERF_PORT), "-t", str(IPERF_SECONDS), "-J"]
-    out = cluster.laptop(*argv, *(["-R"] if reverse else []), timeout=IPERF_SECONDS + 30)
-    return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
+    argv += ["-R"] if reverse else []
+    for attempt in (1, 2):
+        out = cluster.laptop(*argv, timeout=IPERF_SECONDS + 30, check=False)
+        try:
+            report = json.loads(out.stdout)
+        except ValueError:
+            report = {"error": (out.stderr or out.stdout).strip()[-300:]}
+        if "error" not in report:
+            return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
+        if attempt == 1:
+            time.sleep(2)
+    raise BenchError(f"iperf3: {report['error']}")
 
 
 def _probe(cluster: Cluster, *args: str, timeout: float = 60) -> dict[str, float]:
@@ -97,7 +109,7 @@ def _attempt(figures: Figures, what: str, fn: Callable[[], None]) -> None:
 
 
 def measure(cluster: Cluster, way: Way, targets: Targets) -> Figures:
-    f = Figures(connect_s=way.connect_seconds)
+    f = Figures(connect_s=way.connect_seconds, notes=list(way.notes))
     print(f"measuring {way.name} …", flush=True)
 
     def up() -> None:
@@ -238,13 +250,20 @@ def _run_path(
 
 def main() -> None:
     started = time.perf_counter()
-    with _sigterm_interrupts(), local_cluster() as cluster:
-        print(f"local cluster {cluster.name} up ({time.perf_counter() - started:.1f} s)")
-        targets = deploy(cluster)
-        print(f"servers ready ({time.perf_counter() - started:.1f} s): {targets}")
-        direct = _run_path(cluster, targets, direct_route)
-        ssh = _run_path(cluster, targets, sshuttle)
-        tp = _run_path(cluster, targets, tp_connect)
+    try:
+        with _sigterm_interrupts(), local_cluster() as cluster:
+            print(f"local cluster {cluster.name} up ({time.perf_counter() - started:.1f} s)")
+            targets = deploy(cluster)
+            print(f"servers ready ({time.perf_counter() - started:.1f} s): {targets}")
+            direct = _run_path(cluster, targets, direct_route)
+            ssh = _run_path(cluster, targets, sshuttle)
+            tp = _run_path(cluster, targets, tp_connect)
+    except KeyboardInterrupt:
+        print("interrupted; everything the benchmark made is removed", file=sys.stderr)
+        raise SystemExit(130) from None
+    except BenchError as exc:
+        print(f"bench connect: {exc}; everything it made is removed", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"measured in {time.perf_counter() - started:.0f} s; cluster {cluster.name} is down\n")
     print_table(direct, ssh, tp)
 
