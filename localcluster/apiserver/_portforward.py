@@ -233,10 +233,13 @@ class SpdySession:
             forward = self._by_stream.get(frame.stream_id)
             if forward is None or forward.data_id != frame.stream_id or forward.data_in is None:
                 return
-            if frame.data:
-                await forward.data_in.send(frame.data)
-            if frame.fin:
-                await forward.data_in.send(None)
+            try:
+                if frame.data:
+                    await forward.data_in.send(frame.data)
+                if frame.fin:
+                    await forward.data_in.send(None)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the pod side is done with this connection: drop what still arrives
         elif isinstance(frame, _spdy.RstStream):
             forward = self._by_stream.pop(frame.stream_id, None)
             if forward is not None and forward.pod is not None:
@@ -269,6 +272,12 @@ class SpdySession:
             nursery.start_soon(self._pipe, forward, receive)
 
     async def _pipe(
+        self, forward: _Forward, incoming: trio.MemoryReceiveChannel[bytes | None]
+    ) -> None:
+        with incoming:  # closed when done, so the reader never blocks on a finished pipe
+            await self._forward(forward, incoming)
+
+    async def _forward(
         self, forward: _Forward, incoming: trio.MemoryReceiveChannel[bytes | None]
     ) -> None:
         assert forward.data_id is not None and forward.error_id is not None
