@@ -28,7 +28,7 @@ import trio
 from agent._agent import Agent
 from agent._config import AgentConfig, PortSpec
 from tpengine.splice import splice
-from tpengine.tunnel import IncomingDial, MuxSession, RejectReason, serve_mux_websocket
+from tpengine.tunnel import IncomingDial, MuxSession, Proto, RejectReason, serve_mux_websocket
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -195,12 +195,33 @@ class FakeManager:
         if not dest.tag.startswith(b"session:"):
             await dial.reject(RejectReason.FORBIDDEN, "not a session dial")
             return
+        if dest.proto is Proto.UDP:
+            await self._relay_udp(dial)
+            return
         try:  # the "client" connects to --address:--port on the laptop
             laptop = await trio.open_tcp_stream(dest.host, dest.port)
         except OSError as exc:
             await dial.reject(RejectReason.REFUSED, f"connection refused: {exc}")
             return
         await splice(await dial.accept_stream(), laptop)
+
+    async def _relay_udp(self, dial: IncomingDial) -> None:
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+            await sock.connect((dial.destination.host, dial.destination.port))
+            flow = await dial.accept_flow()
+            try:
+                async with trio.open_nursery() as nursery:
+
+                    async def answers() -> None:
+                        while True:
+                            flow.send_nowait(await sock.recv(65536))
+
+                    nursery.start_soon(answers)
+                    async for datagram in flow:
+                        await sock.send(datagram)
+                    nursery.cancel_scope.cancel()
+            finally:
+                await flow.aclose()
 
     async def set_engagements(self, engagements: list[dict[str, Any]]) -> None:
         self.engagements = engagements

@@ -461,3 +461,27 @@ async def test_replace_also_answers_on_the_apps_own_port(world: World) -> None:
                 await trio.sleep(0.01)
             except OSError:
                 break
+
+
+async def test_udp_port_intercepted_reaches_the_laptop(world: World) -> None:
+    with (
+        trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as app,
+        trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as laptop,
+    ):
+        await app.bind(("127.0.0.1", 0))
+        await laptop.bind(("127.0.0.1", 0))
+        app_port, laptop_port = app.getsockname()[1], laptop.getsockname()[1]
+        agent_port = await _second_agent(world, app_port, "UDP")
+        await world.engage(engagement("5", "intercept", app_port, laptop_port))
+        for agent in world.extra_agents:
+            with trio.fail_after(5):
+                await agent.wait_until(lambda a: bool(a.engagements))
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as caller:
+            await caller.connect(("127.0.0.1", agent_port))
+            await caller.send(b"query")
+            with trio.fail_after(5):
+                datagram, source = await laptop.recvfrom(100)
+            assert datagram == b"query"
+            await laptop.sendto(b"laptop answer", source)
+            with trio.fail_after(5):
+                assert await caller.recv(100) == b"laptop answer"
