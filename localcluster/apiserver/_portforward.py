@@ -321,9 +321,10 @@ class SpdySession:
     ) -> None:
         try:
             async for data in incoming:
-                if data is None:
-                    await pod.send_eof() if isinstance(pod, trio.abc.HalfCloseableStream) else None
+                if data is None:  # the client's FIN: half-close towards the pod
+                    if isinstance(pod, trio.abc.HalfCloseableStream):
+                        await pod.send_eof()
                     return
                 await pod.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
+            incoming.close()  # the pod stopped reading: later data is dropped, not queued
