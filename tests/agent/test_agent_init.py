@@ -52,13 +52,24 @@ def _ns(ns: str, *command: str, uid: int | None = None, **kwargs: object) -> str
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"tpa-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    """The pod's namespace (SERVER listening on both ports) and, linked to it by a veth
+    pair, a caller's namespace ``<pod>-c`` (198.51.100.2 → the pod at 198.51.100.1)."""
+    token = secrets.token_hex(3)
+    name, caller = f"tpa-{token}", f"tpa-{token}-c"
     server = None
     try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        for ns in (name, caller):
+            subprocess.run([IP, "netns", "add", ns], check=True)
+            subprocess.run([IP, "-n", ns, "link", "set", "lo", "up"], check=True)
+        veth = [IP, "-n", name, "link", "add", f"tpa{token}p", "type", "veth"]
+        subprocess.run([*veth, "peer", "name", f"tpa{token}c", "netns", caller], check=True)
+        for ns, dev, addr in ((name, "p", "198.51.100.1"), (caller, "c", "198.51.100.2")):
+            subprocess.run(
+                [IP, "-n", ns, "addr", "add", f"{addr}/24", "dev", f"tpa{token}{dev}"], check=True
+            )
+            subprocess.run([IP, "-n", ns, "link", "set", f"tpa{token}{dev}", "up"], check=True)
         server = subprocess.Popen(
-            ["ip", "netns", "exec", name, "/usr/bin/python3", "-c", SERVER],
+            [IP, "netns", "exec", name, "/usr/bin/python3", "-c", SERVER],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -68,7 +79,8 @@ def netns() -> Iterator[str]:
         if server is not None:
             server.kill()
             server.wait()
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        for ns in (name, caller):  # deleting a namespace deletes its end of the veth
+            subprocess.run([IP, "netns", "del", ns], check=False)
 
 
 def _init(ns: str, env: dict[str, str] | None = None) -> str:
@@ -85,19 +97,27 @@ def _init(ns: str, env: dict[str, str] | None = None) -> str:
     )
 
 
-def _who_answers(ns: str, uid: int) -> str:
-    return _ns(ns, "/usr/bin/python3", "-c", CLIENT, uid=uid).strip()
+def _who_answers(ns: str, uid: int, host: str = "127.0.0.1") -> str:
+    client = CLIENT.replace("127.0.0.1", host)
+    return _ns(ns, "/usr/bin/python3", "-c", client, uid=uid).strip()
+
+
+def _from_outside(ns: str) -> str:
+    """A connection from another pod to the pod's IP and the app port (prerouting)."""
+    return _who_answers(f"{ns}-c", 0, "198.51.100.1")
 
 
 @pytest.mark.root
 def test_init_redirects_the_app_port_except_for_the_agent(netns: str) -> None:
     assert _who_answers(netns, 1234) == "app"  # before: nothing redirected
+    assert _from_outside(netns) == "app"
     assert "redirected tcp/8080 -> 9900" in _init(netns)
     _init(netns)  # again: the same rules, not twice as many
     rules = _ns(netns, "nft", "list", "table", "inet", "tpengine")
     assert rules.count(f"redirect to :{AGENT_PORT}") == 2  # prerouting and output
     assert _who_answers(netns, 1234) == "agent"
     assert _who_answers(netns, EXEMPT) == "app"
+    assert _from_outside(netns) == "agent"
 
 
 @pytest.mark.root
@@ -115,3 +135,4 @@ def test_init_falls_back_to_iptables_without_nft(netns: str, tmp_path: Path) -> 
     assert rules.count("-j TPENGINE-OUTPUT") == 1
     assert _who_answers(netns, 1234) == "agent"
     assert _who_answers(netns, EXEMPT) == "app"
+    assert _from_outside(netns) == "agent"
