@@ -76,6 +76,7 @@ class Agent:
         self.copy_stats = CopyStats()
         self.bound: dict[tuple[int, str], int] = {}  # (app port, protocol) -> bound port
         self._changed = trio.Event()
+        self._port_names = {p.name: p.app_port for p in config.ports if p.name}
 
     # -- state ------------------------------------------------------------------------------
 
@@ -154,9 +155,9 @@ class Agent:
             self.mux = mux
             self.arrivals += 1
             log.info("arrived at the manager %s", self.config.manager_url)
-            self._set_engagements(parse_engagements(engagements or []))
+            self._set_engagements(parse_engagements(engagements or [], self._port_names))
             async for payload in pushes:
-                self._set_engagements(parse_engagements(payload))
+                self._set_engagements(parse_engagements(payload, self._port_names))
         # The channel ends when the tunnel closes (or we fell behind): start over.
 
     async def _on_dial(self, dial: IncomingDial) -> None:

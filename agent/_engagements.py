@@ -49,20 +49,31 @@ class PortPlan:
         return bool(self.filtered or self.wiretaps)
 
 
-def parse_engagements(data: Any) -> list[Engagement]:
+def parse_engagements(data: Any, names: Mapping[str, int] | None = None) -> list[Engagement]:
+    """The valid entries of ``data``; ``names`` maps container port names to numbers, so
+    a port given by name (``"http"``) is understood too."""
     if not isinstance(data, list):
         log.warning("engagements: expected a list, got %s", type(data).__name__)
         return []
     parsed = []
     for entry in data:
         try:
-            parsed.append(_parse_one(entry))
+            parsed.append(_parse_one(entry, names or {}))
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             log.warning("engagements: dropping malformed entry %r: %s", entry, exc)
     return parsed
 
 
-def _parse_one(entry: Any) -> Engagement:
+def _port(value: Any, names: Mapping[str, int]) -> int:
+    if isinstance(value, str) and value in names:
+        return names[value]
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"bad port {value!r}")
+    return number
+
+
+def _parse_one(entry: Any, names: Mapping[str, int]) -> Engagement:
     if not isinstance(entry, dict):
         raise TypeError("not an object")
     kind = entry["kind"]
@@ -73,8 +84,8 @@ def _parse_one(entry: Any) -> Engagement:
         host, number = target
         if not isinstance(host, str) or type(number) is not int or not 1 <= number <= 65535:
             raise ValueError(f"bad target {target!r}")
-        targets[int(port)] = (host, number)
-    ports = frozenset(int(p) for p in entry.get("ports") or ())
+        targets[_port(port, names)] = (host, number)
+    ports = frozenset(_port(p, names) for p in entry.get("ports") or ())
     filter_data = entry.get("filter") or {}
     if not isinstance(filter_data, dict):
         raise TypeError("filter is not an object")

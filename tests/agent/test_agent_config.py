@@ -220,3 +220,17 @@ def test_tp_agent_listens_without_a_manager_and_stops_on_sigterm() -> None:
         if agent.poll() is None:
             agent.kill()
             agent.wait()
+
+
+def test_engagement_ports_by_number_or_container_port_name() -> None:
+    entry = {
+        "id": "1",
+        "kind": "intercept",
+        "session_id": "s",
+        "ports": ["http", 9090, "9091"],
+        "targets": {"http": ["127.0.0.1", 3000]},
+    }
+    [eng] = parse_engagements([entry], {"http": 8080})
+    assert eng.ports == {8080, 9090, 9091}
+    assert eng.target(8080) == ("127.0.0.1", 3000)
+    assert parse_engagements([{**entry, "ports": ["grpc"]}], {"http": 8080}) == []
