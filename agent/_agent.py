@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
 ARRIVE_TIMEOUT = 30.0
+REPORT_EVERY = 10.0
 
 Connect = Callable[[], Awaitable[trio.abc.Stream]]
 
@@ -76,6 +77,7 @@ class Agent:
         self.copy_stats = CopyStats()
         self.bound: dict[tuple[int, str], int] = {}  # (app port, protocol) -> bound port
         self._changed = trio.Event()
+        self._reported: dict[str, float] = {}  # engagement id -> when its error was pushed
         self._port_names = {p.name: p.app_port for p in config.ports if p.name}
 
     # -- state ------------------------------------------------------------------------------
@@ -255,15 +257,28 @@ class Agent:
                     host, port, "tcp", tag=b"session:" + eng.session_id.encode()
                 )
             except DialRejected as exc:
-                raise ClientUnreachable(
-                    f"{eng.client or 'the client'} refused {host}:{port}: {exc.message}"
-                ) from None
+                message = f"{eng.client or 'the client'} refused {host}:{port}: {exc.message}"
+                await self._report(mux, eng, message)
+                raise ClientUnreachable(message) from None
             except TunnelClosed as exc:
                 raise ClientUnreachable(
                     f"the tunnel to the traffic-manager closed: {exc.message}"
                 ) from None
 
         return connect
+
+    async def _report(self, mux: MuxSession, eng: Engagement, message: str) -> None:
+        """Tell the manager (push ``engagement_error``) why traffic for an engagement
+        failed, so ``tp list`` can show it; at most once per REPORT_EVERY per engagement."""
+        now = trio.current_time()
+        if now - self._reported.get(eng.id, -REPORT_EVERY) < REPORT_EVERY:
+            return
+        self._reported[eng.id] = now
+        payload = {"id": eng.id, "session_id": eng.session_id, "pod": self.config.pod}
+        try:
+            await mux.push("engagement_error", {**payload, "message": message})
+        except trio.BrokenResourceError:
+            pass
 
     async def _raw(
         self,

@@ -225,9 +225,13 @@ async def test_laptop_not_listening_gives_502(
     world: World, headers: list[list[str]] | None
 ) -> None:
     await world.engage(engagement("1", "intercept", world.app.port, closed_port(), headers=headers))
-    [(status, body)] = await http1(world.agent_port, [get("/", "susan")])
-    assert status == 502
-    assert b"refused" in body
+    async with world.manager.sessions[0].subscribe("engagement_error") as errors:
+        [(status, body)] = await http1(world.agent_port, [get("/", "susan")])
+        assert status == 502
+        assert b"refused" in body
+        with trio.fail_after(5):
+            report = await errors.receive()  # the manager learns why, for `tp list`
+    assert report["id"] == "1" and "refused" in report["message"]
     # Other users are not affected by Susan's dead laptop.
     if headers:
         assert await http1(world.agent_port, [get("/", "bob")]) == [(200, b"app GET / 0")]
