@@ -14,6 +14,12 @@ RST_STREAM is passed on with its code (§6.4). A GOAWAY from an upstream (§6.8)
 the caller's streams it did not process with REFUSED_STREAM, which the caller may retry
 (§8.7), and new requests open a new upstream connection. A GOAWAY or EOF from the caller
 ends everything. An upstream that cannot be reached answers 502 on that stream only.
+
+A limit of the h2 library (python-hyper/h2#1181): its connection state is CLOSED as soon
+as a GOAWAY is sent or received, so the streams still in flight then cannot finish on
+that connection, though §6.8 allows it. A caller's GOAWAY therefore ends its connection
+at once, and the streams an upstream was still processing when it said GOAWAY end with a
+502 (no response yet) or an INTERNAL_ERROR reset, never silently.
 """
 
 from __future__ import annotations
