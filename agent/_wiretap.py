@@ -51,12 +51,16 @@ class Copier:
         self.size = 0
         self.dead = False
         self.closed = False
+        self.dropped = 0  # this copier's drops (stats counts the agent's)
         self._wake = trio.Event()
 
     def offer(self, data: bytes) -> bool:
         """Queue a copy; False (and a drop counted) when the client cannot keep up."""
         if self.dead or self.closed or self.size + len(data) > self.limit:
             self.stats.dropped += 1
+            self.dropped += 1
+            if self.dropped == 1 and not self.dead:
+                log.info("wiretap %s: the client is not keeping up; copies dropped", self.name)
             return False
         self.pending.append(data)
         self.size += len(data)
