@@ -221,8 +221,19 @@ async def sync_deployment(store: Store, ns: str, name: str) -> None:
     else:
         new = await _rolling(store, dep, new, olds, desired)
     await _cleanup(store, dep, olds)
+    dep = await _annotate_revision(store, dep, _revision(new))
     all_rs = [rs for rs in store.list("replicasets", ns)[0] if owned_by(rs, dep)]
     await _write_status(store, dep, new, all_rs, desired)
+
+
+async def _annotate_revision(store: Store, dep: Obj, revision: int) -> Obj:
+    """The Deployment carries its current revision, as the deployment controller writes it."""
+    annotations = dep["metadata"].get("annotations") or {}
+    if annotations.get(REVISION) == str(revision):
+        return dep
+    dep = copy.deepcopy(dep)
+    dep["metadata"].setdefault("annotations", {})[REVISION] = str(revision)
+    return await store.update("deployments", dep["metadata"]["namespace"], dep)
 
 
 async def _recreate(store: Store, new: Obj, olds: list[Obj], desired: int) -> Obj:

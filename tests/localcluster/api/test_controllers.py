@@ -105,6 +105,8 @@ async def test_rolling_update_keeps_availability_and_cleans_up(nursery: trio.Nur
     assert sorted(rs["spec"]["replicas"] for rs in replicasets) == [0, 4]
     new = next(rs for rs in replicasets if rs["spec"]["replicas"] == 4)
     assert new["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    annotations = store.get("deployments", "default", "d")["metadata"]["annotations"]
+    assert annotations["deployment.kubernetes.io/revision"] == "2"
     for _ in range(100):
         endpoints = store.get("endpoints", "default", "d")
         addresses = endpoints.get("subsets", [{}])[0].get("addresses", [])
