@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from localcluster.apiserver._selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from localcluster.store import BadRequest, Conflict, Gone, Invalid, NotFound, Store
+from localcluster.store import AlreadyExists, BadRequest, Conflict, Gone, Invalid, NotFound, Store
 
 POD = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
 
@@ -370,3 +371,63 @@ async def test_server_side_apply_removes_what_the_manager_dropped() -> None:
     )
     assert obj["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "X", "value": "1"}]
     assert obj["spec"]["strategy"]["type"] == "RollingUpdate"  # defaults stay
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["create", "relabel", "delete"]),
+        st.integers(min_value=0, max_value=5),
+        st.sampled_from(["a", "b"]),
+    ),
+    max_size=30,
+)
+
+
+@given(OPS, st.integers(min_value=0, max_value=30))
+def test_watch_replays_to_the_listed_state(ops: list[tuple[str, int, str]], cut: int) -> None:
+    """Model check: a list at any version plus the watch from that version, with a label
+    selector, always rebuilds exactly the final list."""
+
+    async def main() -> None:
+        store = await _store()
+        snapshots: list[tuple[list[dict[str, object]], str]] = [
+            store.list("configmaps", "default", label_selector="tier=a")
+        ]
+        for op, n, tier in ops:
+            name = f"c{n}"
+            try:
+                if op == "create":
+                    await store.create(
+                        "configmaps",
+                        "default",
+                        {"metadata": {"name": name, "labels": {"tier": tier}}},
+                    )
+                elif op == "relabel":
+                    await store.patch(
+                        "configmaps",
+                        "default",
+                        name,
+                        _patch.MERGE_PATCH,
+                        {"metadata": {"labels": {"tier": tier}}},
+                    )
+                else:
+                    await store.delete("configmaps", "default", name)
+            except (NotFound, AlreadyExists):
+                pass  # the model allows them: deleting the absent, creating the present
+            snapshots.append(store.list("configmaps", "default", label_selector="tier=a"))
+        items, rv = snapshots[min(cut, len(snapshots) - 1)]
+        state = {i["metadata"]["name"]: i["metadata"]["resourceVersion"] for i in items}
+        async with store.watch(
+            "configmaps", "default", resource_version=rv, label_selector="tier=a"
+        ) as events:
+            with trio.move_on_after(0.05):
+                async for event in events:
+                    name = event.object["metadata"]["name"]
+                    if event.type == "DELETED":
+                        del state[name]
+                    else:
+                        state[name] = event.object["metadata"]["resourceVersion"]
+        final, _ = store.list("configmaps", "default", label_selector="tier=a")
+        assert state == {i["metadata"]["name"]: i["metadata"]["resourceVersion"] for i in final}
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
