@@ -372,59 +372,67 @@ async def sync_statefulset(store: Store, ns: str, name: str) -> None:
     revision = f"{name}-{short_hash(spec.get('template'))}"
     ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
     pods = {p["metadata"]["name"]: p for p in _pods_of(store, sts)}
+    await _sts_create_missing(store, sts, pods, want, revision, ordered)
+    await _sts_remove(store, sts, pods, want, revision, ordered)
+    await _sts_status(store, sts, revision, want)
+
+
+async def _sts_create_missing(
+    store: Store, sts: Obj, pods: dict[str, Obj], want: int, revision: str, ordered: bool
+) -> None:
+    """Pods 0..want-1; with OrderedReady one at a time, each once all before it are Ready."""
+    ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
     for i in range(want):
         pod_name = f"{name}-{i}"
-        pod = pods.get(pod_name)
-        if pod is None:
-            if ordered and not all(
-                f"{name}-{j}" in pods
-                and is_ready(pods[f"{name}-{j}"])
-                and is_active(pods[f"{name}-{j}"])
-                for j in range(i)
-            ):
-                break
-            pods[pod_name] = await store.create("pods", ns, _sts_pod(sts, i, revision))
-            await record_event(
-                store,
-                sts,
-                "SuccessfulCreate",
-                f"create Pod {pod_name} in StatefulSet {name} successful",
-                "statefulset-controller",
-            )
-            if ordered:
-                break
-    # Scale down from the highest ordinal; then roll pods of an old revision, highest first.
-    extra = sorted(
-        (p for n, p in pods.items() if _ordinal(n, name) >= want),
-        key=lambda p: -_ordinal(p["metadata"]["name"], name),
-    )
+        if pod_name in pods:
+            continue
+        if ordered and not all(
+            (p := pods.get(f"{name}-{j}")) is not None and is_ready(p) and is_active(p)
+            for j in range(i)
+        ):
+            return
+        pods[pod_name] = await store.create("pods", ns, _sts_pod(sts, i, revision))
+        await record_event(
+            store,
+            sts,
+            "SuccessfulCreate",
+            f"create Pod {pod_name} in StatefulSet {name} successful",
+            "statefulset-controller",
+        )
+        if ordered:
+            return
+
+
+async def _sts_remove(
+    store: Store, sts: Obj, pods: dict[str, Obj], want: int, revision: str, ordered: bool
+) -> None:
+    """Scale down from the highest ordinal, then roll pods of an old revision (highest
+    first, one at a time while all are Ready), and replace pods that finished."""
+    ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
+
+    def highest_first(items: list[Obj]) -> list[Obj]:
+        return sorted(items, key=lambda p: -_ordinal(p["metadata"]["name"], name))
+
+    extra = highest_first([p for n, p in pods.items() if _ordinal(n, name) >= want])
     all_ready = all(is_ready(p) and is_active(p) for p in pods.values())
     for pod in extra[:1] if ordered else extra:
         if not ordered or all_ready:
             await _delete_quietly(store, ns, pod["metadata"]["name"])
-    stale = sorted(
-        (
+    stale = highest_first(
+        [
             p
             for n, p in pods.items()
             if _ordinal(n, name) < want
             and p["metadata"].get("labels", {}).get("controller-revision-hash") != revision
-        ),
-        key=lambda p: -_ordinal(p["metadata"]["name"], name),
+        ]
     )
-    if (
-        stale
-        and all_ready
-        and not extra
-        and (spec.get("updateStrategy") or {}).get("type") != "OnDelete"
-    ):
+    on_delete = (sts["spec"].get("updateStrategy") or {}).get("type") == "OnDelete"
+    if stale and all_ready and not extra and not on_delete:
         await _delete_quietly(store, ns, stale[0]["metadata"]["name"])
-    # Pods that finished (Failed/Succeeded) are replaced, as the real controller does.
     for pod in pods.values():
-        if pod["status"].get("phase") in ("Failed", "Succeeded") and not pod["metadata"].get(
-            "deletionTimestamp"
-        ):
+        finished = pod["status"].get("phase") in ("Failed", "Succeeded")
+        if finished and not pod["metadata"].get("deletionTimestamp"):
             await _delete_quietly(store, ns, pod["metadata"]["name"])
-    await _sts_status(store, sts, revision, want)
 
 
 def _ordinal(pod_name: str, sts_name: str) -> int:
