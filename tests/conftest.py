@@ -28,3 +28,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if IN_CI:
         pytest.fail("needs root and network namespaces; under CI=true this fails, not skips")
     pytest.skip("needs root and network namespaces")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that take the shared local cluster down run after every other test, so the
+    cluster is brought up once per session."""
+    last = [item for item in items if item.path.name == "test_zz_down.py"]
+    if last:
+        items[:] = [item for item in items if item.path.name != "test_zz_down.py"] + last

@@ -1,0 +1,121 @@
+"""tp connect refuses bad input with one clear line and leaves nothing behind."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+TP = [sys.executable, "-c", "from tpengine.cli import main; main()"]
+
+
+def laptop_state(cluster: Any) -> tuple[str, str, str]:
+    links = cluster.laptop("ip", "-o", "link").stdout
+    routes = cluster.laptop("ip", "route").stdout
+    resolv = cluster.laptop("cat", "/etc/resolv.conf").stdout
+    return links, routes, resolv
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--context", "nope"], "context 'nope' is not in the kubeconfig"),
+        (["--kubeconfig", "/nonexistent"], "does not exist"),
+        (["-n", "no-such-namespace"], "namespace 'no-such-namespace' does not exist"),
+        (["--also-proxy", "10.0.0.0/33"], "is not a CIDR"),
+    ],
+)
+def test_bad_input_is_one_clear_line(cluster: Any, args: list[str], message: str) -> None:
+    before = laptop_state(cluster)
+    result = cluster.laptop(*TP, "connect", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
+    assert laptop_state(cluster) == before
+
+
+def test_connect_runs_a_command_then_quits(cluster: Any) -> None:
+    before = laptop_state(cluster)
+    result = cluster.laptop(
+        *TP,
+        "connect",
+        "-n",
+        "default",
+        "--",
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "http://hello/",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Request served by hello-" in result.stdout
+    failing = cluster.laptop(
+        *TP, "connect", "-n", "default", "--", "sh", "-c", "exit 3", timeout=120
+    )
+    assert failing.returncode == 3  # the command's exit code becomes tp's
+    assert laptop_state(cluster) == before
+    assert "Not running" in cluster.laptop(*TP, "status").stdout
+
+
+def test_gather_logs_zips_the_engine_log(cluster: Any, tmp_path: Any) -> None:
+    import zipfile
+
+    target = tmp_path / "logs.zip"
+    result = cluster.laptop(*TP, "gather-logs", "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    assert "engine.log" in zipfile.ZipFile(target).namelist()
+
+
+def test_unreachable_api_server_fails_within_a_timeout(cluster: Any, tmp_path: Any) -> None:
+    import time
+
+    source = cluster.tp("local-cluster", "kubeconfig", "--name", cluster.name).stdout.strip()
+    broken = tmp_path / "kubeconfig"
+    with open(source) as f:
+        broken.write_text(f.read().replace("https://198.18.0.1:6443", "https://198.18.0.1:1"))
+    before = laptop_state(cluster)
+    started = time.monotonic()
+    result = cluster.laptop(*TP, "connect", "--kubeconfig", str(broken), timeout=60)
+    assert result.returncode != 0
+    assert "cannot reach the API server at https://198.18.0.1:1" in result.stderr
+    assert time.monotonic() - started < 30
+    assert laptop_state(cluster) == before
+
+
+def test_no_permission_to_start_the_helper(cluster: Any, tmp_path: Any) -> None:
+    import os
+    import shutil
+
+    source = cluster.tp("local-cluster", "kubeconfig", "--name", cluster.name).stdout.strip()
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(source, home / "kubeconfig")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(home, 0o777)
+    os.chmod(home / "kubeconfig", 0o644)
+    before = laptop_state(cluster)
+    result = cluster.laptop(
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        # Only so the uid can read a .venv under a private directory such as /root
+        # (CI may clone there); it grants no network privilege.
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+        "env",
+        f"HOME={home}",
+        f"KUBECONFIG={home / 'kubeconfig'}",
+        *TP,
+        "connect",
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "privileged helper" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
+    assert laptop_state(cluster) == before
