@@ -41,6 +41,7 @@ from benchmarks._connect_cluster import (
     deploy,
     local_cluster,
 )
+from benchmarks._connect_cpu import CpuMeter, per_unit, tp_meter
 from benchmarks._connect_paths import Way, direct_route, sshuttle, tp_connect
 
 IPERF_SECONDS = 3
@@ -61,11 +62,12 @@ class Figures:
     dns_qps: float | None = None
     connect_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # figure → process → µs
 
 
-def _iperf(cluster: Cluster, ip: str, reverse: bool) -> float:
-    """Mbit/s received; one retry when the server is still busy with the last test (over
-    sshuttle its end of a finished test can lag)."""
+def _iperf(cluster: Cluster, ip: str, reverse: bool) -> tuple[float, float]:
+    """(Mbit/s, MB) received; one retry when the server is still busy with the last test
+    (over sshuttle its end of a finished test can lag)."""
     argv = ["iperf3", "-c", ip, "-p", str(IPERF_PORT), "-t", str(IPERF_SECONDS), "-J"]
     argv += ["-R"] if reverse else []
     for attempt in (1, 2):
@@ -75,7 +77,8 @@ def _iperf(cluster: Cluster, ip: str, reverse: bool) -> float:
         except ValueError:
             report = {"error": (out.stderr or out.stdout).strip()[-300:]}
         if "error" not in report:
-            return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
+            received = report["end"]["sum_received"]
+            return float(received["bits_per_second"]) / 1e6, float(received["bytes"]) / 1e6
         if attempt == 1:
             time.sleep(2)
     raise BenchError(f"iperf3: {report['error']}")
@@ -86,60 +89,72 @@ def _probe(cluster: Cluster, *args: str, timeout: float = 60) -> dict[str, float
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _ab(cluster: Cluster, url: str) -> float:
-    """New connections per second: ab without keep-alive opens one per request."""
+def _ab(cluster: Cluster, url: str) -> tuple[float, float]:
+    """(requests/s, requests): ab without keep-alive opens one connection per request."""
     argv = ["ab", "-q", "-r", "-s", "10", "-t", str(AB_SECONDS), "-n", "1000000"]
     out = cluster.laptop(*argv, "-c", str(CONCURRENCY), url, timeout=AB_SECONDS + 60).stdout
     failed = re.search(r"Failed requests:\s+(\d+)", out)
     if failed and int(failed.group(1)):
         raise BenchError(f"ab {url}: {failed.group(1)} failed requests")
     rate = re.search(r"Requests per second:\s+([\d.]+)", out)
-    if rate is None:
+    done = re.search(r"Complete requests:\s+(\d+)", out)
+    if rate is None or done is None:
         raise BenchError(f"ab {url}: no rate in its output: {out[-400:]}")
-    return float(rate.group(1))
+    return float(rate.group(1)), float(done.group(1))
 
 
-def _attempt(figures: Figures, what: str, fn: Callable[[], None]) -> None:
-    """One figure's failure is a note in the table, not the end of the run."""
+def _attempt(figures: Figures, what: str, fn: Callable[[], float], meter: CpuMeter | None) -> None:
+    """One figure's failure is a note in the table, not the end of the run. ``fn``
+    returns how many units of work it did, for the CPU-per-unit figures."""
+    before = meter.sample() if meter else {}
     try:
-        fn()
+        units = fn()
     except (BenchError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
         figures.notes.append(f"{what}: {exc}"[:300])
         print(f"  {what} failed: {exc}", file=sys.stderr)
+        return
+    if meter:
+        figures.cpu[what] = per_unit(before, meter.sample(), units)
 
 
 def measure(cluster: Cluster, way: Way, targets: Targets) -> Figures:
     f = Figures(connect_s=way.connect_seconds, notes=list(way.notes))
     print(f"measuring {way.name} …", flush=True)
 
-    def up() -> None:
-        f.up_mbps = _iperf(cluster, targets.iperf_ip, reverse=False)
+    def up() -> float:
+        f.up_mbps, mb = _iperf(cluster, targets.iperf_ip, reverse=False)
+        return mb
 
-    def down() -> None:
-        f.down_mbps = _iperf(cluster, targets.iperf_ip, reverse=True)
+    def down() -> float:
+        f.down_mbps, mb = _iperf(cluster, targets.iperf_ip, reverse=True)
+        return mb
 
-    def rtt() -> None:
+    def rtt() -> float:
         r = _probe(cluster, "rtt", targets.pingpong_ip, str(PINGPONG_PORT), str(RTT_SECONDS))
         f.rtt_p50_us, f.rtt_p99_us = r["p50_us"], r["p99_us"]
+        return r["n"]
 
-    def conns() -> None:
-        f.conns_per_s = _ab(cluster, f"http://{targets.pingpong_cluster_ip}/")
+    def conns() -> float:
+        f.conns_per_s, n = _ab(cluster, f"http://{targets.pingpong_cluster_ip}/")
+        return n
 
-    def echo() -> None:
-        f.echo_per_s = _ab(cluster, f"http://{targets.hello_cluster_ip}/")
+    def echo() -> float:
+        f.echo_per_s, n = _ab(cluster, f"http://{targets.hello_cluster_ip}/")
+        return n
 
-    def dns() -> None:
+    def dns() -> float:
         assert way.dns_server is not None
         args = [way.dns_server, str(DNS_SECONDS), str(CONCURRENCY), *targets.dns_names]
         r = _probe(cluster, "dns", *args)
         if r["errors"]:
             raise BenchError(f"{r['errors']:.0f} DNS queries failed of {r['n'] + r['errors']:.0f}")
         f.dns_qps = r["per_s"]
+        return r["n"]
 
-    for what, fn in [("up", up), ("down", down), ("rtt", rtt), ("conns", conns)]:
-        _attempt(f, what, fn)
-    for what, fn in [("echo", echo), ("dns", dns)]:
-        _attempt(f, what, fn)
+    meter = tp_meter(cluster) if way.name == "tp" else None
+    figures = [("up", up), ("down", down), ("rtt", rtt), ("conns", conns), ("echo", echo)]
+    for what, fn in [*figures, ("dns", dns)]:
+        _attempt(f, what, fn, meter)
     return f
 
 
@@ -215,6 +230,31 @@ def print_table(direct: Figures, ssh: Figures, tp: Figures) -> None:
     for name, fig in (("direct", direct), ("sshuttle", ssh), ("tp", tp)):
         for note in fig.notes:
             print(f"note ({name}): {note}")
+    _print_cpu(tp)
+
+
+CPU_UNITS = {
+    "up": "per MB laptop → pod",
+    "down": "per MB pod → laptop",
+    "rtt": "per 64 B round trip",
+    "conns": "per connection (tiny HTTP)",
+    "echo": "per connection (echo-server)",
+    "dns": "per DNS query",
+}
+
+
+def _print_cpu(tp: Figures) -> None:
+    if not tp.cpu:
+        return
+    procs = ("engine", "manager", "apiserver")
+    print("\ntp's CPU time (user + system, µs) per unit of work, same run:")
+    print(f"| {'work':28} | " + " | ".join(f"{p:>9}" for p in procs) + " |")
+    print(f"|{'-' * 30}|" + "|".join("-" * 11 for _ in procs) + "|")
+    for what, label in CPU_UNITS.items():
+        row = tp.cpu.get(what, {})
+        cells = " | ".join(f"{row[p]:>9,.0f}" if p in row else f"{'—':>9}" for p in procs)
+        print(f"| {label:28} | {cells} |")
+    print("(apiserver: the local cluster's daemon, which relays the port-forward)")
 
 
 # -- the run ----------------------------------------------------------------------------------
