@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import yaml
 
 from ..runtime_api import NodeRuntime
-from . import _discovery, _streams
+from . import _discovery, _logs, _streams
 from ._errors import BadRequest, MethodNotAllowed, NotAcceptable, NotFound, StoreError
 from ._http import Request, Response
 from ._resources import ResourceInfo, lookup
@@ -224,7 +224,7 @@ class ApiServer:
             return await _streams.handle(self, req, target)
         if sub == "log":
             audit["verb"] = "get"
-            return await _streams.handle_log(self, req, target)
+            return await _logs.handle_log(self, req, target)
         audit["verb"] = {
             "GET": "watch" if watching else "get",
             "PUT": "update",

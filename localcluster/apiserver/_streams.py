@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..runtime_api import PodNotRunning
 from . import _exec, _portforward
-from ._errors import BadRequest, MethodNotAllowed, NotFound
+from ._errors import BadRequest
 from ._http import Request, Response
 from ._websocket import WebSocket, handshake_headers
 
@@ -202,55 +200,3 @@ class _Prefixed(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-
-async def handle_log(app: ApiServer, req: Request, target: Target) -> Response:
-    if req.method != "GET":
-        raise MethodNotAllowed("the server does not allow this method on the requested resource")
-    pod = _pod(app, target)
-    container = _container(pod, req.arg("container"))
-    ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-    tail = req.arg("tailLines")
-    try:
-        tail_lines = int(tail) if tail not in (None, "") else None
-    except ValueError:
-        raise BadRequest(f"invalid tailLines {tail!r}") from None
-    if pod.get("status", {}).get("phase") == "Pending" and not pod.get("status", {}).get(
-        "containerStatuses"
-    ):
-        raise BadRequest(
-            f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
-        )
-    manager = app.runtime.logs(
-        ns,
-        name,
-        container,
-        follow=_flag(req, "follow"),
-        tail_lines=tail_lines,
-        previous=_flag(req, "previous"),
-        timestamps=_flag(req, "timestamps"),
-    )
-    try:
-        chunks = await manager.__aenter__()
-    except PodNotRunning as exc:
-        raise BadRequest(str(exc)) from None
-    except NotFound:
-        raise
-
-    limit = req.arg("limitBytes")
-    remaining = int(limit) if limit and limit.isdigit() else None
-
-    async def body() -> AsyncIterator[bytes]:
-        left = remaining
-        try:
-            async for chunk in chunks:
-                if left is not None:
-                    chunk, left = chunk[:left], left - len(chunk[:left])
-                yield chunk
-                if left == 0:
-                    return  # ?limitBytes=N: the first N bytes only
-        finally:
-            with trio.CancelScope(shield=True):
-                await manager.__aexit__(None, None, None)
-
-    return Response(headers=[("Content-Type", "text/plain")], stream=body())

@@ -153,6 +153,7 @@ class FakeRuntime:
     nursery: trio.Nursery
     targets: dict[int, int] = field(default_factory=dict)  # pod port -> 127.0.0.1 port
     logs_by_pod: dict[str, list[bytes]] = field(default_factory=dict)
+    log_stamps_by_pod: dict[str, list[str]] = field(default_factory=dict)
 
     def _pod(self, namespace: str, pod: str) -> dict[str, Any]:
         try:
@@ -186,13 +187,17 @@ class FakeRuntime:
 
     @asynccontextmanager
     async def _logs(
-        self, namespace: str, pod: str, follow: bool
+        self, namespace: str, pod: str, follow: bool, timestamps: bool
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         self._pod(namespace, pod)
         lines = self.logs_by_pod.get(f"{namespace}/{pod}", [])
+        stamps = self.log_stamps_by_pod.get(f"{namespace}/{pod}", [])
 
         async def gen() -> AsyncIterator[bytes]:
-            for line in lines:
+            for i, line in enumerate(lines):
+                if timestamps:  # the CRI log format: "<RFC 3339 nano> <line>"
+                    stamp = stamps[i] if i < len(stamps) else _now().replace("Z", ".5Z")
+                    line = stamp.encode() + b" " + line
                 yield line
             if follow:
                 for i in range(3):
@@ -212,4 +217,4 @@ class FakeRuntime:
         previous: bool = False,
         timestamps: bool = False,
     ) -> Any:
-        return self._logs(namespace, pod, follow)
+        return self._logs(namespace, pod, follow, timestamps)

@@ -45,6 +45,14 @@ async def test_logs_and_follow(cluster: Cluster, tmp_path: Path) -> None:
     cluster.runtime.logs_by_pod[f"default/{pod}"] = [b"line one\n", b"line two\n"]
     out = await cluster.kubectl("logs", pod)
     assert out.stdout == b"line one\nline two\n"
+    cluster.runtime.log_stamps_by_pod[f"default/{pod}"] = [
+        "2020-01-01T00:00:00.1Z",
+        "2999-01-01T00:00:00.123456789Z",
+    ]
+    out = await cluster.kubectl("logs", "--since-time=2021-01-01T00:00:00Z", pod)
+    assert out.stdout == b"line two\n"
+    out = await cluster.kubectl("logs", "--since=1h", "--timestamps", pod)
+    assert out.stdout == b"2999-01-01T00:00:00.123456789Z line two\n"
     out = await cluster.kubectl("logs", "--limit-bytes=6", pod)
     assert out.stdout == b"line o"
     out = await cluster.kubectl("logs", "-f", "deployment/web")
