@@ -1,8 +1,9 @@
-"""``./dev demo``: the built-in local cluster with a small sample application.
+"""``./dev demo``: the laptop joins a cluster's network.
 
 Brings the local cluster ``tp`` up, deploys a web Deployment + Service (echo-server
-image) with kubectl from the laptop, shows it, sends a request to the Service from a
-pod (the laptop has no route to the cluster until ``tp connect`` exists), and takes the
+image) with kubectl from the laptop, shows that the laptop cannot reach it, runs
+``tp connect`` in the laptop, reaches the Service by short name, full name and ClusterIP
+and a pod by IP, shows ``tp status``, quits, shows that nothing is left, and takes the
 cluster down again — also when a step fails.
 """
 
@@ -66,6 +67,32 @@ def kubectl(*args: str, input: str | None = None) -> None:
     tp("local-cluster", "exec", "--", "kubectl", *args, input=input)
 
 
+def laptop(*argv: str, check: bool = True) -> str:
+    """Run a command in the laptop (its network and mount namespace); show and return its output."""
+    shown = ["tp", *argv[len(TP) :]] if list(argv[: len(TP)]) == TP else list(argv)
+    print("laptop$ " + " ".join(shown), flush=True)
+    result = subprocess.run(
+        [*TP, "local-cluster", "exec", "--", *argv], text=True, capture_output=True
+    )
+    output = (result.stdout + result.stderr).rstrip()
+    if output:
+        print(output, flush=True)
+    if check and result.returncode != 0:
+        raise subprocess.CalledProcessError(
+            result.returncode, [*TP, "local-cluster", "exec", "--", *argv]
+        )
+    return result.stdout
+
+
+def kubectl_output(*args: str) -> str:
+    return subprocess.run(
+        [*TP, "local-cluster", "exec", "--", "kubectl", *args],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
 def main() -> None:
     if os.geteuid() != 0:
         sys.exit(
@@ -81,9 +108,30 @@ def main() -> None:
         kubectl("wait", "--for=condition=Ready", "pod/curl", "--timeout=60s")
         step("Show it")
         kubectl("get", "pods,svc,endpoints", "-o", "wide")
-        step("Call the Service by name from a pod (the laptop has no route until `tp connect`)")
+        step("Call the Service by name from a pod")
         kubectl("exec", "curl", "--", "python3", "-c", CURL)
-        kubectl("logs", "deploy/web", "--tail=3")
+        step("The laptop is outside the cluster's network: no name, no route")
+        laptop("curl", "-sS", "--max-time", "2", "http://web/", check=False)
+        step("tp connect: the laptop joins the cluster's network")
+        laptop(*TP, "connect", "-n", "default")
+        cluster_ip = kubectl_output("get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}")
+        pod_ip = kubectl_output(
+            "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].status.podIP}"
+        )
+        for url in (
+            "http://web/",
+            "http://web.default.svc.cluster.local/",
+            f"http://{cluster_ip}/",
+            f"http://{pod_ip}:8080/",
+        ):
+            step(f"curl {url} from the laptop")
+            laptop("curl", "-sS", "--max-time", "10", url)
+        step("tp status")
+        laptop(*TP, "status")
+        step("tp quit: the TUN device, routes and DNS change are gone")
+        laptop(*TP, "quit")
+        laptop("ip", "-brief", "link")
+        laptop("cat", "/etc/resolv.conf")
     except subprocess.CalledProcessError as exc:
         print(
             f"\ntpengine demo: step failed (exit {exc.returncode}): {' '.join(map(str, exc.cmd[3:]))}",
@@ -94,6 +142,9 @@ def main() -> None:
         code = 0
     finally:
         step("Take the local cluster down")
+        subprocess.run(
+            [*TP, "local-cluster", "exec", "--", *TP, "quit"], check=False, capture_output=True
+        )
         subprocess.run([*TP, "local-cluster", "down"], check=False)
     print(
         f"\ntpengine demo: {'done' if code == 0 else 'FAILED'} in {time.monotonic() - started:.1f}s"
