@@ -8,7 +8,6 @@ URL layout (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go):
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import logging
 import time
@@ -19,6 +18,7 @@ from typing import Any, TextIO
 import yaml
 
 from ..runtime_api import NodeRuntime
+from ..tokens import user_of
 from . import _discovery, _logs, _streams
 from ._errors import BadRequest, MethodNotAllowed, NotAcceptable, NotFound, StoreError
 from ._http import Request, Response
@@ -131,11 +131,17 @@ class ApiServer:
         except OSError:
             log.warning("cannot write the audit log", exc_info=True)
 
-    def _authenticated(self, req: Request) -> bool:
+    def _authenticated(self, req: Request, audit: dict[str, Any]) -> bool:
+        """Bearer tokens: the admin token, or a pod's service-account token (see
+        ``localcluster.tokens``); the audit entry records who it is."""
         auth = req.header("authorization")
         if not auth.lower().startswith("bearer "):
             return False
-        return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
+        user = user_of(self.token, auth[7:].strip())
+        if user is None:
+            return False
+        audit["user"] = user
+        return True
 
     async def _dispatch(self, req: Request, audit: dict[str, Any]) -> Response:
         path = req.path.rstrip("/") or "/"
@@ -143,7 +149,7 @@ class ApiServer:
             return Response(headers=[("Content-Type", "text/plain")], body=b"ok")
         if path == "/version":
             return json_response(_discovery.VERSION_INFO)
-        if not self._authenticated(req):
+        if not self._authenticated(req, audit):
             audit["user"] = "system:anonymous"
             return json_response(
                 {

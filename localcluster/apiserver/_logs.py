@@ -71,19 +71,21 @@ async def _since(
     async for chunk in chunks:
         pending += chunk
         *lines, pending = pending.split(b"\n")
-        out = []
-        for line in lines:
-            stamp, _, rest = line.partition(b" ")
-            when = parse_time(stamp.decode("ascii", "replace"))
-            if when is None or when >= cutoff:
-                out.append((line if keep_timestamps else rest) + b"\n")
+        out = [kept for line in lines if (kept := _keep(line, cutoff, keep_timestamps)) is not None]
         if out:
-            yield b"".join(out)
-    if pending:
-        stamp, _, rest = pending.partition(b" ")
-        when = parse_time(stamp.decode("ascii", "replace"))
-        if when is None or when >= cutoff:
-            yield pending if keep_timestamps else rest
+            yield b"".join(kept + b"\n" for kept in out)
+    if pending and (kept := _keep(pending, cutoff, keep_timestamps)) is not None:
+        yield kept
+
+
+def _keep(line: bytes, cutoff: datetime, keep_timestamps: bool) -> bytes | None:
+    stamp, _, rest = line.partition(b" ")
+    when = parse_time(stamp.decode("ascii", "replace"))
+    if when is None:
+        return line  # not a timestamped line: pass it through unchanged
+    if when < cutoff:
+        return None
+    return line if keep_timestamps else rest
 
 
 async def handle_log(app: ApiServer, req: Request, target: Target) -> Response:
