@@ -26,6 +26,7 @@ from localcluster.node._probes import run_probe_loop
 from localcluster.node._process import ContainerProcess, Sandbox, start_container, start_sandbox
 from localcluster.node._runner import ContainerRunner, now_rfc3339
 from localcluster.node._topology import NODE_IP
+from localcluster.tokens import service_account_token
 
 if TYPE_CHECKING:
     from localcluster.node._kubelet import Kubelet
@@ -188,7 +189,9 @@ class PodWorker:
         ctx = ps.VolumeContext(
             pod=self.pod,
             lookup=self.kubelet.lookup,
-            token=self.kubelet.token,
+            token=service_account_token(
+                self.kubelet.token, self.namespace, self.spec.get("serviceAccountName") or "default"
+            ),
             ca_pem=self.kubelet.ca_pem,
         )
         while True:
