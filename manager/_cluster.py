@@ -6,6 +6,7 @@ unlike a watch, cannot silently stall); clients get a push only when something c
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
@@ -106,11 +107,21 @@ class ClusterWatcher:
                     body = exc.response.json().get("message", "")
                 except ValueError:
                     body = exc.response.text
-            found = service_cidrs_from_error(body or str(exc))
-            if found:
-                return tuple(found)
-            log.warning("service range probe: unexpected answer: %s", body or exc)
-        # Fallback: networks covering the ClusterIPs that exist.
+            probed = service_cidrs_from_error(body or str(exc))
+            if not probed:
+                log.warning("service range probe: unexpected answer: %s", body or exc)
+        else:
+            probed = []
+        # Existing ClusterIPs outside the probed range (a cluster with several service
+        # ranges, or a refusal that did not name one) are covered too.
         services = await self._list("services")
         ips = [s.get("spec", {}).get("clusterIP", "") for s in services]
-        return tuple(covering_networks(ip for ip in ips if ip and ip != "None"))
+        return tuple(probed) + tuple(covering_networks(ip for ip in ips if _outside(ip, probed)))
+
+
+def _outside(text: str, networks: list[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False  # "", "None" (headless) or garbage
+    return not any(address in network for network in networks)

@@ -58,13 +58,14 @@ def manager_manifests(
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": _meta(cluster_role),
-            # Cluster-wide reads: pod IPs and node podCIDRs for the subnets, namespaces for
-            # DNS, services for the service-subnet fallback.
+            # Exactly what the manager lists, cluster-wide: pod IPs and node podCIDRs for
+            # the pod subnets, ClusterIPs for the service subnets, namespaces for DNS. An
+            # end-to-end test checks this against the API server's audit log.
             "rules": [
                 {
                     "apiGroups": [""],
                     "resources": ["pods", "namespaces", "nodes", "services"],
-                    "verbs": ["get", "list", "watch"],
+                    "verbs": ["list"],
                 }
             ],
         },
