@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 TABLE = "tpengine"
 
@@ -145,8 +146,14 @@ def install(redirects: Sequence[Redirect], exempt_uid: int) -> str:
     return "iptables"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, as every failure of init (argparse would add the usage)."""
+        self.exit(2, f"tp-agent init: {message} (see tp-agent init --help)\n")
+
+
 def init_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tp-agent init",
         description="Redirect an app's ports to the traffic-agent (run as an init container with NET_ADMIN).",
     )

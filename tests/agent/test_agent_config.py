@@ -117,6 +117,14 @@ def test_init_refuses_bad_arguments(
     assert err.count("\n") == 1 and says in err
 
 
+def test_init_usage_errors_are_one_line_too(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        init_main(["tcp:8080:9900"])  # --exempt-uid missing
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--exempt-uid" in err
+
+
 def test_init_rules_redirect_inbound_and_local_except_the_agent() -> None:
     script = nft_script([parse_redirect("tcp:8080:9900"), parse_redirect("UDP:53:9901")], 7777)
     assert "tcp dport 8080 redirect to :9900" in script
