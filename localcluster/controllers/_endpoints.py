@@ -65,7 +65,9 @@ def _groups(
     return groups
 
 
-def _selected_pods(store: Store, svc: Obj) -> list[Obj]:
+def _selected_pods(store: Store, svc: Obj, *, terminating: bool = False) -> list[Obj]:
+    """Pods with an IP the Service selects; terminating ones only when asked (slices
+    list them as terminating, Endpoints leave them out)."""
     selector = selector_from_object({"matchLabels": svc["spec"].get("selector") or {}})
     pods, _ = store.list("pods", svc["metadata"]["namespace"])
     return [
@@ -73,7 +75,7 @@ def _selected_pods(store: Store, svc: Obj) -> list[Obj]:
         for p in pods
         if labels_match(selector, p["metadata"].get("labels"))
         and (p.get("status") or {}).get("podIP")
-        and not p["metadata"].get("deletionTimestamp")
+        and (terminating or not p["metadata"].get("deletionTimestamp"))
         and p["status"].get("phase") not in ("Succeeded", "Failed")
     ]
 
@@ -129,7 +131,7 @@ async def sync_service_endpoints(store: Store, ns: str, name: str) -> None:
     if subsets:
         endpoints["subsets"] = subsets
     await _put(store, "endpoints", ns, endpoints)
-    await _sync_slices(store, svc, groups)
+    await _sync_slices(store, svc, _groups(svc, _selected_pods(store, svc, terminating=True)))
 
 
 async def _sync_slices(
@@ -144,9 +146,12 @@ async def _sync_slices(
         endpoints = []
         for pod, ok in sorted(members, key=lambda m: m[0]["status"]["podIP"]):
             address = _address(pod, svc)
+            # discovery/v1 EndpointConditions: a terminating pod is not ready, but may
+            # still be serving (its readiness) until it is gone.
+            ending = bool(pod["metadata"].get("deletionTimestamp"))
             entry: dict[str, Any] = {
                 "addresses": [address["ip"]],
-                "conditions": {"ready": ok, "serving": ok, "terminating": False},
+                "conditions": {"ready": ok and not ending, "serving": ok, "terminating": ending},
                 "nodeName": address["nodeName"],
                 "targetRef": address["targetRef"],
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 
@@ -431,3 +432,37 @@ def test_watch_replays_to_the_listed_state(ops: list[tuple[str, int, str]], cut:
         assert state == {i["metadata"]["name"]: i["metadata"]["resourceVersion"] for i in final}
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_endpoint_slices_list_terminating_pods(nursery: trio.Nursery) -> None:
+    from localcluster.controllers import bootstrap, run_controllers
+    from tests.localcluster.api.fakenode import FakeKubelet
+
+    store = Store(node_name="n")
+    await bootstrap(store)
+    kubelet = FakeKubelet(store)
+    nursery.start_soon(functools.partial(run_controllers, store, resync_seconds=0.2))
+    pod = {**POD, "metadata": {"name": "p", "labels": {"app": "x"}}}
+    await store.create("pods", "default", pod)
+    await kubelet.mark_ready("default", "p")
+    svc = {"metadata": {"name": "x"}, "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}}
+    await store.create("services", "default", svc)
+
+    def conditions() -> list[dict[str, bool]]:
+        slices, _ = store.list(
+            "endpointslices", "default", label_selector="kubernetes.io/service-name=x"
+        )
+        return [e["conditions"] for s in slices for e in s["endpoints"]]
+
+    for _ in range(100):
+        if conditions():
+            break
+        await trio.sleep(0.02)
+    assert conditions() == [{"ready": True, "serving": True, "terminating": False}]
+    await store.delete("pods", "default", "p")  # graceful: the pod is still there
+    for _ in range(100):
+        if conditions() and conditions()[0]["terminating"]:
+            break
+        await trio.sleep(0.02)
+    assert conditions() == [{"ready": False, "serving": True, "terminating": True}]
+    assert "subsets" not in store.get("endpoints", "default", "x")
