@@ -204,7 +204,6 @@ def deploy(cluster: Cluster, *, timeout: float = 90) -> Targets:
             break
         if time.monotonic() > deadline:
             raise BenchError(f"pods not ready after {timeout:.0f} s: {sorted(ips)} ready")
-        unstick_daemon(cluster)
         time.sleep(0.5)
     _wait_listening(cluster, ips["iperf"], IPERF_PORT)
     _wait_listening(cluster, ips["pingpong"], PINGPONG_PORT)
@@ -234,34 +233,3 @@ def _wait_listening(cluster: Cluster, ip: str, port: int, timeout: float = 20) -
         if time.monotonic() > deadline:
             raise BenchError(f"nothing listens on {ip}:{port} after {timeout:.0f} s")
         time.sleep(0.2)
-
-
-def unstick_daemon(cluster: Cluster, *, age: float = 8.0) -> None:
-    """Work around a local-cluster hang (reported to its owners): pyroute2's ``NetNS``
-    forks the daemon (mode "fork"); the parent ends the child with SIGTERM, and the
-    child, which inherited trio's SIGTERM handler, can deadlock in
-    ``TrioToken.run_sync_soon`` on a lock another thread held at fork time, so the
-    parent's ``waitpid`` (and the kubelet worker creating a pod network) waits forever.
-    A forked copy of the daemon that lives longer than ``age`` seconds is such a child:
-    SIGKILL it (the parent then goes on)."""
-    try:
-        daemon = int((cluster.state_dir / "server.pid").read_text().split()[0])
-        daemon_cmdline = Path(f"/proc/{daemon}/cmdline").read_bytes()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError):
-        return
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[1]) != daemon or (entry / "cmdline").read_bytes() != daemon_cmdline:
-                continue
-            if uptime - int(stat[19]) / ticks > age:
-                print(
-                    f"  (local-cluster workaround: killing stuck fork {entry.name} of the daemon)"
-                )
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            continue

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks._connect_cluster import VENV_BIN, BenchError, Cluster, unstick_daemon
+from benchmarks._connect_cluster import VENV_BIN, BenchError, Cluster
 
 NODE_IP = "198.18.0.1"
 CIDRS = ("10.244.0.0/16", "10.96.0.0/12")
@@ -185,7 +185,6 @@ def tp_connect(cluster: Cluster) -> Iterator[Way]:
             break
         if time.monotonic() > deadline:
             raise BenchError("the traffic-manager is not ready 90 s after tp install")
-        unstick_daemon(cluster)
         time.sleep(0.3)
     notes: list[str] = []
     try:
