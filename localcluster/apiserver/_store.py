@@ -36,7 +36,7 @@ from ._errors import (
 )
 from ._resources import BY_NAME, ResourceInfo
 from ._selectors import Matcher, SelectorError, make_matcher
-from ._validation import validate, validate_update
+from ._validation import check_shape, validate, validate_update
 from ._watch import Change, WatchEvent, WatchHub
 
 Obj = dict[str, Any]
@@ -204,6 +204,7 @@ class Store:
             self._check_namespace_open(ns)
         for stale in ("uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(stale, None)
+        check_shape(info, obj)
         apply_defaults(resource, obj, node_name=self.node_name, creating=True)
         self._reset_status(info, obj)
         generated = not meta.get("name") and bool(meta.get("generateName"))
@@ -215,6 +216,7 @@ class Store:
             # Webhooks see the defaulted pod; a generateName pod has no name yet
             # (the registry's BeforeCreate names it after admission).
             obj = await self.admit(self, obj, "CREATE")
+            check_shape(info, obj)  # a webhook's patch can break the shape too
             apply_defaults(resource, obj, node_name=self.node_name, creating=False)
             meta = obj.setdefault("metadata", {})
             meta["namespace"] = ns
@@ -281,6 +283,7 @@ class Store:
                 new["status"] = copy.deepcopy(old["status"])
             else:
                 new.pop("status", None)
+        check_shape(info, new)
         apply_defaults(resource, new, node_name=self.node_name, creating=False)
         if resource == "pods":
             new["spec"].setdefault("nodeName", old["spec"].get("nodeName"))

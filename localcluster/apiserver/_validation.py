@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from ._errors import invalid
+from ._errors import BadRequest, invalid
 from ._resources import ResourceInfo
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -228,3 +228,87 @@ def validate_update(info: ResourceInfo, old: dict[str, Any], new: dict[str, Any]
         causes.append(_invalid_value("spec.selector", selector, "field is immutable"))
     if causes:
         raise invalid(info.kind, name, info.group, causes)
+
+
+# ---- shape: what a typed decoder would refuse before validation ----------------------------
+
+_GO_TYPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    bool: "bool",
+    int: "number",
+    float: "number",
+}
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else _GO_TYPES.get(type(value), type(value).__name__)
+
+
+def _expect(value: Any, kind: type, where: str, errors: list[str]) -> bool:
+    if value is None or isinstance(value, kind):
+        return isinstance(value, kind)
+    errors.append(
+        f"json: cannot unmarshal {_json_type(value)} into Go struct field {where} of type "
+        f"{'map' if kind is dict else 'slice'}"
+    )
+    return False
+
+
+def _check_pod_spec(spec: Any, where: str, errors: list[str]) -> None:
+    if not _expect(spec, dict, where, errors):
+        return
+    for key in ("containers", "initContainers", "ephemeralContainers", "volumes", "tolerations"):
+        items = spec.get(key)
+        if _expect(items, list, f"{where}.{key}", errors):
+            for item in items:
+                if not isinstance(item, dict):
+                    _expect(item, dict, f"{where}.{key}", errors)
+                elif key.endswith("ontainers"):
+                    for sub in ("ports", "env", "envFrom", "volumeMounts", "command", "args"):
+                        _expect(item.get(sub), list, f"{where}.{key}.{sub}", errors)
+                    for sub in ("resources", "securityContext", "readinessProbe", "livenessProbe"):
+                        _expect(item.get(sub), dict, f"{where}.{key}.{sub}", errors)
+                    for entry in (item.get("ports") or []) + (item.get("env") or []):
+                        _expect(entry, dict, f"{where}.{key}", errors)
+
+
+def check_shape(info: ResourceInfo, obj: dict[str, Any]) -> None:
+    """Raise BadRequest (400) for values of the wrong JSON type where the API has a schema,
+    as the real server's decoder does, so later stages can trust the shape."""
+    errors: list[str] = []
+    meta: Any = obj.get("metadata")
+    if _expect(meta, dict, f"{info.kind}.metadata", errors):
+        for key in ("labels", "annotations"):
+            _expect(meta.get(key), dict, f"ObjectMeta.{key}", errors)
+        for key in ("ownerReferences", "finalizers"):
+            _expect(meta.get(key), list, f"ObjectMeta.{key}", errors)
+    for key in ("spec", "status"):
+        _expect(obj.get(key), dict, f"{info.kind}.{key}", errors)
+    spec: Any = obj.get("spec")
+    if info.name == "pods":
+        _check_pod_spec(spec, "Pod.spec", errors)
+    elif isinstance(spec, dict) and info.name in ("deployments", "replicasets", "statefulsets"):
+        template: Any = spec.get("template")
+        if _expect(template, dict, f"{info.kind}.spec.template", errors):
+            _expect(template.get("metadata"), dict, "PodTemplateSpec.metadata", errors)
+            _check_pod_spec(template.get("spec"), "PodTemplateSpec.spec", errors)
+        _expect(spec.get("selector"), dict, f"{info.kind}.spec.selector", errors)
+        _expect(spec.get("strategy"), dict, f"{info.kind}.spec.strategy", errors)
+    elif isinstance(spec, dict) and info.name == "services":
+        ports: Any = spec.get("ports")
+        if _expect(ports, list, "Service.spec.ports", errors):
+            for port in ports:
+                _expect(port, dict, "Service.spec.ports", errors)
+        _expect(spec.get("selector"), dict, "Service.spec.selector", errors)
+    if info.name in ("configmaps", "secrets"):
+        _expect(obj.get("data"), dict, f"{info.kind}.data", errors)
+        _expect(obj.get("stringData"), dict, f"{info.kind}.stringData", errors)
+    if info.name == "mutatingwebhookconfigurations":
+        hooks: Any = obj.get("webhooks")
+        if _expect(hooks, list, "MutatingWebhookConfiguration.webhooks", errors):
+            for hook in hooks:
+                _expect(hook, dict, "MutatingWebhookConfiguration.webhooks", errors)
+    if errors:
+        raise BadRequest(errors[0])

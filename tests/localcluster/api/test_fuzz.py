@@ -165,3 +165,67 @@ def test_websocket_reader_survives_any_frames(data: bytes) -> None:
                 pass
 
     trio.run(main)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.sampled_from(["", "x", "name", "$patch", "delete", "replace"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "metadata",
+                    "spec",
+                    "containers",
+                    "name",
+                    "image",
+                    "env",
+                    "ports",
+                    "labels",
+                    "$patch",
+                    "$retainKeys",
+                    "$setElementOrder/containers",
+                    "$deleteFromPrimitiveList/finalizers",
+                    "finalizers",
+                    "x-unknown",
+                    "status",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(
+        [
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+            "application/json-patch+json",
+            "application/apply-patch+yaml",
+        ]
+    ),
+    JSON,
+)
+def test_patches_only_raise_store_errors(patch_type: str, body: object) -> None:
+    from localcluster.store import StoreError
+
+    async def main() -> None:
+        store = Store(node_name="n")
+        await bootstrap(store)
+        pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+        await store.create("pods", "default", pod)
+        try:
+            await store.patch("pods", "default", "p", patch_type, json.dumps(body).encode())
+        except StoreError:
+            pass
+        assert store.get("pods", "default", "p")["spec"]["containers"]
+
+    trio.run(main)
