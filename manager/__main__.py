@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         tunnel_port=args.tunnel_port,
         health_port=args.health_port,
         session_timeout=args.session_timeout,
+        agent_image=os.environ.get("TP_AGENT_IMAGE", "tpengine/tpengine"),
     )
 
     async def run() -> None:

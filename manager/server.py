@@ -9,6 +9,7 @@ silent for ``session_timeout`` loses its session and everything it held.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,12 +21,16 @@ import trio_websocket
 from manager._agents import AgentInfo, AgentRegistry
 from manager._cluster import ClusterWatcher
 from manager._dialer import DialError, DialFailure, dial_tcp, open_udp
-from manager._engagements import Engagement, EngagementRegistry
+from manager._engage import decide_injection, engagement_from_request
+from manager._engagements import Engagement, EngagementConflict, EngagementRegistry
 from manager._health import serve_health
+from manager._inject import AgentSpec
 from manager._lookup import ClusterLookup
 from manager._relay import relay_dial
-from manager._sessions import SessionRegistry
+from manager._sessions import ClientSession, SessionRegistry
+from manager._webhook import serve_webhook
 from tpengine import __version__
+from tpengine.kube.injector import load_mounted_tls
 from tpengine.splice import splice
 from tpengine.tunnel import (
     SUBPROTOCOL,
@@ -57,6 +62,13 @@ class ManagerSettings:
     host: str | None = None
     session_timeout: float = 30.0
     dial_timeout: float = 10.0
+    agent_image: str = ""
+    webhook_port: int = 8443
+    agent_wait: float = 60.0
+
+    @property
+    def manager_url(self) -> str:
+        return f"ws://traffic-manager.{self.namespace}:{self.tunnel_port}"
 
 
 class _Connection:
@@ -86,11 +98,22 @@ class Manager:
         self.engagements = EngagementRegistry()
         self._client_muxes: dict[str, MuxSession] = {}
         self._session_changed = trio.Event()
+        self._agents_changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.cluster.run)
             nursery.start_soon(self._expire_sessions)
+            tls = load_mounted_tls()
+            if tls is not None:
+                await nursery.start(
+                    functools.partial(
+                        serve_webhook, tls, self._decide, port=self.settings.webhook_port
+                    )
+                )
+                log.info("agent-injector webhook serving on port %d", self.settings.webhook_port)
+            else:
+                log.warning("no agent-injector certificate mounted: agents will not be injected")
             await nursery.start(serve_health, self.settings.health_port, self.cluster.ready.is_set)
             server = await nursery.start(
                 lambda task_status: trio_websocket.serve_websocket(
@@ -199,6 +222,17 @@ class Manager:
         if method == "agent_arrive":
             await conn.tunnel()
             return self._agent_arrive(conn, payload)
+        if method in ("engage", "leave", "engagements", "workload_env"):
+            session = self.sessions.get(conn.session_id or "")
+            if session is None:
+                raise ValueError("arrive first")
+            if method == "engage":
+                return await self._engage(session, payload)
+            if method == "leave":
+                return await self._leave(session, str(payload.get("name", "")))
+            if method == "engagements":
+                return [e.to_json() for e in self.engagements.all() if e.session_id == session.id]
+            return self._workload_env(payload)
         raise ValueError(f"unknown method {method!r}")
 
     def _arrive(self, conn: _Connection, payload: dict[str, Any], now: float) -> dict[str, Any]:
@@ -220,11 +254,53 @@ class Manager:
         self._session_changed.set()
         return {"session_id": conn.session_id, "manager_version": __version__}
 
+    def _decide(self, pod: dict[str, Any], namespace: str) -> AgentSpec | None:
+        return decide_injection(
+            pod, namespace, image=self.settings.agent_image, manager_url=self.settings.manager_url
+        )
+
+    async def _engage(self, session: ClientSession, payload: dict[str, Any]) -> dict[str, Any]:
+        new = engagement_from_request(
+            payload, session_id=session.id, client=f"{session.user}@{session.host}"
+        )
+        try:
+            engagement = self.engagements.add(new)
+        except EngagementConflict as exc:
+            return {"error": str(exc), "code": "conflict"}
+        await self._push_engagements(engagement.namespace, engagement.workload)
+        with trio.move_on_after(self.settings.agent_wait):
+            while not self.agents.of_workload(engagement.namespace, engagement.workload):
+                await self._agents_changed.wait()
+        agents = self.agents.of_workload(engagement.namespace, engagement.workload)
+        engagement.state = "ACTIVE" if agents else "WAITING"
+        engagement.message = "" if agents else "waiting for the traffic-agent to arrive"
+        result = engagement.to_json()
+        result["pods"] = [{"name": a.info.pod, "ip": a.info.pod_ip} for a in agents]
+        return result
+
+    async def _leave(self, session: ClientSession, name: str) -> dict[str, Any]:
+        found = self.engagements.find(session.id, name)
+        if found is None:
+            return {"error": f"no engagement named {name!r}", "code": "not-found"}
+        self.engagements.remove(found.id)
+        await self._push_engagements(found.namespace, found.workload)
+        return found.to_json()
+
+    def _workload_env(self, payload: dict[str, Any]) -> dict[str, Any]:
+        agents = self.agents.of_workload(
+            str(payload.get("namespace")), str(payload.get("workload"))
+        )
+        if not agents:
+            return {"error": "no traffic-agent of that workload is connected", "code": "not-found"}
+        return {"env": agents[0].info.env, "pod": agents[0].info.pod}
+
     def _agent_arrive(self, conn: _Connection, payload: dict[str, Any]) -> dict[str, Any]:
         info = AgentInfo.from_json(payload)
         assert conn.mux is not None
         conn.agent = info
         self.agents.arrive(info, conn.mux)
+        self._agents_changed.set()
+        self._agents_changed = trio.Event()
         log.info("agent of %s/%s arrived from pod %s", info.namespace, info.workload, info.pod)
         return {"engagements": self._engagements_for(info.namespace, info.workload)}
 

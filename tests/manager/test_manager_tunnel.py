@@ -184,3 +184,64 @@ async def test_relays_between_agent_and_client(manager_url: str, nursery: trio.N
         with pytest.raises(DialRejected) as caught:
             await client.open_stream("127.0.0.1", echo, tag=b"bogus")
         assert caught.value.reason is RejectReason.FORBIDDEN
+
+
+ENGAGE = {
+    "kind": "intercept",
+    "name": "web",
+    "namespace": "default",
+    "workload": "web",
+    "container": "web",
+    "ports": [8080],
+    "filter": {"headers": [["x-user", "susan"]]},
+    "targets": {"8080": ["127.0.0.1", 9000]},
+}
+
+
+async def test_engage_tells_the_agents_and_refuses_conflicts(manager_url: str) -> None:
+    async with (
+        open_mux_websocket_url(manager_url) as agent,
+        open_mux_websocket_url(manager_url) as susan,
+        open_mux_websocket_url(manager_url) as bob,
+    ):
+        await agent.request(
+            "agent_arrive",
+            {
+                "namespace": "default",
+                "workload": "web",
+                "pod": "web-1",
+                "pod_ip": "10.244.0.9",
+                "container": "web",
+                "env": {"DB": "pg"},
+            },
+        )
+        susan_id = (await susan.request("arrive", {"user": "susan", "host": "laptop"}))[
+            "session_id"
+        ]
+        await bob.request("arrive", {"user": "bob", "host": "laptop2"})
+        async with agent.subscribe("engagements") as pushes:
+            engaged = await susan.request("engage", ENGAGE)
+            assert engaged["state"] == "ACTIVE" and engaged["pods"] == [
+                {"name": "web-1", "ip": "10.244.0.9"}
+            ]
+            [pushed] = await pushes.receive()
+            assert pushed["session_id"] == susan_id and pushed["targets"] == {
+                "8080": ["127.0.0.1", 9000]
+            }
+            refused = await bob.request(
+                "engage", {**ENGAGE, "filter": {"headers": [["x-user", "susan"]]}}
+            )
+            assert refused["code"] == "conflict" and "susan@laptop" in refused["error"]
+            allowed = await bob.request(
+                "engage", {**ENGAGE, "filter": {"headers": [["x-user", "bob"]]}}
+            )
+            assert allowed["state"] == "ACTIVE"
+            assert len(await pushes.receive()) == 2
+            assert (
+                await susan.request("workload_env", {"namespace": "default", "workload": "web"})
+            )["env"] == {"DB": "pg"}
+            left = await susan.request("leave", {"name": "web"})
+            assert left["name"] == "web"
+            [remaining] = await pushes.receive()
+            assert remaining["client"] == "bob@laptop2"
+            assert (await susan.request("leave", {"name": "web"}))["code"] == "not-found"

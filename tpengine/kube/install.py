@@ -17,6 +17,7 @@ from typing import Any
 import kr8s
 import trio
 
+from tpengine.kube.injector import TLS_SECRET, WebhookTls, generate_tls, tls_from_secret
 from tpengine.kube.manifests import MANAGER, VERSION_ANNOTATION, Manifest, manager_manifests
 
 Progress = Callable[[str], Awaitable[None]]
@@ -31,6 +32,12 @@ _RESOURCES = {
     "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
     "Role": ("rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "Secret": ("v1", "secrets", True),
+    "MutatingWebhookConfiguration": (
+        "admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        False,
+    ),
 }
 
 
@@ -126,8 +133,9 @@ async def install_manager(
     api: Any, *, namespace: str, image: str, progress: Progress = _noop, ready_timeout: float = 120
 ) -> Outcome:
     before = await installed_version(api, namespace)
+    tls = await _injector_tls(api, namespace)
     results = []
-    for obj in manager_manifests(namespace, image):
+    for obj in manager_manifests(namespace, image, tls):
         try:
             result = await apply(api, obj)
         except kr8s.ServerError as exc:
@@ -141,6 +149,16 @@ async def install_manager(
     if before is None:
         return Outcome.INSTALLED
     return Outcome.UNCHANGED if set(results) == {"unchanged"} else Outcome.UPGRADED
+
+
+async def _injector_tls(api: Any, namespace: str) -> WebhookTls:
+    """The agent-injector's certificate: the one installed before (so the webhook's
+    caBundle stays put across upgrades), else a new one."""
+    existing = await _get(
+        api, {"kind": "Secret", "metadata": {"name": TLS_SECRET, "namespace": namespace}}
+    )
+    found = tls_from_secret(existing) if existing is not None else None
+    return found or generate_tls(namespace)
 
 
 async def wait_for_manager(
@@ -208,7 +226,8 @@ async def _why_not_ready(api: Any, namespace: str) -> str:
 async def uninstall_manager(api: Any, *, namespace: str, progress: Progress = _noop) -> list[str]:
     """Delete every object ``install_manager`` made (the namespace last); returns what went."""
     removed = []
-    for obj in reversed(manager_manifests(namespace)):
+    placeholder = WebhookTls(ca_pem=b"", cert_pem=b"", key_pem=b"")  # only names matter here
+    for obj in reversed(manager_manifests(namespace, tls=placeholder)):
         version, ns, plural = _location(obj)
         name = obj["metadata"]["name"]
         try:

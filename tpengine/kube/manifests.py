@@ -9,6 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from tpengine import __version__
+from tpengine.kube.injector import (
+    SERVICE,
+    TLS_MOUNT,
+    TLS_SECRET,
+    WEBHOOK_PORT,
+    WebhookTls,
+    tls_secret,
+    webhook_configuration,
+)
 
 MANAGER = "traffic-manager"
 DEFAULT_NAMESPACE = "tpengine"
@@ -38,9 +47,11 @@ def _meta(
 
 
 def manager_manifests(
-    namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE
+    namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE, tls: WebhookTls | None = None
 ) -> list[Manifest]:
-    """Namespace, least-privilege RBAC, Deployment and Service of the traffic-manager."""
+    """Namespace, least-privilege RBAC, Deployment and Services of the traffic-manager;
+    with ``tls`` also the agent-injector's certificate Secret and webhook configuration
+    (``tp install`` makes them; the static ``deploy/`` files leave them out)."""
     cluster_role = f"{MANAGER}-{namespace}"
     subject = [{"kind": "ServiceAccount", "name": MANAGER, "namespace": namespace}]
     return [
@@ -105,6 +116,20 @@ def manager_manifests(
                 "ports": [{"name": "tunnel", "port": TUNNEL_PORT, "targetPort": "tunnel"}],
             },
         },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(SERVICE, namespace, component=MANAGER),
+            "spec": {
+                "selector": {"app.kubernetes.io/name": MANAGER},
+                "ports": [{"name": "https", "port": 443, "targetPort": "webhook"}],
+            },
+        },
+        *(
+            [tls_secret(namespace, tls), webhook_configuration(namespace, tls.ca_pem)]
+            if tls
+            else []
+        ),
     ]
 
 
@@ -118,11 +143,14 @@ def _deployment(namespace: str, image: str) -> Manifest:
                 "name": "TP_MANAGER_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
+            {"name": "TP_AGENT_IMAGE", "value": image},  # the agent is the same image
         ],
         "ports": [
             {"name": "tunnel", "containerPort": TUNNEL_PORT},
             {"name": "health", "containerPort": HEALTH_PORT},
+            {"name": "webhook", "containerPort": WEBHOOK_PORT},
         ],
+        "volumeMounts": [{"name": "injector-tls", "mountPath": TLS_MOUNT, "readOnly": True}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "health"}, "periodSeconds": 2},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 10},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
@@ -141,7 +169,16 @@ def _deployment(namespace: str, image: str) -> Manifest:
             "selector": {"matchLabels": {"app.kubernetes.io/name": MANAGER}},
             "template": {
                 "metadata": {"labels": _labels(MANAGER)},
-                "spec": {"serviceAccountName": MANAGER, "containers": [container]},
+                "spec": {
+                    "serviceAccountName": MANAGER,
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "injector-tls",
+                            "secret": {"secretName": TLS_SECRET, "optional": True},
+                        }
+                    ],
+                },
             },
         },
     }

@@ -1,0 +1,72 @@
+"""Engagement requests from clients, and the injector's decision for new pods.
+
+The engaging client resolves the workload, its service and ports with its own
+credentials and marks the workload's pod template (``AGENT_ANNOTATION``: which container
+and ports the agent takes) — then restarts it as ``kubectl rollout restart`` does. The
+manager needs no right to change workloads: new pods carry the annotation, and the
+webhook injects from it. Here the manager records the engagement (refusing conflicts),
+tells the workload's agents, and reports when they are there.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent._filters import HttpFilter
+from manager._engagements import Engagement, Kind
+from manager._inject import AgentSpec, InterceptedPort
+
+AGENT_ANNOTATION = "tpengine.io/agent"
+
+
+def decide_injection(
+    pod: dict[str, Any], namespace: str, *, image: str, manager_url: str
+) -> AgentSpec | None:
+    """The agent a new pod gets, from its template's annotation; None for other pods."""
+    annotations = pod.get("metadata", {}).get("annotations") or {}
+    raw = annotations.get(AGENT_ANNOTATION)
+    if not raw:
+        return None
+    config = json.loads(raw)
+    return AgentSpec(
+        workload=str(config["workload"]),
+        namespace=namespace,
+        container=str(config["container"]),
+        ports=tuple(
+            InterceptedPort(
+                container_port=int(p["container_port"]),
+                name=str(p.get("name", "")),
+                protocol=str(p.get("protocol", "TCP")),
+                symbolic=bool(p.get("symbolic", False)),
+            )
+            for p in config.get("ports", [])
+        ),
+        image=image,
+        manager_url=manager_url,
+    )
+
+
+def engagement_from_request(payload: dict[str, Any], *, session_id: str, client: str) -> Engagement:
+    """Validate an ``engage`` request into an Engagement (ValueError names what is wrong)."""
+    try:
+        kind = Kind(payload["kind"])
+        ports = [int(p) for p in payload.get("ports", [])]
+        targets = {
+            str(int(k)): [str(v[0]), int(v[1])] for k, v in (payload.get("targets") or {}).items()
+        }
+        return Engagement(
+            id="",
+            name=str(payload["name"]),
+            kind=kind,
+            session_id=session_id,
+            client=client,
+            namespace=str(payload["namespace"]),
+            workload=str(payload["workload"]),
+            container=str(payload["container"]),
+            ports=tuple(str(p) for p in ports),
+            filter=HttpFilter.from_json(payload.get("filter") or {}),
+            details={"targets": targets, "workload_kind": str(payload.get("workload_kind", ""))},
+        )
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"malformed engage request: {exc}") from None
