@@ -78,7 +78,8 @@ class ServiceAllocator:
 
 def keep_cluster_ip(old: Obj, new: Obj) -> None:
     """An update keeps the allocated addresses; changing the ClusterIP is refused."""
-    old_spec, spec = old.get("spec", {}), new.setdefault("spec", {})
+    old_spec = old.get("spec") or {}
+    spec = new["spec"] = new.get("spec") or {}
     for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
         if key in old_spec and not spec.get(key):
             spec[key] = old_spec[key]

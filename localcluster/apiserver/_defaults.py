@@ -20,6 +20,14 @@ _PROBE_DEFAULTS = {
 }
 
 
+def child(parent: Obj, key: str) -> Obj:
+    """parent[key] as a dict; null or missing becomes {} (a Go decoder's zero value)."""
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        value = parent[key] = {}
+    return value
+
+
 def _image_pull_policy(image: str) -> str:
     # core/v1 defaults.go SetDefaults_Container: ":latest" or no tag pulls Always.
     last = image.rsplit("/", 1)[-1]
@@ -80,7 +88,7 @@ def default_pod_spec(spec: Obj) -> None:
 
 def default_pod(pod: Obj, *, node_name: str) -> None:
     """A new pod: spec defaults, ServiceAccount admission, DefaultTolerationSeconds."""
-    spec = pod.setdefault("spec", {})
+    spec = child(pod, "spec")
     default_pod_spec(spec)
     sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     spec["serviceAccountName"] = sa
@@ -149,12 +157,12 @@ def _add_service_account_volume(spec: Obj) -> None:
 
 def default_pod_template(template: Any) -> None:
     if isinstance(template, dict):
-        template.setdefault("metadata", {})
-        default_pod_spec(template.setdefault("spec", {}))
+        child(template, "metadata")
+        default_pod_spec(child(template, "spec"))
 
 
 def default_service(svc: Obj) -> None:
-    spec = svc.setdefault("spec", {})
+    spec = child(svc, "spec")
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
     spec.setdefault("internalTrafficPolicy", "Cluster")
@@ -169,12 +177,12 @@ def default_service(svc: Obj) -> None:
 
 
 def default_deployment(dep: Obj) -> None:
-    spec = dep.setdefault("spec", {})
+    spec = child(dep, "spec")
     spec.setdefault("replicas", 1)
-    strategy = spec.setdefault("strategy", {})
+    strategy = child(spec, "strategy")
     strategy.setdefault("type", "RollingUpdate")
     if strategy["type"] == "RollingUpdate":
-        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling = child(strategy, "rollingUpdate")
         rolling.setdefault("maxUnavailable", "25%")
         rolling.setdefault("maxSurge", "25%")
     spec.setdefault("revisionHistoryLimit", 10)
@@ -183,13 +191,13 @@ def default_deployment(dep: Obj) -> None:
 
 
 def default_replicaset(rs: Obj) -> None:
-    spec = rs.setdefault("spec", {})
+    spec = child(rs, "spec")
     spec.setdefault("replicas", 1)
     default_pod_template(spec.get("template"))
 
 
 def default_statefulset(sts: Obj) -> None:
-    spec = sts.setdefault("spec", {})
+    spec = child(sts, "spec")
     spec.setdefault("replicas", 1)
     spec.setdefault("podManagementPolicy", "OrderedReady")
     strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
@@ -204,16 +212,16 @@ def default_statefulset(sts: Obj) -> None:
 
 def default_namespace(ns: Obj) -> None:
     name = ns.get("metadata", {}).get("name", "")
-    ns["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
-    ns.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-    ns.setdefault("status", {}).setdefault("phase", "Active")
+    child(ns["metadata"], "labels")["kubernetes.io/metadata.name"] = name
+    child(ns, "spec").setdefault("finalizers", ["kubernetes"])
+    child(ns, "status").setdefault("phase", "Active")
 
 
 def default_secret(secret: Obj) -> None:
     secret.setdefault("type", "Opaque")
     string_data = secret.pop("stringData", None)
     if isinstance(string_data, dict):
-        data = secret.setdefault("data", {})
+        data = child(secret, "data")
         for key, value in string_data.items():
             data[key] = base64.b64encode(str(value).encode()).decode()
 
@@ -252,7 +260,7 @@ def apply_defaults(resource: str, obj: Obj, *, node_name: str, creating: bool) -
         if creating:
             default_pod(obj, node_name=node_name)
         else:
-            default_pod_spec(obj.setdefault("spec", {}))
+            default_pod_spec(child(obj, "spec"))
         return
     defaulter = DEFAULTERS.get(resource)
     if defaulter is not None:

@@ -229,3 +229,87 @@ def test_patches_only_raise_store_errors(patch_type: str, body: object) -> None:
         assert store.get("pods", "default", "p")["spec"]["containers"]
 
     trio.run(main)
+
+
+FIELDS = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 70000)
+    | st.sampled_from(["", "x", "TCP", "None", "10.96.5.5", "25%", "http"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "spec",
+                    "containers",
+                    "name",
+                    "image",
+                    "ports",
+                    "port",
+                    "targetPort",
+                    "protocol",
+                    "selector",
+                    "matchLabels",
+                    "template",
+                    "metadata",
+                    "labels",
+                    "replicas",
+                    "strategy",
+                    "rollingUpdate",
+                    "maxSurge",
+                    "clusterIP",
+                    "type",
+                    "data",
+                    "webhooks",
+                    "rules",
+                    "clientConfig",
+                    "service",
+                    "volumes",
+                    "env",
+                    "readinessProbe",
+                    "httpGet",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(
+        [
+            "pods",
+            "deployments",
+            "statefulsets",
+            "services",
+            "configmaps",
+            "secrets",
+            "mutatingwebhookconfigurations",
+        ]
+    ),
+    st.dictionaries(
+        st.sampled_from(["spec", "data", "webhooks", "stringData", "status", "type"]),
+        FIELDS,
+        max_size=3,
+    ),
+)
+def test_creates_only_raise_store_errors(resource: str, fields: dict[str, object]) -> None:
+    from localcluster.store import StoreError
+
+    async def main() -> None:
+        store = Store(node_name="n")
+        await bootstrap(store)
+        namespace = None if resource == "mutatingwebhookconfigurations" else "default"
+        try:
+            created = await store.create(resource, namespace, {"metadata": {"name": "x"}, **fields})
+        except StoreError:
+            return
+        await store.update(resource, namespace, created)
+        await store.delete(resource, namespace, "x", grace_period_seconds=0)
+
+    trio.run(main)
