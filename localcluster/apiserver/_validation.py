@@ -284,6 +284,13 @@ def check_shape(info: ResourceInfo, obj: dict[str, Any]) -> None:
             _expect(meta.get(key), dict, f"ObjectMeta.{key}", errors)
         for key in ("ownerReferences", "finalizers"):
             _expect(meta.get(key), list, f"ObjectMeta.{key}", errors)
+        for key in ("name", "generateName", "namespace"):
+            value = meta.get(key)
+            if value is not None and not isinstance(value, str):
+                errors.append(
+                    f"json: cannot unmarshal {_json_type(value)} into Go struct field "
+                    f"ObjectMeta.metadata.{key} of type string"
+                )
     for key in ("spec", "status"):
         _expect(obj.get(key), dict, f"{info.kind}.{key}", errors)
     spec: Any = obj.get("spec")

@@ -27,6 +27,13 @@ async def test_status_errors_for_bad_requests(cluster: Cluster) -> None:
         r = await http.post(cms, content=b"{not json", headers={"Content-Type": "application/json"})
         assert r.status_code == 400
         assert r.json()["kind"] == "Status" and r.json()["reason"] == "BadRequest"
+        r = await http.post(
+            cms, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": 5}}
+        )
+        assert (
+            r.status_code == 400
+            and "ObjectMeta.metadata.name of type string" in r.json()["message"]
+        )
         r = await http.post(cms, content=b"a: [b", headers={"Content-Type": "application/yaml"})
         assert r.status_code == 400 and r.json()["reason"] == "BadRequest"
         r = await http.post(
