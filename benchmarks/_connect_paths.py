@@ -174,8 +174,11 @@ def _wait_rules(cluster: Cluster, *, present: bool, timeout: float = 15) -> None
 @contextlib.contextmanager
 def tp_connect(cluster: Cluster) -> Iterator[Way]:
     """``tp install`` (not timed), then ``tp connect -n default`` (timed), ``tp quit``."""
-    cluster.tp("install", timeout=120)
-    deadline = time.monotonic() + 90
+    try:
+        cluster.tp("install", timeout=60)
+    except (BenchError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"tp install: {exc}; {_manager_state(cluster)}") from None
+    deadline = time.monotonic() + 30
     while True:
         ready = cluster.kubectl(
             "get", "deployment", "-n", "tpengine", "traffic-manager",
@@ -184,7 +187,7 @@ def tp_connect(cluster: Cluster) -> Iterator[Way]:
         if ready.strip() == "1":
             break
         if time.monotonic() > deadline:
-            raise BenchError("the traffic-manager is not ready 90 s after tp install")
+            raise BenchError(f"the traffic-manager is not ready: {_manager_state(cluster)}")
         time.sleep(0.3)
     notes: list[str] = []
     try:
@@ -210,3 +213,12 @@ def _timed_connect(cluster: Cluster, notes: list[str]) -> float:
             notes.append(f"tp connect attempt 1 failed: {exc} [engine.log: {tail}]")
             cluster.laptop(str(VENV_BIN / "tp"), "quit", check=False)
     raise AssertionError("unreachable")
+
+
+def _manager_state(cluster: Cluster) -> str:
+    """The traffic-manager pod's status and last log line, for a failure message."""
+    pods = cluster.laptop("kubectl", "get", "pods", "-n", "tpengine", "--no-headers", check=False)
+    logs = cluster.laptop(
+        "kubectl", "logs", "-n", "tpengine", "deploy/traffic-manager", "--tail", "2", check=False
+    )
+    return f"pods: {pods.stdout.strip()!r}; log: {(logs.stdout or logs.stderr).strip()!r}"
