@@ -30,7 +30,7 @@ from manager._relay import relay_dial
 from manager._sessions import ClientSession, SessionRegistry
 from manager._webhook import serve_webhook
 from tpengine import __version__
-from tpengine.kube.injector import load_mounted_tls
+from tpengine.kube.injector import tls_from_environment
 from tpengine.splice import splice
 from tpengine.tunnel import (
     SUBPROTOCOL,
@@ -104,7 +104,7 @@ class Manager:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.cluster.run)
             nursery.start_soon(self._expire_sessions)
-            tls = load_mounted_tls()
+            tls = tls_from_environment()
             if tls is not None:
                 await nursery.start(
                     functools.partial(
@@ -113,7 +113,9 @@ class Manager:
                 )
                 log.info("agent-injector webhook serving on port %d", self.settings.webhook_port)
             else:
-                log.warning("no agent-injector certificate mounted: agents will not be injected")
+                log.warning(
+                    "no agent-injector certificate (tp install makes it): agents will not be injected"
+                )
             await nursery.start(serve_health, self.settings.health_port, self.cluster.ready.is_set)
             server = await nursery.start(
                 lambda task_status: trio_websocket.serve_websocket(

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 SERVICE = "agent-injector"
 WEBHOOK_PORT = 8443
 TLS_SECRET = "agent-injector-tls"
-TLS_MOUNT = "/var/run/tpengine/injector-tls"
+TLS_ENV = {"TP_INJECTOR_CA": "ca.crt", "TP_INJECTOR_CERT": "tls.crt", "TP_INJECTOR_KEY": "tls.key"}
 
 
 @dataclass(frozen=True)
@@ -182,16 +182,15 @@ def tls_from_secret(secret: dict[str, Any]) -> WebhookTls | None:
         return None
 
 
-def load_mounted_tls(directory: str = TLS_MOUNT) -> WebhookTls | None:
-    """The certificate the manager's pod has mounted, or None (no webhook then)."""
+def tls_from_environment() -> WebhookTls | None:
+    """The certificate given to the manager's container (see ``TLS_ENV``), or None."""
     import os
 
-    try:
-        with (
-            open(os.path.join(directory, "ca.crt"), "rb") as ca,
-            open(os.path.join(directory, "tls.crt"), "rb") as cert,
-            open(os.path.join(directory, "tls.key"), "rb") as key,
-        ):
-            return WebhookTls(ca_pem=ca.read(), cert_pem=cert.read(), key_pem=key.read())
-    except OSError:
+    values = {key: os.environ.get(env, "") for env, key in TLS_ENV.items()}
+    if not all(values.values()):
         return None
+    return WebhookTls(
+        ca_pem=values["ca.crt"].encode(),
+        cert_pem=values["tls.crt"].encode(),
+        key_pem=values["tls.key"].encode(),
+    )

@@ -11,7 +11,7 @@ from typing import Any
 from tpengine import __version__
 from tpengine.kube.injector import (
     SERVICE,
-    TLS_MOUNT,
+    TLS_ENV,
     TLS_SECRET,
     WEBHOOK_PORT,
     WebhookTls,
@@ -106,6 +106,8 @@ def manager_manifests(
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": MANAGER},
             "subjects": subject,
         },
+        # The certificate Secret before the Deployment, so its first pod starts with it.
+        *([tls_secret(namespace, tls)] if tls else []),
         _deployment(namespace, image),
         {
             "apiVersion": "v1",
@@ -144,13 +146,23 @@ def _deployment(namespace: str, image: str) -> Manifest:
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
             {"name": "TP_AGENT_IMAGE", "value": image},  # the agent is the same image
+            # The injector's certificate, from the Secret tp install makes (optional: no
+            # Secret, no webhook). Environment rather than a volume: nothing to mount.
+            *(
+                {
+                    "name": env,
+                    "valueFrom": {
+                        "secretKeyRef": {"name": TLS_SECRET, "key": key, "optional": True}
+                    },
+                }
+                for env, key in TLS_ENV.items()
+            ),
         ],
         "ports": [
             {"name": "tunnel", "containerPort": TUNNEL_PORT},
             {"name": "health", "containerPort": HEALTH_PORT},
             {"name": "webhook", "containerPort": WEBHOOK_PORT},
         ],
-        "volumeMounts": [{"name": "injector-tls", "mountPath": TLS_MOUNT, "readOnly": True}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "health"}, "periodSeconds": 2},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 10},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
@@ -172,12 +184,6 @@ def _deployment(namespace: str, image: str) -> Manifest:
                 "spec": {
                     "serviceAccountName": MANAGER,
                     "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "injector-tls",
-                            "secret": {"secretName": TLS_SECRET, "optional": True},
-                        }
-                    ],
                 },
             },
         },
