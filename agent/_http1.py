@@ -97,6 +97,9 @@ class Http1Router:
                 self.conn.start_next_cycle()
         except h11.RemoteProtocolError as exc:
             await self._answer_error(exc.error_status_hint, str(exc))
+        except h11.LocalProtocolError as exc:
+            # Something an upstream sent cannot be relayed as HTTP/1.1: tell the caller.
+            await self._answer_error(502, f"cannot relay the response: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -221,11 +224,13 @@ class Http1Router:
                     return False
             elif isinstance(event, h11.Response):
                 await self._send_client(
+                    # Re-framed as HTTP/1.1 towards the caller (h11 speaks only 1.1; an
+                    # HTTP/1.0 upstream's close-delimited body becomes chunked or is closed
+                    # after, as RFC 9112 §6 allows).
                     h11.Response(
                         status_code=event.status_code,
-                        headers=list(event.headers.raw_items()),
+                        headers=_hop_by_hop_removed(event.headers.raw_items(), event.http_version),
                         reason=event.reason,
-                        http_version=event.http_version,
                     )
                 )
             elif isinstance(event, h11.Data):
@@ -288,6 +293,20 @@ def _has_body(request: h11.Request) -> bool:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return True
     return False
+
+
+def _hop_by_hop_removed(
+    headers: list[tuple[bytes, bytes]], version: bytes
+) -> list[tuple[bytes, bytes]]:
+    """An HTTP/1.0 response's ``Connection: keep-alive`` means nothing in 1.1 (RFC 9112
+    §9.3); other headers pass as they are."""
+    if version != b"1.0":
+        return list(headers)
+    return [
+        (k, v)
+        for k, v in headers
+        if not (k.lower() == b"connection" and v.lower() == b"keep-alive")
+    ]
 
 
 def looks_like_http1(data: bytes) -> bool:

@@ -217,6 +217,7 @@ class Manager:
         if method == "depart":
             if conn.session_id is not None:
                 self.sessions.depart(conn.session_id)
+                await self._drop_engagements(self.engagements.remove_session(conn.session_id))
                 conn.session_id = None
             return {}
         if method == "version":

@@ -1,12 +1,10 @@
-"""The typer application: global wiring and the commands that are not built yet."""
+"""The typer application: every ``tp`` command, wired to its module."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import typer
 
-from tpengine.cli import _connect_cmd, _install_cmd, _version_cmd
+from tpengine.cli import _connect_cmd, _engage_cmd, _install_cmd, _version_cmd
 
 app = typer.Typer(
     name="tp",
@@ -26,37 +24,18 @@ app.command(
 )(_connect_cmd.connect)
 app.command("status")(_connect_cmd.status)
 app.command("quit")(_connect_cmd.quit_)
+for _command, _function in (
+    ("intercept", _engage_cmd.intercept),
+    ("replace", _engage_cmd.replace),
+    ("wiretap", _engage_cmd.wiretap),
+    ("ingest", _engage_cmd.ingest),
+):
+    app.command(_command)(_function)
+app.command("leave")(_engage_cmd.leave)
+app.command("list")(_engage_cmd.list_)
 app.command("install")(_install_cmd.install)
 app.command("uninstall")(_install_cmd.uninstall)
 app.command("gather-logs")(_install_cmd.gather_logs)
-
-# Commands whose issue has not landed yet. Each says so in one line and exits 2, so a
-# script can tell "not built" from "failed".
-_NOT_YET = {
-    "list": "List workloads and their engagements.",
-    "intercept": "Send a workload's traffic (or matching requests) to the laptop.",
-    "replace": "Replace a workload's container with a local process.",
-    "wiretap": "Get a read-only copy of a workload's traffic.",
-    "ingest": "Borrow a workload's environment and volumes.",
-    "leave": "End an engagement.",
-}
-
-
-def _not_yet(name: str) -> Callable[[typer.Context], None]:
-    def command(ctx: typer.Context) -> None:
-        typer.echo(f"tp {name}: not available yet in this version of tpengine", err=True)
-        raise typer.Exit(2)
-
-    command.__name__ = name.replace("-", "_")
-    return command
-
-
-for _name, _help in _NOT_YET.items():
-    app.command(
-        _name,
-        help=f"{_help} (not available yet)",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(_not_yet(_name))
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import trio
 from tpengine import __version__
 from tpengine.dns import Resolver, UdpUpstream, serve_dns_on
 from tpengine.engine._control import ControlError, Progress, serve_control
+from tpengine.engine._engage import LocalTargets, engage, leave
 from tpengine.engine._kube import ensure_manager, open_api, port_forward_connector
 from tpengine.engine._network import serve_tun
 from tpengine.engine._routes import Network, parse_cidrs, routed_networks
@@ -60,6 +61,8 @@ class Engine:
         self._news = trio.Event()
         self._quit = trio.Event()
         self.tun_name = ""
+        self.api: Any = None
+        self.targets = LocalTargets()
         self.routed: list[Network] = []
         self.dns_upstream: list[str] = []
 
@@ -100,6 +103,35 @@ class Engine:
         self._quit.set()
         return {"quitting": True}
 
+    async def _engage_handler(self, params: dict[str, Any], progress: Progress) -> Any:
+        session = self._connected_session()
+        try:
+            return await engage(self.api, session, self.targets, params)
+        except SessionError as exc:
+            raise ControlError(str(exc), "engage-failed") from None
+
+    async def _leave_handler(self, params: dict[str, Any], progress: Progress) -> Any:
+        try:
+            return await leave(self._connected_session(), self.targets, str(params.get("name", "")))
+        except SessionError as exc:
+            raise ControlError(str(exc), "not-found") from None
+
+    async def _list_handler(self, params: dict[str, Any], progress: Progress) -> Any:
+        mux = await self._connected_session()._current_mux()
+        return await mux.request("engagements", {})
+
+    async def _env_handler(self, params: dict[str, Any], progress: Progress) -> Any:
+        mux = await self._connected_session()._current_mux()
+        result = await mux.request("workload_env", params)
+        if "error" in result:
+            raise ControlError(result["error"], "not-found")
+        return result
+
+    def _connected_session(self) -> Session:
+        if self.session is None or not self.ready.is_set() or self.failure:
+            raise ControlError("not connected (run tp connect)", "not-connected")
+        return self.session
+
     def status(self) -> dict[str, Any]:
         session = self.session.status() if self.session else {"status": "Connecting"}
         return {
@@ -122,6 +154,10 @@ class Engine:
             "wait_ready": self._wait_ready,
             "status": self._status,
             "quit": self._quit_handler,
+            "engage": self._engage_handler,
+            "leave": self._leave_handler,
+            "list": self._list_handler,
+            "workload_env": self._env_handler,
         }
         async with trio.open_nursery() as nursery:
             await nursery.start(
@@ -175,9 +211,11 @@ class Engine:
             context=target.context,
             server=target.server,
         )
-        async with open_session_with(
-            port_forward_connector(api, opts.manager_namespace), info
-        ) as session:
+        self.api = api
+        connector = port_forward_connector(
+            api, opts.manager_namespace, dial_handler=self.targets.handle_dial
+        )
+        async with open_session_with(connector, info) as session:
             self.session = session
             await self.say(f"Connected to the traffic-manager (session {info.session_id})")
             if self.helper is None:

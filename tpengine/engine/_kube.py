@@ -18,7 +18,7 @@ from tpengine.engine._session import Connector, SessionError
 from tpengine.kube.install import InstallError, install_manager, installed_version
 from tpengine.kube.kubeconfig import KubeconfigError, KubeTarget, resolve_target
 from tpengine.kube.manifests import DEFAULT_IMAGE, MANAGER, TUNNEL_PORT
-from tpengine.tunnel import MuxSession, wrap_mux_client_stream
+from tpengine.tunnel import DialHandler, MuxSession, wrap_mux_client_stream
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,11 @@ async def ready_manager_pod(api: Any, namespace: str) -> str:
     raise SessionError(f"no ready traffic-manager pod in namespace {namespace}")
 
 
-def port_forward_connector(api: Any, namespace: str) -> Connector:
-    """Tunnels to the manager through a Kubernetes port-forward to a ready pod."""
+def port_forward_connector(
+    api: Any, namespace: str, dial_handler: DialHandler | None = None
+) -> Connector:
+    """Tunnels to the manager through a Kubernetes port-forward to a ready pod;
+    ``dial_handler`` answers the manager's dials (intercepted connections)."""
     from tpengine.kube.portforward import open_port_forward
 
     @asynccontextmanager
@@ -110,7 +113,9 @@ def port_forward_connector(api: Any, namespace: str) -> Connector:
         pod = await ready_manager_pod(api, namespace)
         async with (
             open_port_forward(api, namespace, pod, TUNNEL_PORT) as stream,
-            wrap_mux_client_stream(stream, f"{MANAGER}.{namespace}", "/") as mux,
+            wrap_mux_client_stream(
+                stream, f"{MANAGER}.{namespace}", "/", dial_handler=dial_handler
+            ) as mux,
         ):
             yield mux
 

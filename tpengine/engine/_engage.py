@@ -1,0 +1,231 @@
+"""Engagements from the laptop's side: resolve the workload with the user's credentials,
+mark it for the agent, ask the manager, and answer the intercepted connections.
+
+The user must be allowed to change the workload they engage (as ``kubectl rollout
+restart`` needs); the manager is given no right to change workloads at all.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kr8s
+import trio
+
+from tpengine.engine._session import Session, SessionError
+from tpengine.kube.workloads import (
+    WORKLOAD_KINDS,
+    ResolvedPort,
+    ResolveError,
+    parse_port,
+    pick_service,
+    resolve_ports,
+)
+from tpengine.splice import splice
+from tpengine.tunnel import IncomingDial, RejectReason
+
+log = logging.getLogger(__name__)
+
+AGENT_ANNOTATION = "tpengine.io/agent"
+_PLURAL = {"Deployment": "deployments", "ReplicaSet": "replicasets", "StatefulSet": "statefulsets"}
+
+
+@dataclass
+class LocalTargets:
+    """(address, port) pairs the manager may dial on this laptop: active engagements only."""
+
+    allowed: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
+
+    def allows(self, host: str, port: int) -> bool:
+        return any((host, port) in pairs for pairs in self.allowed.values())
+
+    async def handle_dial(self, dial: IncomingDial) -> None:
+        dest = dial.destination
+        if not self.allows(dest.host, dest.port):
+            await dial.reject(
+                RejectReason.FORBIDDEN, f"{dest.host}:{dest.port} is not an engaged local address"
+            )
+            return
+        try:
+            local = await trio.open_tcp_stream(dest.host, dest.port)
+        except OSError as exc:
+            await dial.reject(
+                RejectReason.REFUSED,
+                f"nothing answers on {dest.host}:{dest.port} on the laptop: {exc.strerror}",
+            )
+            return
+        try:
+            stream = await dial.accept_stream()
+        except BaseException:
+            await local.aclose()
+            raise
+        await splice(stream, local)
+
+
+async def _get(api: Any, version: str, namespace: str, url: str) -> dict[str, Any] | None:
+    try:
+        async with api.call_api("GET", version=version, namespace=namespace, url=url) as response:
+            data: dict[str, Any] = response.json()
+            return data
+    except kr8s.ServerError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            return None
+        raise
+
+
+async def find_workload(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    for kind in WORKLOAD_KINDS:
+        found = await _get(api, "apps/v1", namespace, f"{_PLURAL[kind]}/{name}")
+        if found is not None:
+            found.setdefault("kind", kind)
+            return found
+    raise SessionError(
+        f"no workload named {name!r} in namespace {namespace!r} (Deployments, ReplicaSets, StatefulSets)"
+    )
+
+
+def _agent_ports(
+    workload: dict[str, Any], services: list[dict[str, Any]], container: str
+) -> list[dict[str, Any]]:
+    """Every port the agent takes for ``container``: those of all services selecting the
+    workload (so a later intercept of another port needs no restart)."""
+    from tpengine.kube.workloads import selects
+
+    ports: dict[int, dict[str, Any]] = {}
+    for service in services:
+        if not selects(service, workload):
+            continue
+        for spec_port in service.get("spec", {}).get("ports") or []:
+            try:
+                [resolved] = resolve_ports(
+                    workload,
+                    service,
+                    [parse_port(f"1:{spec_port.get('name') or spec_port['port']}")],
+                    container,
+                )
+            except ResolveError:
+                continue
+            if resolved.container == container:
+                ports[resolved.container_port] = {
+                    "container_port": resolved.container_port,
+                    "name": resolved.container_port_name,
+                    "protocol": resolved.protocol,
+                    "symbolic": resolved.symbolic,
+                }
+    return sorted(ports.values(), key=lambda p: int(p["container_port"]))
+
+
+async def mark_for_agent(api: Any, workload: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Put the agent's configuration on the pod template and restart its pods (as
+    ``kubectl rollout restart`` does) when it changed; True when pods restart."""
+    template = workload.get("spec", {}).get("template", {})
+    current = (template.get("metadata", {}).get("annotations") or {}).get(AGENT_ANNOTATION)
+    wanted = json.dumps(config, sort_keys=True)
+    if current == wanted:
+        return False
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch = {
+        "spec": {
+            "template": {
+                "metadata": {
+                    "annotations": {
+                        AGENT_ANNOTATION: wanted,
+                        "kubectl.kubernetes.io/restartedAt": now,
+                    }
+                }
+            }
+        }
+    }
+    meta = workload["metadata"]
+    async with api.call_api(
+        "PATCH",
+        version="apps/v1",
+        namespace=meta["namespace"],
+        url=f"{_PLURAL[workload['kind']]}/{meta['name']}",
+        content=json.dumps(patch),
+        headers={"Content-Type": "application/strategic-merge-patch+json"},
+    ):
+        pass
+    return True
+
+
+async def engage(
+    api: Any, session: Session, targets: LocalTargets, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``engage`` control call: resolve, mark, ask the manager; the result for printing."""
+    kind = params["kind"]
+    name = params["name"]
+    namespace = params.get("namespace") or session.info.namespace
+    workload = await find_workload(api, namespace, params.get("workload") or name)
+    async with api.call_api("GET", version="v1", namespace=namespace, url="services") as response:
+        services = response.json().get("items", [])
+    try:
+        service = pick_service(services, workload, params.get("service"))
+        specs = [parse_port(p) for p in params.get("ports") or ["8080"]]
+        container = params.get("container")
+        resolved: list[ResolvedPort] = (
+            [] if kind == "ingest" else resolve_ports(workload, service, specs, container)
+        )
+    except ResolveError as exc:
+        raise SessionError(str(exc)) from None
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    container = resolved[0].container if resolved else (container or containers[0]["name"])
+    agent_ports = _agent_ports(workload, services, container) or [
+        {
+            "container_port": p.container_port,
+            "name": p.container_port_name,
+            "protocol": p.protocol,
+            "symbolic": p.symbolic,
+        }
+        for p in resolved
+    ]
+    restarted = await mark_for_agent(
+        api,
+        workload,
+        {"workload": workload["metadata"]["name"], "container": container, "ports": agent_ports},
+    )
+    address = params.get("address") or "127.0.0.1"
+    request = {
+        "kind": kind,
+        "name": name,
+        "namespace": namespace,
+        "workload": workload["metadata"]["name"],
+        "workload_kind": workload["kind"],
+        "container": container,
+        "ports": [p.container_port for p in resolved],
+        "filter": params.get("filter") or {},
+        "targets": {str(p.container_port): [address, p.local] for p in resolved},
+    }
+    mux = await session._current_mux()
+    result: dict[str, Any] = await mux.request("engage", request)
+    if "error" in result:
+        raise SessionError(result["error"])
+    targets.allowed[name] = {(address, p.local) for p in resolved}
+    result.update(
+        restarted=restarted,
+        service=service["metadata"]["name"] if service else None,
+        address=address,
+        local_ports=[
+            {
+                "local": p.local,
+                "container_port": p.container_port,
+                "protocol": p.protocol,
+                "service_port": p.service_port,
+            }
+            for p in resolved
+        ],
+    )
+    return result
+
+
+async def leave(session: Session, targets: LocalTargets, name: str) -> dict[str, Any]:
+    mux = await session._current_mux()
+    result: dict[str, Any] = await mux.request("leave", {"name": name})
+    if "error" in result:
+        raise SessionError(result["error"])
+    targets.allowed.pop(name, None)
+    return result
