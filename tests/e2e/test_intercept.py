@@ -1,0 +1,173 @@
+"""tp intercept with an HTTP header filter, end to end in the local cluster: the agent is
+injected by the manager's webhook, Susan's requests reach the laptop's handler (from the
+laptop and from another pod, through the Service), everyone else's the cluster's copy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+TP = [sys.executable, "-c", "from tpengine.cli import main; main()"]
+
+APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: ghcr.io/telepresenceio/echo-server:latest
+        env: [{name: GREETING, value: hello from the cluster}]
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+
+# The developer's local handler: answers every request with a fixed body; ends when its
+# stdin closes (the test owns it).
+HANDLER = """
+import http.server, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"Reply from the laptop\\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 8080), H)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+FROM_POD = """
+import urllib.request
+for user in ("susan", "bob"):
+    request = urllib.request.Request("http://web.default/", headers={"x-user": user})
+    print(user, urllib.request.urlopen(request, timeout=10).read().decode().splitlines()[0])
+"""
+
+
+def tp(cluster: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return cluster.laptop(*TP, *args, timeout=timeout)
+
+
+def curl(cluster: Any, *args: str) -> str:
+    result = cluster.laptop("curl", "-sS", "--max-time", "10", *args)
+    assert result.returncode == 0, result.stderr
+    return str(result.stdout).splitlines()[0]
+
+
+@pytest.fixture(scope="module")
+def engaged(cluster: Any) -> Iterator[Any]:
+    cluster.kubectl_ok("apply", "-f", "-", input=APP)
+    cluster.kubectl_ok("rollout", "status", "deployment/web", "--timeout=90s")
+    handler = subprocess.Popen(
+        [
+            *cluster.tp_argv,
+            "local-cluster",
+            "exec",
+            "--name",
+            cluster.name,
+            "--",
+            "python3",
+            "-c",
+            HANDLER,
+        ],
+        env=cluster.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert handler.stdout is not None and handler.stdout.readline().strip() == "ready"
+        connect = tp(cluster, "connect", "-n", "default")
+        assert connect.returncode == 0, connect.stderr
+        yield cluster
+    finally:
+        tp(cluster, "quit")
+        handler.communicate("", timeout=20)
+        cluster.kubectl("delete", "-f", "-", input=APP)
+
+
+def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
+    env_file = tmp_path / "web.env"
+    result = tp(
+        engaged,
+        "intercept",
+        "web",
+        "--port",
+        "8080:http",
+        "--http-header",
+        "x-user=susan",
+        "--env-file",
+        str(env_file),
+        "--env-syntax",
+        "sh",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Using Deployment web"
+    assert "   Intercept name: web" in lines
+    assert "   State         : ACTIVE" in lines
+    assert "   Intercepting  : HTTP requests with header 'x-user: susan'" in lines
+    assert "export GREETING='hello from the cluster'" in env_file.read_text()
+
+    # From the laptop: Susan's requests reach the laptop, everyone else's the cluster.
+    engaged.kubectl_ok("rollout", "status", "deployment/web", "--timeout=90s")
+    assert curl(engaged, "-H", "x-user: susan", "http://web/") == "Reply from the laptop"
+    assert curl(engaged, "http://web/").startswith("Request served by web-")
+    assert curl(engaged, "-H", "x-user: bob", "http://web/").startswith("Request served by web-")
+
+    # From inside the cluster, through the Service: the same split.
+    pod = json.loads(engaged.kubectl_ok("get", "pods", "-l", "app=web", "-o", "json"))["items"][0]
+    from_pod = engaged.kubectl_ok(
+        "exec", pod["metadata"]["name"], "-c", "web", "--", "python3", "-c", FROM_POD
+    )
+    assert "susan Reply from the laptop" in from_pod
+    assert "bob Request served by web-" in from_pod
+
+    listed = tp(engaged, "list")
+    assert "deployment web: intercepted" in listed.stdout
+    assert json.loads(tp(engaged, "list", "-o", "json").stdout)[0]["name"] == "web"
+
+    # An unfiltered intercept of the same port conflicts, and says who holds it.
+    conflict = tp(engaged, "intercept", "web-all", "--workload", "web", "--port", "8081:http")
+    assert conflict.returncode != 0
+    assert "already intercepted by" in conflict.stderr
+
+    assert tp(engaged, "leave", "web").returncode == 0
+    assert curl(engaged, "-H", "x-user: susan", "http://web/").startswith("Request served by web-")
+    assert tp(engaged, "list").stdout.strip() == "No active engagements"
+
+
+def test_bad_engagements_are_one_clear_line(engaged: Any) -> None:
+    for args, message in (
+        (["intercept", "nosuch", "--port", "8080"], "no workload named 'nosuch'"),
+        (["intercept", "web", "--port", "8080:metrics"], "has no port 'metrics'"),
+        (["intercept", "web", "--http-header", "nonsense"], "expected NAME=VALUE"),
+    ):
+        result = tp(engaged, *args)
+        assert result.returncode != 0, args
+        assert message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) <= 2
