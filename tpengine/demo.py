@@ -48,6 +48,49 @@ spec:
   - {name: curl, image: busybox, command: [sleep, "3600"]}
 """
 
+HANDLER = """
+import http.server, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"Reply from the laptop (Susan's local build)\\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 8080), H)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+FROM_POD = (
+    "import urllib.request\n"
+    "for user in ('susan', 'bob'):\n"
+    "    r = urllib.request.Request('http://web.default.svc.cluster.local/', headers={'x-user': user})\n"
+    "    print(user, '->', urllib.request.urlopen(r, timeout=10).read().decode().splitlines()[0])\n"
+)
+
+
+def start_handler() -> subprocess.Popen[str]:
+    """The local handler, in the laptop; it ends when its stdin closes."""
+    print(
+        "laptop$ python3 handler.py  # answers 'Reply from the laptop' on 127.0.0.1:8080",
+        flush=True,
+    )
+    handler = subprocess.Popen(
+        [*TP, "local-cluster", "exec", "--", "python3", "-c", HANDLER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert handler.stdout is not None
+    handler.stdout.readline()
+    return handler
+
+
 CURL = (
     "import urllib.request; "
     "print(urllib.request.urlopen('http://web.default.svc.cluster.local/', timeout=5).read().decode())"
@@ -128,6 +171,23 @@ def main() -> None:
             laptop("curl", "-sS", "--max-time", "10", url)
         step("tp status")
         laptop(*TP, "status")
+        step("A developer's handler on the laptop, and tp intercept with a header filter")
+        handler = start_handler()
+        try:
+            laptop(*TP, "intercept", "web", "--port", "8080:http", "--http-header", "x-user=susan")
+            kubectl("rollout", "status", "deploy/web", "--timeout=60s")
+            step("Susan's request reaches the laptop; everyone else's the cluster")
+            laptop("curl", "-sS", "--max-time", "10", "-H", "x-user: susan", "http://web/")
+            laptop("curl", "-sS", "--max-time", "10", "http://web/")
+            step("The same from inside the cluster, through the Service")
+            kubectl("exec", "curl", "--", "python3", "-c", FROM_POD)
+            step("tp list")
+            laptop(*TP, "list")
+            step("tp leave: all traffic back to the cluster")
+            laptop(*TP, "leave", "web")
+            laptop("curl", "-sS", "--max-time", "10", "-H", "x-user: susan", "http://web/")
+        finally:
+            handler.communicate("", timeout=20)
         step("tp quit: the TUN device, routes and DNS change are gone")
         laptop(*TP, "quit")
         laptop("ip", "-brief", "link")
