@@ -38,7 +38,8 @@ spec:
   ports: [{port: 80, targetPort: http}]
 """
 
-REFERENCE = Path("/work/shared/reference/engagements-cli.md")
+# ../shared beside the repository (as CI lays it out), not a fixed absolute path.
+REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "engagements-cli.md"
 
 
 def yaml_blocks() -> list[str]:
