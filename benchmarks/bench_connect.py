@@ -282,7 +282,7 @@ def _run_path(
     try:
         with path(cluster) as way:
             figures = measure(cluster, way, targets)
-    except (BenchError, subprocess.TimeoutExpired) as exc:
+    except (BenchError, subprocess.SubprocessError) as exc:
         print(f"  {path.__name__} failed: {exc}", file=sys.stderr)
         figures = figures or Figures()
         figures.notes.append(f"{path.__name__}: {exc}"[:300])
