@@ -1,6 +1,6 @@
 """tpengine agent (cluster side): the ``traffic-agent`` sidecar and ``tp-agent init``.
 
-Public surface (the contract with the manager is ``notes/agent-contract.md``)::
+Public surface (the contract with the manager is ``agent/CONTRACT.md``)::
 
     config = load_config(os.environ)          # TP_AGENT_CONFIG + the webhook's env
     agent = Agent(config)                     # listeners, routing, tunnel to the manager

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent._filters import HttpFilter
 from manager._engagements import Engagement, Kind
 from manager._inject import AgentSpec, InterceptedPort
+from tpengine.httpfilter import HttpFilter
 
 AGENT_ANNOTATION = "tpengine.io/agent"
 

@@ -19,7 +19,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent._filters import HttpFilter
+from tpengine.httpfilter import HttpFilter
 
 
 class Kind(enum.Enum):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from agent._filters import parse_filter
 from manager._engagements import (
     Engagement,
     EngagementConflict,
@@ -12,6 +11,7 @@ from manager._engagements import (
     Kind,
     filters_overlap,
 )
+from tpengine.httpfilter import parse_filter
 
 
 def eng(

@@ -11,11 +11,11 @@ from typing import Any
 
 import typer
 
-from agent._filters import FilterError, parse_filter
 from tpengine.cli._connect_cmd import engine_call
 from tpengine.cli._output import OUTPUT_OPTION, OutputFormat, emit_structured, fail, key_value_block
 from tpengine.engine._control import ControlError, EngineNotRunning
 from tpengine.engine._envfile import SYNTAXES, EnvSyntaxError, render_env
+from tpengine.httpfilter import FilterError, parse_filter
 
 _TITLES = {"intercept": "Intercept", "replace": "Replace", "wiretap": "Wiretap", "ingest": "Ingest"}
 _STATES = {
@@ -58,7 +58,7 @@ def describe(engagement: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _filter_lines(data: dict[str, Any]) -> list[str]:
-    from agent._filters import HttpFilter
+    from tpengine.httpfilter import HttpFilter
 
     return HttpFilter.from_json(data).describe()
 

@@ -12,9 +12,6 @@ import typer
 
 from tpengine.cli._output import fail
 from tpengine.engine._paths import logs_dir
-from tpengine.engine._session import SessionError
-from tpengine.kube.install import InstallError, install_manager, uninstall_manager
-from tpengine.kube.manifests import DEFAULT_IMAGE
 
 
 async def _api(kubeconfig: str | None, context: str | None) -> Any:
@@ -40,6 +37,10 @@ def install(
     context: str = typer.Option(None, "--context"),
 ) -> None:
     """Install (or upgrade) the traffic-manager into the cluster."""
+
+    from tpengine.engine._session import SessionError
+    from tpengine.kube.install import InstallError, install_manager
+    from tpengine.kube.manifests import DEFAULT_IMAGE
 
     async def run() -> str:
         api = await _api(kubeconfig, context)
@@ -71,6 +72,9 @@ def uninstall(
             err=True,
         )
         raise typer.Exit(2)
+
+    from tpengine.engine._session import SessionError
+    from tpengine.kube.install import InstallError, uninstall_manager
 
     async def run() -> list[str]:
         api = await _api(kubeconfig, context)

@@ -39,7 +39,9 @@ spec:
 """
 
 # ../shared beside the repository (as CI lays it out), not a fixed absolute path.
-REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "engagements-cli.md"
+REFERENCE = (
+    Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "engagements-cli.md"
+)
 
 
 def yaml_blocks() -> list[str]:
