@@ -143,3 +143,17 @@ async def test_nodata_is_cached_briefly() -> None:
     calls = len(world.cluster_calls)
     await ask(resolver, "web", "AAAA")
     assert len(world.cluster_calls) == calls
+
+
+async def test_repeated_question_is_answered_with_its_own_id() -> None:
+    world = FakeWorld()
+    resolver = make(world)
+    first = dns.message.make_query("web", "A")
+    second = dns.message.make_query("web", "A")
+    assert first.id != second.id or second.id
+    await resolver.answer(first.to_wire())
+    reply = await resolver.answer(second.to_wire())
+    assert reply is not None
+    parsed = dns.message.from_wire(reply)
+    assert parsed.id == second.id and parsed.answer[0][0].to_text() == "10.96.0.7"
+    assert len(world.cluster_calls) == 1

@@ -68,10 +68,12 @@ class Resolver:
         self._max_ttl = max_ttl
         self._negative_ttl = negative_ttl
         self._cache: TtlCache[tuple[str, int], ClusterAnswer] = TtlCache()
+        self._replies: TtlCache[tuple[str, int, int, int, int], bytes] = TtlCache()
 
     def set_policy(self, policy: NamePolicy) -> None:
         self.policy = policy
         self._cache.clear()
+        self._replies.clear()
 
     async def answer(self, wire: bytes) -> bytes | None:
         """The reply to ``wire``, or None when it is not even a DNS header (dropped)."""
@@ -86,12 +88,26 @@ class Resolver:
         if len(query.question) != 1:
             return _reply(query, dns.rcode.FORMERR).to_wire()
         question = query.question[0]
+        # A repeated question is answered from the rendered reply (only the ID differs):
+        # building a dnspython message costs far more than the lookup it caches.
+        key = (
+            question.name.to_text(),
+            question.rdtype,
+            query.flags & dns.flags.RD,
+            query.edns,
+            query.payload,
+        )
+        rendered = self._replies.get(key, self._clock())
+        if rendered is not None:
+            return wire[:2] + rendered[2:]
         qname = question.name.to_text(omit_final_dot=True)
         verdict = self.policy.classify(qname)
         if verdict.route is not Route.UPSTREAM and question.rdtype in CLUSTER_TYPES:
             found = await self._ask_cluster(verdict.cluster_names, question.rdtype)
             if found.rcode == dns.rcode.NOERROR or verdict.route is Route.DEFINITE:
-                return _cluster_reply(query, question, found, self._max_ttl)
+                reply = _cluster_reply(query, question, found, self._max_ttl)
+                self._replies.put(key, reply, self._cache_ttl(found), self._clock())
+                return reply
         elif verdict.route is Route.DEFINITE:
             # A cluster name of a type the cluster does not serve (MX, TXT…): no data.
             return _reply(query, dns.rcode.NOERROR).to_wire()
