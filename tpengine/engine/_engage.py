@@ -153,6 +153,43 @@ async def mark_for_agent(api: Any, workload: dict[str, Any], config: dict[str, A
     return True
 
 
+def rolled_out(workload: dict[str, Any]) -> bool:
+    """Every replica runs the current template and is available (``kubectl rollout
+    status``'s rule; StatefulSets compare their revisions)."""
+    spec, status, meta = workload.get("spec", {}), workload.get("status", {}), workload["metadata"]
+    want = spec.get("replicas", 1)
+    if status.get("observedGeneration", 0) < meta.get("generation", 1):
+        return False
+    if workload.get("kind") == "StatefulSet":
+        return bool(
+            status.get("updateRevision") == status.get("currentRevision")
+            and status.get("readyReplicas", 0) >= want
+        )
+    return bool(
+        status.get("updatedReplicas", 0) >= want
+        and status.get("availableReplicas", 0) >= want
+        and status.get("replicas", 0) == status.get("updatedReplicas", 0)
+    )
+
+
+async def wait_rolled_out(api: Any, workload: dict[str, Any], timeout_s: float = 120) -> None:
+    """After the restart that injects the agent: wait until the new pods serve."""
+    meta = workload["metadata"]
+    url = f"{_PLURAL[workload['kind']]}/{meta['name']}"
+    with trio.move_on_after(timeout_s):
+        while True:
+            await trio.sleep(0.25)
+            current = await _get(api, "apps/v1", meta["namespace"], url)
+            if current is None:
+                raise SessionError(f"{workload['kind']} {meta['name']} was deleted")
+            current.setdefault("kind", workload["kind"])
+            if rolled_out(current):
+                return
+    raise SessionError(
+        f"{workload['kind']} {meta['name']} did not roll out the traffic-agent within {timeout_s:g} s"
+    )
+
+
 async def engage(
     api: Any, session: Session, targets: LocalTargets, params: dict[str, Any]
 ) -> dict[str, Any]:
@@ -188,6 +225,8 @@ async def engage(
         workload,
         {"workload": workload["metadata"]["name"], "container": container, "ports": agent_ports},
     )
+    if restarted:
+        await wait_rolled_out(api, workload)
     address = params.get("address") or "127.0.0.1"
     request = {
         "kind": kind,
