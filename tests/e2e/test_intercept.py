@@ -47,6 +47,7 @@ import http.server, sys, threading
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        print("got", self.path, flush=True)
         body = b"Reply from the laptop\\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -66,6 +67,28 @@ for user in ("susan", "bob"):
     request = urllib.request.Request("http://web.default/", headers={"x-user": user})
     print(user, urllib.request.urlopen(request, timeout=10).read().decode().splitlines()[0])
 """
+
+
+def saw_request(handler: subprocess.Popen[str], wanted: str, timeout: float = 15) -> bool:
+    """Whether the handler printed ``wanted`` within ``timeout`` (reads its stdout pipe)."""
+    import os
+    import select
+    import time
+
+    assert handler.stdout is not None
+    fd = handler.stdout.fileno()
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buffer += chunk
+        if wanted.encode() in buffer.splitlines():
+            return True
+    return False
 
 
 def tp(cluster: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -103,6 +126,7 @@ def engaged(cluster: Any) -> Iterator[Any]:
         assert handler.stdout is not None and handler.stdout.readline().strip() == "ready"
         connect = tp(cluster, "connect", "-n", "default")
         assert connect.returncode == 0, connect.stderr
+        cluster.handler = handler
         yield cluster
     finally:
         tp(cluster, "quit")
@@ -171,3 +195,16 @@ def test_bad_engagements_are_one_clear_line(engaged: Any) -> None:
         assert result.returncode != 0, args
         assert message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_wiretap_copies_while_the_cluster_answers(engaged: Any) -> None:
+    result = tp(engaged, "wiretap", "web", "--port", "8080:http")
+    assert result.returncode == 0, result.stderr
+    assert "   Wiretap name : web" in result.stdout.splitlines()
+    try:
+        # The caller gets the cluster's answer…
+        assert curl(engaged, "http://web/wiretapped").startswith("Request served by web-")
+        # …and the laptop's handler saw a copy of the request.
+        assert saw_request(engaged.handler, "got /wiretapped")
+    finally:
+        tp(engaged, "leave", "web")
