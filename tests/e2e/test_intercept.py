@@ -173,7 +173,7 @@ def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
 
     listed = tp(engaged, "list")
     assert "deployment web: intercepted" in listed.stdout
-    assert json.loads(tp(engaged, "list", "-o", "json").stdout)[0]["name"] == "web"
+    assert json.loads(tp(engaged, "list", "-o", "json").stdout)["engagements"][0]["name"] == "web"
 
     # An unfiltered intercept of the same port conflicts, and says who holds it.
     conflict = tp(engaged, "intercept", "web-all", "--workload", "web", "--port", "8081:http")
@@ -182,7 +182,10 @@ def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
 
     assert tp(engaged, "leave", "web").returncode == 0
     assert curl(engaged, "-H", "x-user: susan", "http://web/").startswith("Request served by web-")
-    assert tp(engaged, "list").stdout.strip() == "No active engagements"
+    assert (
+        "deployment web: ready to engage (traffic-agent already installed)"
+        in tp(engaged, "list").stdout
+    )
 
 
 def test_bad_engagements_are_one_clear_line(engaged: Any) -> None:

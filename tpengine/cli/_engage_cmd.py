@@ -352,20 +352,41 @@ def leave(name: str) -> None:
     typer.echo(f"Left {name}")
 
 
-def list_(output: OutputFormat = OUTPUT_OPTION) -> None:
-    """List this session's engagements."""
-    engagements = _call("list")
+def list_(
+    namespace: str = typer.Option(
+        None, "--namespace", "-n", help="Another namespace than the connected one."
+    ),
+    output: OutputFormat = OUTPUT_OPTION,
+) -> None:
+    """List the namespace's workloads and their engagements (Telepresence's format)."""
+    data = _call("list", {"namespace": namespace})
     if output is not OutputFormat.text:
-        emit_structured(engagements, output)
+        emit_structured(data, output)
         return
-    if not engagements:
-        typer.echo("No active engagements")
-        return
-    for e in engagements:
-        typer.echo(
-            f"{(e.get('workload_kind') or 'workload').lower()} {e['workload']}: {_STATES[e['kind']]}"
-        )
-        typer.echo(render_block(describe(e)))
+    typer.echo(render_list(data))
+
+
+def render_list(data: dict[str, Any]) -> str:
+    workloads = data.get("workloads") or []
+    if not workloads:
+        return "No Workloads (Deployments, StatefulSets, ReplicaSets)"
+    by_workload: dict[str, list[dict[str, Any]]] = {}
+    for engagement in data.get("engagements") or []:
+        by_workload.setdefault(engagement["workload"], []).append(engagement)
+    heads = [f"{w['kind'].lower()} {w['name']}" for w in workloads]
+    width = max(len(h) for h in heads)
+    lines = []
+    for head, workload in zip(heads, workloads, strict=True):
+        engaged = by_workload.get(workload["name"], [])
+        if engaged:
+            states = sorted({_STATES[e["kind"]] for e in engaged})
+            lines.append(f"{head.ljust(width)}: {', '.join(states)}")
+            for engagement in engaged:
+                lines.append(render_block(describe(engagement)))
+        else:
+            installed = "already installed" if workload["agent_installed"] else "not yet installed"
+            lines.append(f"{head.ljust(width)}: ready to engage (traffic-agent {installed})")
+    return "\n".join(lines)
 
 
 __all__ = ["ingest", "intercept", "json", "key_value_block", "leave", "list_", "replace", "wiretap"]

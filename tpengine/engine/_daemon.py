@@ -20,7 +20,7 @@ import trio
 from tpengine import __version__
 from tpengine.dns import Resolver, UdpUpstream, serve_dns_on
 from tpengine.engine._control import ControlError, Progress, serve_control
-from tpengine.engine._engage import LocalTargets, engage, leave
+from tpengine.engine._engage import LocalTargets, engage, leave, list_workloads
 from tpengine.engine._kube import ensure_manager, open_api, port_forward_connector
 from tpengine.engine._network import serve_tun
 from tpengine.engine._routes import Network, parse_cidrs, routed_networks
@@ -117,8 +117,12 @@ class Engine:
             raise ControlError(str(exc), "not-found") from None
 
     async def _list_handler(self, params: dict[str, Any], progress: Progress) -> Any:
-        mux = await self._connected_session()._current_mux()
-        return await mux.request("engagements", {})
+        session = self._connected_session()
+        mux = await session._current_mux()
+        engagements = await mux.request("engagements", {})
+        namespace = params.get("namespace") or session.info.namespace
+        workloads = await list_workloads(self.api, namespace)
+        return {"namespace": namespace, "workloads": workloads, "engagements": engagements}
 
     async def _env_handler(self, params: dict[str, Any], progress: Progress) -> Any:
         mux = await self._connected_session()._current_mux()

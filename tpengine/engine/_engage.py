@@ -268,3 +268,31 @@ async def leave(session: Session, targets: LocalTargets, name: str) -> dict[str,
         raise SessionError(result["error"])
     targets.allowed.pop(name, None)
     return result
+
+
+async def list_workloads(api: Any, namespace: str) -> list[dict[str, Any]]:
+    """The namespace's workloads as ``tp list`` shows them: Deployments, StatefulSets and
+    the ReplicaSets no Deployment owns, each with whether the agent is installed."""
+    found = []
+    for kind in WORKLOAD_KINDS:
+        async with api.call_api(
+            "GET", version="apps/v1", namespace=namespace, url=_PLURAL[kind]
+        ) as response:
+            items = response.json().get("items", [])
+        for item in items:
+            owners = item["metadata"].get("ownerReferences") or []
+            if kind == "ReplicaSet" and any(o.get("kind") == "Deployment" for o in owners):
+                continue
+            annotations = (
+                item.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations")
+                or {}
+            )
+            found.append(
+                {
+                    "kind": kind,
+                    "name": item["metadata"]["name"],
+                    "namespace": namespace,
+                    "agent_installed": AGENT_ANNOTATION in annotations,
+                }
+            )
+    return sorted(found, key=lambda w: (w["kind"], w["name"]))
