@@ -220,3 +220,20 @@ def test_wiretap_copies_while_the_cluster_answers(engaged: Any) -> None:
         assert saw_request(engaged.handler, "got /wiretapped")
     finally:
         tp(engaged, "leave", "web")
+
+
+def test_ingest_borrows_the_environment_and_moves_no_traffic(engaged: Any, tmp_path: Any) -> None:
+    env_json = tmp_path / "web.json"
+    result = tp(engaged, "ingest", "web", "--env-json", str(env_json))
+    assert result.returncode == 0, result.stderr
+    assert "   Ingest name  : web" in result.stdout.splitlines()
+    try:
+        env = json.loads(env_json.read_text())
+        assert env["GREETING"] == "hello from the cluster"
+        assert env["TELEPRESENCE_CONTAINER"] == "web"
+        assert "PATH" not in env and "HOME" not in env and "HOSTNAME" not in env
+        assert curl(engaged, "-H", "x-user: susan", "http://web/").startswith(
+            "Request served by web-"
+        )
+    finally:
+        tp(engaged, "leave", "web")
