@@ -66,7 +66,16 @@ def engagement_from_request(payload: dict[str, Any], *, session_id: str, client:
             container=str(payload["container"]),
             ports=tuple(str(p) for p in ports),
             filter=HttpFilter.from_json(payload.get("filter") or {}),
-            details={"targets": targets, "workload_kind": str(payload.get("workload_kind", ""))},
+            details={
+                "targets": targets,
+                "workload_kind": str(payload.get("workload_kind", "")),
+                # What the client shows about it (tp list): kept as the client sent it.
+                **{
+                    key: payload[key]
+                    for key in ("address", "service", "local_ports")
+                    if key in payload
+                },
+            },
         )
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise ValueError(f"malformed engage request: {exc}") from None

@@ -234,7 +234,9 @@ class Manager:
             if method == "leave":
                 return await self._leave(session, str(payload.get("name", "")))
             if method == "engagements":
-                return [e.to_json() for e in self.engagements.all() if e.session_id == session.id]
+                return [
+                    self._with_pods(e) for e in self.engagements.all() if e.session_id == session.id
+                ]
             return self._workload_env(payload)
         raise ValueError(f"unknown method {method!r}")
 
@@ -278,6 +280,12 @@ class Manager:
         engagement.state = "ACTIVE" if agents else "WAITING"
         engagement.message = "" if agents else "waiting for the traffic-agent to arrive"
         result = engagement.to_json()
+        result["pods"] = [{"name": a.info.pod, "ip": a.info.pod_ip} for a in agents]
+        return result
+
+    def _with_pods(self, engagement: Engagement) -> dict[str, Any]:
+        result = engagement.to_json()
+        agents = self.agents.of_workload(engagement.namespace, engagement.workload)
         result["pods"] = [{"name": a.info.pod, "ip": a.info.pod_ip} for a in agents]
         return result
 

@@ -238,17 +238,9 @@ async def engage(
         "ports": [p.container_port for p in resolved],
         "filter": params.get("filter") or {},
         "targets": {str(p.container_port): [address, p.local] for p in resolved},
-    }
-    mux = await session._current_mux()
-    result: dict[str, Any] = await mux.request("engage", request)
-    if "error" in result:
-        raise SessionError(result["error"])
-    targets.allowed[name] = {(address, p.local) for p in resolved}
-    result.update(
-        restarted=restarted,
-        service=service["metadata"]["name"] if service else None,
-        address=address,
-        local_ports=[
+        "address": address,
+        "service": service["metadata"]["name"] if service else None,
+        "local_ports": [
             {
                 "local": p.local,
                 "container_port": p.container_port,
@@ -257,7 +249,13 @@ async def engage(
             }
             for p in resolved
         ],
-    )
+    }
+    mux = await session._current_mux()
+    result: dict[str, Any] = await mux.request("engage", request)
+    if "error" in result:
+        raise SessionError(result["error"])
+    targets.allowed[name] = {(address, p.local) for p in resolved}
+    result["restarted"] = restarted
     return result
 
 
