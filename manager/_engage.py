@@ -44,6 +44,7 @@ def decide_injection(
         ),
         image=image,
         manager_url=manager_url,
+        replace=bool(config.get("replace", False)),
     )
 
 

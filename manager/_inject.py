@@ -47,6 +47,7 @@ class AgentSpec:
     ports: tuple[InterceptedPort, ...]
     image: str
     manager_url: str
+    replace: bool = False  # tp replace: the app container is left out of the pod
 
 
 def _escape(path_part: str) -> str:
@@ -172,7 +173,11 @@ def agent_patch(pod: dict[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
     app = json.loads(json.dumps(containers[index]))
     ops: list[dict[str, Any]] = []
     renames = {p.name: _renamed(p.name) for p in spec.ports if p.symbolic and p.name}
-    if renames:
+    if spec.replace:
+        # tp replace: the app container is not started at all (its ports, and any
+        # background work in it, are gone); the agent keeps its env and takes its ports.
+        ops.append({"op": "remove", "path": f"/spec/containers/{index}"})
+    elif renames:
         for port in app.get("ports") or []:
             if port.get("name") in renames:
                 port["name"] = renames[port["name"]]

@@ -237,3 +237,26 @@ def test_ingest_borrows_the_environment_and_moves_no_traffic(engaged: Any, tmp_p
         )
     finally:
         tp(engaged, "leave", "web")
+
+
+def containers_of_web(cluster: Any) -> list[list[str]]:
+    pods = json.loads(cluster.kubectl_ok("get", "pods", "-l", "app=web", "-o", "json"))["items"]
+    return sorted(
+        sorted(c["name"] for c in p["spec"]["containers"])
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+    )
+
+
+def test_replace_removes_the_container_until_leave(engaged: Any) -> None:
+    result = tp(engaged, "replace", "web", "--port", "8080:http")
+    assert result.returncode == 0, result.stderr
+    assert "   Replace name : web" in result.stdout.splitlines()
+    try:
+        assert containers_of_web(engaged) == [["traffic-agent"]]
+        assert curl(engaged, "http://web/") == "Reply from the laptop"
+    finally:
+        left = tp(engaged, "leave", "web")
+    assert left.returncode == 0, left.stderr
+    assert containers_of_web(engaged) == [["traffic-agent", "web"]]
+    assert curl(engaged, "http://web/").startswith("Request served by web-")

@@ -94,3 +94,20 @@ def test_rename_is_at_most_15_characters() -> None:
         pod, agent_patch(pod, spec(InterceptedPort(container_port=8080, name="verylongname-ab")))
     )
     assert len(patched["spec"]["containers"][0]["ports"][0]["name"]) <= 15
+
+
+def test_replace_leaves_the_app_container_out() -> None:
+    replacing = AgentSpec(
+        workload="web",
+        namespace="default",
+        container="web",
+        ports=(InterceptedPort(container_port=8080, name="http"),),
+        image="tpengine/tpengine:0.1.0",
+        manager_url="ws://traffic-manager.tpengine:8081",
+        replace=True,
+    )
+    patched = apply(POD, agent_patch(POD, replacing))
+    [agent] = patched["spec"]["containers"]
+    assert agent["name"] == AGENT_CONTAINER
+    assert agent["ports"][0]["name"] == "http"  # the Service's named target port reaches the agent
+    assert {e["name"] for e in agent["env"]} >= {"TP_APP_ENV_DB", "TP_APP_ENV_URL"}

@@ -112,7 +112,9 @@ class Engine:
 
     async def _leave_handler(self, params: dict[str, Any], progress: Progress) -> Any:
         try:
-            return await leave(self._connected_session(), self.targets, str(params.get("name", "")))
+            return await leave(
+                self.api, self._connected_session(), self.targets, str(params.get("name", ""))
+            )
         except SessionError as exc:
             raise ControlError(str(exc), "not-found") from None
 

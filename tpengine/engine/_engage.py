@@ -39,6 +39,8 @@ class LocalTargets:
     """(address, port) pairs the manager may dial on this laptop: active engagements only."""
 
     allowed: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
+    #: replace engagements: the workload and the agent configuration to restore on leave
+    replaced: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
 
     def allows(self, host: str, port: int) -> bool:
         return any((host, port) in pairs for pairs in self.allowed.values())
@@ -220,11 +222,14 @@ async def engage(
         }
         for p in resolved
     ]
-    restarted = await mark_for_agent(
-        api,
-        workload,
-        {"workload": workload["metadata"]["name"], "container": container, "ports": agent_ports},
-    )
+    agent_config: dict[str, Any] = {
+        "workload": workload["metadata"]["name"],
+        "container": container,
+        "ports": agent_ports,
+    }
+    if kind == "replace":
+        agent_config["replace"] = True  # the webhook leaves the app container out
+    restarted = await mark_for_agent(api, workload, agent_config)
     if restarted:
         await wait_rolled_out(api, workload)
     address = params.get("address") or "127.0.0.1"
@@ -255,16 +260,29 @@ async def engage(
     if "error" in result:
         raise SessionError(result["error"])
     targets.allowed[name] = {(address, p.local) for p in resolved}
+    if kind == "replace":
+        agent_config.pop("replace")
+        targets.replaced[name] = (workload, agent_config)
     result["restarted"] = restarted
     return result
 
 
-async def leave(session: Session, targets: LocalTargets, name: str) -> dict[str, Any]:
+async def leave(api: Any, session: Session, targets: LocalTargets, name: str) -> dict[str, Any]:
     mux = await session._current_mux()
     result: dict[str, Any] = await mux.request("leave", {"name": name})
     if "error" in result:
         raise SessionError(result["error"])
     targets.allowed.pop(name, None)
+    replaced = targets.replaced.pop(name, None)
+    if replaced is not None:
+        # Bring the app container back: the same agent configuration without the
+        # replace, and a restart (the agent stays, as after any engagement).
+        workload, config = replaced
+        current = await find_workload(
+            api, workload["metadata"]["namespace"], workload["metadata"]["name"]
+        )
+        if await mark_for_agent(api, current, config):
+            await wait_rolled_out(api, current)
     return result
 
 
