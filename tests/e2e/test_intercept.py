@@ -260,3 +260,46 @@ def test_replace_removes_the_container_until_leave(engaged: Any) -> None:
     assert left.returncode == 0, left.stderr
     assert containers_of_web(engaged) == [["traffic-agent", "web"]]
     assert curl(engaged, "http://web/").startswith("Request served by web-")
+
+
+SIDECAR_APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: side, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: side}}
+  template:
+    metadata: {labels: {app: side}}
+    spec:
+      containers:
+      - name: app
+        image: ghcr.io/telepresenceio/echo-server:latest
+        ports: [{name: http, containerPort: 8080}]
+      - name: sidecar
+        image: python:3.11-slim
+        command: [python3, -c, "import http.server as h; h.ThreadingHTTPServer(('127.0.0.1', 9100), type('H', (h.BaseHTTPRequestHandler,), {'do_GET': lambda s: (s.send_response(200), s.end_headers(), s.wfile.write(b'from the sidecar'))})).serve_forever()"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: side, namespace: default}
+spec:
+  selector: {app: side}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+
+
+def test_to_pod_reaches_a_sidecar_on_the_pods_localhost(engaged: Any) -> None:
+    engaged.kubectl_ok("apply", "-f", "-", input=SIDECAR_APP)
+    try:
+        engaged.kubectl_ok("rollout", "status", "deployment/side", "--timeout=90s")
+        result = tp(engaged, "intercept", "side", "--port", "8080:http", "--to-pod", "9100")
+        assert result.returncode == 0, result.stderr
+        try:
+            assert curl(engaged, "http://127.0.0.1:9100/") == "from the sidecar"
+        finally:
+            assert tp(engaged, "leave", "side").returncode == 0
+        refused = engaged.laptop("curl", "-sS", "--max-time", "5", "http://127.0.0.1:9100/")
+        assert refused.returncode == 7  # the forward ends with the engagement
+    finally:
+        engaged.kubectl("delete", "-f", "-", input=SIDECAR_APP)

@@ -111,8 +111,10 @@ def _engage(
             "mounting remote volumes is not available yet in this version of tpengine; use --mount false",
             2,
         )
-    if to_pod:
-        fail("--to-pod is not available yet in this version of tpengine", 2)
+    try:
+        to_pod_ports = [int(p.removesuffix("/TCP").removesuffix("/tcp")) for p in to_pod]
+    except ValueError:
+        fail(f"--to-pod {' '.join(to_pod)}: give PORT (TCP); UDP is not available yet")
     if env_syntax not in SYNTAXES:
         fail(f"--env-syntax {env_syntax!r}: choose one of {', '.join(SYNTAXES)}")
     try:
@@ -131,6 +133,7 @@ def _engage(
         "ports": ports or None,
         "address": address,
         "filter": http.to_json(),
+        "to_pod": to_pod_ports,
     }
     result = _call("engage", params)
     env: dict[str, str] = {}
@@ -174,7 +177,9 @@ ENV_FILE = typer.Option(None, "--env-file", "-e", help="Write the remote environ
 ENV_SYNTAX = typer.Option("docker", "--env-syntax", help="docker, compose, sh, csh, cmd or json.")
 ENV_JSON = typer.Option(None, "--env-json", "-j", help="Write the remote environment as JSON.")
 MOUNT = typer.Option(None, "--mount", help="true|false|PATH[:ro] (not available yet: use false).")
-TO_POD = typer.Option([], "--to-pod", help="PORT[/UDP] forwarded to the pod (not available yet).")
+TO_POD = typer.Option(
+    [], "--to-pod", help="PORT: localhost:PORT reaches the pod's localhost:PORT (repeatable)."
+)
 COMMAND = typer.Argument(
     None, help="Run this with the remote environment; the engagement ends when it exits."
 )

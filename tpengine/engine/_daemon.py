@@ -29,6 +29,8 @@ from tpengine.helper import HelperClient, HelperError
 from tpengine.helper._resolvconf import nameservers_of
 from tpengine.netstack import open_netstack
 from tpengine.netstack.tun import TunDevice, TunOffloads
+from tpengine.splice import reset, splice
+from tpengine.tunnel import TunnelError
 
 log = logging.getLogger("tp-engine")
 
@@ -63,6 +65,8 @@ class Engine:
         self.tun_name = ""
         self.api: Any = None
         self.targets = LocalTargets()
+        self._forwards: trio.Nursery | None = None
+        self._to_pod: dict[str, trio.CancelScope] = {}
         self.routed: list[Network] = []
         self.dns_upstream: list[str] = []
 
@@ -106,11 +110,57 @@ class Engine:
     async def _engage_handler(self, params: dict[str, Any], progress: Progress) -> Any:
         session = self._connected_session()
         try:
-            return await engage(self.api, session, self.targets, params)
+            result = await engage(self.api, session, self.targets, params)
         except SessionError as exc:
             raise ControlError(str(exc), "engage-failed") from None
+        to_pod = [int(p) for p in params.get("to_pod") or []]
+        if to_pod:
+            result["to_pod"] = await self._start_to_pod(session, result, to_pod)
+        return result
+
+    async def _start_to_pod(
+        self, session: Session, engagement: dict[str, Any], ports: list[int]
+    ) -> list[int]:
+        """``--to-pod``: localhost:PORT on the laptop reaches the engaged pod's localhost:PORT
+        (its sidecars) through the manager and the pod's agent."""
+        pods = engagement.get("pods") or []
+        if not pods or self._forwards is None:
+            raise ControlError(
+                "--to-pod needs a running pod with its traffic-agent", "engage-failed"
+            )
+        tag = f"agent:{engagement['namespace']}/{pods[0]['name']}".encode()
+        scope = trio.CancelScope()
+        self._to_pod[engagement["name"]] = scope
+        listeners = []
+        for port in ports:
+            try:
+                listeners += await trio.open_tcp_listeners(port, host="127.0.0.1")
+            except OSError as exc:
+                raise ControlError(f"--to-pod {port}: {exc.strerror}", "engage-failed") from None
+
+        async def forward(local: trio.SocketStream) -> None:
+            port = local.socket.getsockname()[1]
+            try:
+                remote = await (await session._current_mux()).open_stream(
+                    "127.0.0.1", port, tag=tag
+                )
+            except (TunnelError, SessionError, trio.BrokenResourceError) as exc:
+                log.info("--to-pod %d: %s", port, exc)
+                await reset(local)
+                return
+            await splice(local, remote)
+
+        async def serve() -> None:
+            with scope:
+                await trio.serve_listeners(forward, listeners)
+
+        self._forwards.start_soon(serve)
+        return ports
 
     async def _leave_handler(self, params: dict[str, Any], progress: Progress) -> Any:
+        scope = self._to_pod.pop(str(params.get("name", "")), None)
+        if scope is not None:
+            scope.cancel()
         try:
             return await leave(
                 self.api, self._connected_session(), self.targets, str(params.get("name", ""))
@@ -252,6 +302,7 @@ class Engine:
             resolver = await self._start_dns(session, nursery)
             await self._update_routes(session, also, never)
             async with open_netstack(tun) as stack:
+                self._forwards = nursery
                 nursery.start_soon(serve_tun, stack, session)
                 nursery.start_soon(self._follow_cluster, session, resolver, also, never)
                 await self.say(
