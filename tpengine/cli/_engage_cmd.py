@@ -88,24 +88,27 @@ def _engage(
     kind: str,
     name: str,
     *,
-    ports: list[str],
-    service: str | None,
-    workload: str | None,
-    container: str | None,
-    address: str | None,
-    headers: list[str],
-    path_equal: str | None,
-    path_prefix: str | None,
-    path_regex: str | None,
-    namespace: str | None,
-    env_file: Path | None,
-    env_syntax: str,
-    env_json: Path | None,
-    mount: str | None,
-    to_pod: list[str],
-    output: OutputFormat,
-    command: list[str] | None,
+    port: list[str] | None = None,
+    service: str | None = None,
+    workload: str | None = None,
+    container: str | None = None,
+    address: str | None = None,
+    http_header: list[str] | None = None,
+    http_path_equal: str | None = None,
+    http_path_prefix: str | None = None,
+    http_path_regex: str | None = None,
+    namespace: str | None = None,
+    env_file: Path | None = None,
+    env_syntax: str = "docker",
+    env_json: Path | None = None,
+    mount: str | None = None,
+    to_pod: list[str] | None = None,
+    output: OutputFormat = OutputFormat.text,
+    command: list[str] | None = None,
 ) -> None:
+    """What every engagement command does; each passes its own options by name."""
+    ports, headers, to_pod = port or [], http_header or [], to_pod or []
+    path_equal, path_prefix, path_regex = http_path_equal, http_path_prefix, http_path_regex
     if mount not in (None, "false"):
         fail(
             "mounting remote volumes is not available yet in this version of tpengine; use --mount false",
@@ -209,27 +212,10 @@ def intercept(
     """Send a workload's traffic (or only matching HTTP requests) to the laptop."""
     if replace:
         typer.echo("tp intercept --replace is deprecated: use tp replace", err=True)
-    _engage(
-        "replace" if replace else "intercept",
-        name,
-        ports=port,
-        service=service,
-        workload=workload,
-        container=container,
-        address=address,
-        headers=http_header,
-        path_equal=http_path_equal,
-        path_prefix=http_path_prefix,
-        path_regex=http_path_regex,
-        namespace=namespace,
-        env_file=env_file,
-        env_syntax=env_syntax,
-        env_json=env_json,
-        mount=mount,
-        to_pod=to_pod,
-        output=output,
-        command=command,
-    )
+    options = dict(locals())
+    options.pop("name")
+    options.pop("replace")
+    _engage("replace" if replace else "intercept", name, **options)
 
 
 def wiretap(
@@ -252,27 +238,9 @@ def wiretap(
     command: list[str] = COMMAND,
 ) -> None:
     """Get a read-only copy of a workload's traffic (the cluster's copy still answers)."""
-    _engage(
-        "wiretap",
-        name,
-        ports=port,
-        service=service,
-        workload=workload,
-        container=container,
-        address=address,
-        headers=http_header,
-        path_equal=http_path_equal,
-        path_prefix=http_path_prefix,
-        path_regex=http_path_regex,
-        namespace=namespace,
-        env_file=env_file,
-        env_syntax=env_syntax,
-        env_json=env_json,
-        mount=mount,
-        to_pod=[],
-        output=output,
-        command=command,
-    )
+    options = dict(locals())
+    options.pop("name")
+    _engage("wiretap", name, **options)
 
 
 def replace(
@@ -291,27 +259,9 @@ def replace(
     command: list[str] = COMMAND,
 ) -> None:
     """Replace a workload's container with a process on the laptop."""
-    _engage(
-        "replace",
-        name,
-        ports=port,
-        service=None,
-        workload=workload,
-        container=container,
-        address=address,
-        headers=[],
-        path_equal=None,
-        path_prefix=None,
-        path_regex=None,
-        namespace=namespace,
-        env_file=env_file,
-        env_syntax=env_syntax,
-        env_json=env_json,
-        mount=mount,
-        to_pod=to_pod,
-        output=output,
-        command=command,
-    )
+    options = dict(locals())
+    options.pop("name")
+    _engage("replace", name, **options)
 
 
 def ingest(
@@ -328,27 +278,9 @@ def ingest(
     command: list[str] = COMMAND,
 ) -> None:
     """Borrow a workload's environment (and, later, volumes) without moving traffic."""
-    _engage(
-        "ingest",
-        name,
-        ports=[],
-        service=None,
-        workload=workload,
-        container=container,
-        address=None,
-        headers=[],
-        path_equal=None,
-        path_prefix=None,
-        path_regex=None,
-        namespace=namespace,
-        env_file=env_file,
-        env_syntax=env_syntax,
-        env_json=env_json,
-        mount=mount,
-        to_pod=to_pod,
-        output=output,
-        command=command,
-    )
+    options = dict(locals())
+    options.pop("name")
+    _engage("ingest", name, **options)
 
 
 def leave(name: str) -> None:
