@@ -162,6 +162,7 @@ class Manager:
                 conn.has_mux.set()
                 try:
                     nursery.start_soon(self._push_cluster_changes, mux)
+                    nursery.start_soon(self._note_engagement_errors, mux)
                     await mux.wait_closed()
                     nursery.cancel_scope.cancel()
                 finally:
@@ -174,6 +175,17 @@ class Manager:
             log.info("tunnel from %s ended: %s", request.remote, exc)
         except Exception:
             log.exception("tunnel from %s failed", request.remote)
+
+    async def _note_engagement_errors(self, mux: MuxSession) -> None:
+        """An agent reports why it could not deliver an engagement's traffic (the laptop
+        refused the connection…); ``tp list`` shows it as the engagement's message."""
+        async with mux.subscribe("engagement_error") as errors:
+            async for error in errors:
+                if not isinstance(error, dict):
+                    continue
+                engagement = self.engagements.get(str(error.get("id", "")))
+                if engagement is not None:
+                    engagement.message = str(error.get("message", ""))[:500]
 
     def _forget_tunnel(self, conn: _Connection, mux: MuxSession) -> None:
         if conn.agent is not None:

@@ -303,3 +303,17 @@ def test_to_pod_reaches_a_sidecar_on_the_pods_localhost(engaged: Any) -> None:
         assert refused.returncode == 7  # the forward ends with the engagement
     finally:
         engaged.kubectl("delete", "-f", "-", input=SIDECAR_APP)
+
+
+def test_a_local_port_nothing_listens_on_is_a_502_and_tp_list_says_why(engaged: Any) -> None:
+    result = tp(engaged, "intercept", "web", "--port", "8099:http")
+    assert result.returncode == 0, result.stderr
+    try:
+        answer = engaged.laptop(
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "http://web/"
+        )
+        assert answer.stdout.strip() == "502"
+        listed = tp(engaged, "list").stdout
+        assert "Message" in listed and "8099" in listed, listed
+    finally:
+        tp(engaged, "leave", "web")
