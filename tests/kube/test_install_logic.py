@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tpengine.kube.install import _differs, _rolled_out
+from tpengine.kube.install import _differs
+from tpengine.kube.objects import rolled_out
 
 
 def test_server_added_fields_do_not_count_as_a_difference() -> None:
@@ -33,8 +34,25 @@ def test_rollout_complete_like_kubectl_rollout_status() -> None:
             "availableReplicas": 1,
         },
     }
-    assert not _rolled_out(deployment)
+    assert not rolled_out(deployment)
     deployment["status"]["observedGeneration"] = 2
-    assert _rolled_out(deployment)
+    assert rolled_out(deployment)
     deployment["status"]["replicas"] = 2  # an old pod still running
-    assert not _rolled_out(deployment)
+    assert not rolled_out(deployment)
+
+
+def test_statefulset_rollout_compares_revisions() -> None:
+    sts = {
+        "kind": "StatefulSet",
+        "metadata": {"generation": 1},
+        "spec": {"replicas": 2},
+        "status": {
+            "observedGeneration": 1,
+            "readyReplicas": 2,
+            "currentRevision": "a",
+            "updateRevision": "b",
+        },
+    }
+    assert not rolled_out(sts)
+    sts["status"]["currentRevision"] = "b"
+    assert rolled_out(sts)

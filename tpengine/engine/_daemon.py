@@ -8,7 +8,6 @@ helper then undoes the TUN, routes and DNS. If it dies, the helper does the same
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import socket
@@ -360,7 +359,3 @@ def helper_from_fd(fd: int | None) -> HelperClient | None:
     if fd is None:
         return None
     return HelperClient(socket.socket(fileno=fd))
-
-
-def parse_address(text: str) -> str:
-    return str(ipaddress.ip_address(text))

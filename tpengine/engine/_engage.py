@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import kr8s
 import trio
 
 from tpengine.engine._session import Session, SessionError
+from tpengine.kube.objects import get_or_none, rolled_out
 from tpengine.kube.workloads import (
     WORKLOAD_KINDS,
     ResolvedPort,
@@ -68,20 +68,9 @@ class LocalTargets:
         await splice(stream, local)
 
 
-async def _get(api: Any, version: str, namespace: str, url: str) -> dict[str, Any] | None:
-    try:
-        async with api.call_api("GET", version=version, namespace=namespace, url=url) as response:
-            data: dict[str, Any] = response.json()
-            return data
-    except kr8s.ServerError as exc:
-        if exc.response is not None and exc.response.status_code == 404:
-            return None
-        raise
-
-
 async def find_workload(api: Any, namespace: str, name: str) -> dict[str, Any]:
     for kind in WORKLOAD_KINDS:
-        found = await _get(api, "apps/v1", namespace, f"{_PLURAL[kind]}/{name}")
+        found = await get_or_none(api, "apps/v1", namespace, f"{_PLURAL[kind]}/{name}")
         if found is not None:
             found.setdefault("kind", kind)
             return found
@@ -155,25 +144,6 @@ async def mark_for_agent(api: Any, workload: dict[str, Any], config: dict[str, A
     return True
 
 
-def rolled_out(workload: dict[str, Any]) -> bool:
-    """Every replica runs the current template and is available (``kubectl rollout
-    status``'s rule; StatefulSets compare their revisions)."""
-    spec, status, meta = workload.get("spec", {}), workload.get("status", {}), workload["metadata"]
-    want = spec.get("replicas", 1)
-    if status.get("observedGeneration", 0) < meta.get("generation", 1):
-        return False
-    if workload.get("kind") == "StatefulSet":
-        return bool(
-            status.get("updateRevision") == status.get("currentRevision")
-            and status.get("readyReplicas", 0) >= want
-        )
-    return bool(
-        status.get("updatedReplicas", 0) >= want
-        and status.get("availableReplicas", 0) >= want
-        and status.get("replicas", 0) == status.get("updatedReplicas", 0)
-    )
-
-
 async def wait_rolled_out(api: Any, workload: dict[str, Any], timeout_s: float = 120) -> None:
     """After the restart that injects the agent: wait until the new pods serve."""
     meta = workload["metadata"]
@@ -181,7 +151,7 @@ async def wait_rolled_out(api: Any, workload: dict[str, Any], timeout_s: float =
     with trio.move_on_after(timeout_s):
         while True:
             await trio.sleep(0.25)
-            current = await _get(api, "apps/v1", meta["namespace"], url)
+            current = await get_or_none(api, "apps/v1", meta["namespace"], url)
             if current is None:
                 raise SessionError(f"{workload['kind']} {meta['name']} was deleted")
             current.setdefault("kind", workload["kind"])

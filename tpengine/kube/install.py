@@ -19,6 +19,7 @@ import trio
 
 from tpengine.kube.injector import TLS_SECRET, WebhookTls, generate_tls, tls_from_secret
 from tpengine.kube.manifests import MANAGER, VERSION_ANNOTATION, Manifest, manager_manifests
+from tpengine.kube.objects import get_or_none, rolled_out, status_code
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -55,10 +56,6 @@ async def _noop(text: str) -> None:
     await trio.lowlevel.checkpoint()
 
 
-def _status(exc: kr8s.ServerError) -> int | None:
-    return exc.response.status_code if exc.response is not None else None
-
-
 def _location(obj: Manifest) -> tuple[str, str | None, str]:
     version, plural, namespaced = _RESOURCES[obj["kind"]]
     namespace = obj["metadata"].get("namespace") if namespaced else None
@@ -67,16 +64,7 @@ def _location(obj: Manifest) -> tuple[str, str | None, str]:
 
 async def _get(api: Any, obj: Manifest) -> Manifest | None:
     version, namespace, plural = _location(obj)
-    try:
-        async with api.call_api(
-            "GET", version=version, namespace=namespace, url=f"{plural}/{obj['metadata']['name']}"
-        ) as r:
-            found: Manifest = r.json()
-            return found
-    except kr8s.ServerError as exc:
-        if _status(exc) == 404:
-            return None
-        raise
+    return await get_or_none(api, version, namespace, f"{plural}/{obj['metadata']['name']}")
 
 
 def _differs(current: Manifest, wanted: Manifest) -> bool:
@@ -173,26 +161,11 @@ async def wait_for_manager(
             deployment = await _get(
                 api, {"kind": "Deployment", "metadata": {"name": MANAGER, "namespace": namespace}}
             )
-            if deployment is not None and _rolled_out(deployment):
+            if deployment is not None and rolled_out(deployment):
                 return
             await trio.sleep(0.5)
     raise InstallError(
         f"the traffic-manager is not ready after {ready_timeout:g} s: {await _why_not_ready(api, namespace)}"
-    )
-
-
-def _rolled_out(deployment: Manifest) -> bool:
-    spec, status, meta = (
-        deployment.get("spec", {}),
-        deployment.get("status", {}),
-        deployment["metadata"],
-    )
-    want = spec.get("replicas", 1)
-    return bool(
-        status.get("observedGeneration", 0) >= meta.get("generation", 1)
-        and status.get("updatedReplicas", 0) >= want
-        and status.get("availableReplicas", 0) >= want
-        and status.get("replicas", 0) == status.get("updatedReplicas", 0)
     )
 
 
@@ -236,7 +209,7 @@ async def uninstall_manager(api: Any, *, namespace: str, progress: Progress = _n
             ):
                 pass
         except kr8s.ServerError as exc:
-            if _status(exc) == 404:
+            if status_code(exc) == 404:
                 continue
             raise InstallError(f"cannot delete {obj['kind']} {name}: {exc}") from None
         removed.append(f"{obj['kind'].lower()}/{name}")
