@@ -24,7 +24,9 @@ def test_deploy_directory_matches_rendered_manifests() -> None:
         if doc
     ]
     rendered = manager_manifests()
-    assert sorted(on_disk, key=key) == sorted(rendered, key=key)
+    assert sorted(on_disk, key=key) == sorted(rendered, key=key), (
+        "deploy/ is out of date: run python -m tpengine.kube.manifests deploy/manager"
+    )
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     assert kustomization["images"][0]["newTag"] == DEFAULT_IMAGE.split(":")[1]
     assert sorted(kustomization["resources"]) == sorted(
