@@ -7,15 +7,15 @@ Runs inside the laptop namespace (``tp local-cluster exec``), never in the root 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
 import pytest
 
+from tests.e2e._support import laptop_state, tp
+
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
-TP = [sys.executable, "-c", "from tpengine.cli import main; main()"]
 
 APP = """
 apiVersion: apps/v1
@@ -74,17 +74,6 @@ s.settimeout(5)
 s.sendto(b"hi", (sys.argv[1], int(sys.argv[2])))
 print(s.recvfrom(100)[0].decode())
 """
-
-
-def tp(cluster: Any, *args: str, timeout: float = 120) -> Any:
-    return cluster.laptop(*TP, *args, timeout=timeout)
-
-
-def laptop_state(cluster: Any) -> tuple[str, str, str]:
-    links = cluster.laptop("ip", "-o", "link").stdout
-    routes = cluster.laptop("ip", "route").stdout
-    resolv = cluster.laptop("cat", "/etc/resolv.conf").stdout
-    return links, routes, resolv
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
 
+from tests.e2e._support import TP, laptop_state
+
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
-
-TP = [sys.executable, "-c", "from tpengine.cli import main; main()"]
-
-
-def laptop_state(cluster: Any) -> tuple[str, str, str]:
-    links = cluster.laptop("ip", "-o", "link").stdout
-    routes = cluster.laptop("ip", "route").stdout
-    resolv = cluster.laptop("cat", "/etc/resolv.conf").stdout
-    return links, routes, resolv
 
 
 @pytest.mark.parametrize(

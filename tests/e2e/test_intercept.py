@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.e2e._support import tp
+
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
-TP = [sys.executable, "-c", "from tpengine.cli import main; main()"]
 
 APP = """
 apiVersion: apps/v1
@@ -98,10 +98,6 @@ def listed_state(listing: str, workload: str) -> str:
         if head.strip() == workload:
             return state.strip()
     raise AssertionError(f"{workload} not in tp list:\n{listing}")
-
-
-def tp(cluster: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return cluster.laptop(*TP, *args, timeout=timeout)
 
 
 def curl(cluster: Any, *args: str) -> str:

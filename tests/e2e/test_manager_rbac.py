@@ -5,16 +5,15 @@ roles allow nothing it does not use."""
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import pytest
 
+from tests.e2e._support import TP
 from tpengine.kube.manifests import manager_manifests
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
-TP = [sys.executable, "-c", "from tpengine.cli import main; main()"]
 USER = "system:serviceaccount:tpengine:traffic-manager"
 
 
