@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 TP = [sys.executable, "-c", "from tpengine.cli import main; main()"]
@@ -21,3 +24,45 @@ def laptop_state(cluster: Any) -> tuple[str, str, str]:
     routes = cluster.laptop("ip", "route").stdout
     resolv = cluster.laptop("cat", "/etc/resolv.conf").stdout
     return links, routes, resolv
+
+
+DUAL_SERVER = str(Path(__file__).with_name("dual_server.py"))
+
+
+@contextlib.contextmanager
+def laptop_handler(cluster: Any, label: str, *addresses: str) -> Iterator[subprocess.Popen[str]]:
+    """The developer's local handler: ``dual_server.py LABEL ADDRESS…`` in the laptop,
+    answering ``LABEL PORT METHOD PATH …``; stopped (its stdin closed) on exit."""
+    handler = subprocess.Popen(
+        [*cluster.tp_argv, "local-cluster", "exec", "--name", cluster.name, "--"]
+        + [sys.executable, DUAL_SERVER, label, *addresses],
+        env=cluster.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert handler.stdout is not None and handler.stdout.readline().strip() == "ready"
+        yield handler
+    finally:
+        try:
+            handler.communicate("", timeout=20)
+        except subprocess.TimeoutExpired:
+            handler.kill()
+            handler.communicate()
+
+
+def curl(cluster: Any, *args: str) -> str:
+    """The first line curl prints in the laptop (fails the test when curl fails)."""
+    result = cluster.laptop("curl", "-sS", "--max-time", "10", *args)
+    assert result.returncode == 0, result.stderr
+    return str(result.stdout).splitlines()[0]
+
+
+def listed_state(listing: str, workload: str) -> str:
+    """The state ``tp list`` gives a workload (keys are padded to the longest name)."""
+    for line in listing.splitlines():
+        head, _, state = line.partition(":")
+        if head.strip() == workload:
+            return state.strip()
+    raise AssertionError(f"{workload} not in tp list:\n{listing}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e._support import tp
+from tests.e2e._support import curl, listed_state, tp
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -89,21 +89,6 @@ def saw_request(handler: subprocess.Popen[str], wanted: str, timeout: float = 15
         if wanted.encode() in buffer.splitlines():
             return True
     return False
-
-
-def listed_state(listing: str, workload: str) -> str:
-    """The state ``tp list`` gives a workload (keys are padded to the longest name)."""
-    for line in listing.splitlines():
-        head, _, state = line.partition(":")
-        if head.strip() == workload:
-            return state.strip()
-    raise AssertionError(f"{workload} not in tp list:\n{listing}")
-
-
-def curl(cluster: Any, *args: str) -> str:
-    result = cluster.laptop("curl", "-sS", "--max-time", "10", *args)
-    assert result.returncode == 0, result.stderr
-    return str(result.stdout).splitlines()[0]
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from tpengine.tunnel import IncomingDial, RejectReason
 log = logging.getLogger(__name__)
 
 AGENT_ANNOTATION = "tpengine.io/agent"
+RESTART_ANNOTATION = "tpengine.io/restartedAt"
 _PLURAL = {"Deployment": "deployments", "ReplicaSet": "replicasets", "StatefulSet": "statefulsets"}
 
 
@@ -125,7 +126,9 @@ async def mark_for_agent(api: Any, workload: dict[str, Any], config: dict[str, A
                 "metadata": {
                     "annotations": {
                         AGENT_ANNOTATION: wanted,
-                        "kubectl.kubernetes.io/restartedAt": now,
+                        # Any template change rolls the pods, as `kubectl rollout restart`
+                        # does with its own annotation; ours keeps the spec ours to restore.
+                        RESTART_ANNOTATION: now,
                     }
                 }
             }
