@@ -7,6 +7,7 @@ Everything one cluster makes is named after it and recorded in its state dir
     pki/              CA, server certificate, token
     server.pid        the daemon's pid          server.log  its log
     laptop.pid        the laptop holder's pid   laptop.log  its log
+    laptop<k>.pid     laptop k's holder (k ≥ 2, ``up --laptops N``), laptop<k>.log
     ready             written by the daemon once the API serves
     audit.log         the API server's audit log (JSON lines)
     pids/<pod uid>    pids of each pod's sandbox (for `down` after a daemon crash)
@@ -22,6 +23,7 @@ removed. ``up`` after a crash does the same first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -101,13 +103,27 @@ def _daemon_pid(name: str) -> int | None:
     return pid if pid and _is_ours(pid, "localcluster.server", str(state_dir(name))) else None
 
 
-def _laptop_pid(name: str) -> int | None:
-    pid = _read_pid(state_dir(name) / "laptop.pid")
-    return (
-        pid
-        if pid and _is_ours(pid, "localcluster.node._laptop", f"/etc/netns/{name}-laptop/")
-        else None
-    )
+def _laptop_file(index: int, suffix: str) -> str:
+    return f"laptop.{suffix}" if index == 1 else f"laptop{index}.{suffix}"
+
+
+def _laptop_pid(name: str, index: int = 1) -> int | None:
+    """The holder of laptop ``index`` when the recorded pid is still that process."""
+    from localcluster.node._topology import ClusterNames
+
+    ns = ClusterNames(name=name).laptop_ns_of(index)
+    pid = _read_pid(state_dir(name) / _laptop_file(index, "pid"))
+    return pid if pid and _is_ours(pid, "localcluster.node._laptop", f"/etc/netns/{ns}/") else None
+
+
+def _recorded_laptops(name: str) -> list[int]:
+    """Laptops with a pid file in the state dir (alive or not)."""
+    found = {1} if (state_dir(name) / "laptop.pid").exists() else set()
+    for path in state_dir(name).glob("laptop*.pid"):
+        digits = path.stem.removeprefix("laptop")
+        if digits.isdigit():
+            found.add(int(digits))
+    return sorted(found)
 
 
 def processes_in_netns(path: str) -> list[int]:
@@ -152,6 +168,17 @@ def _is_zombie(pid: int) -> bool:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Laptop:
+    index: int
+    netns: str
+    address: str
+    pid: int | None  # its holder (mount namespace and resolver); None: not running
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "netns": self.netns, "address": self.address, "pid": self.pid}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Status:
     name: str
     state: str  # "running", "stopped" or "broken" (leftovers of a crashed run)
@@ -161,6 +188,7 @@ class Status:
     kubeconfig: str
     api_server: str
     state_dir: str
+    laptops: list[Laptop]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -170,22 +198,38 @@ class Status:
             "kubeconfig": self.kubeconfig,
             "daemon_pid": self.daemon_pid,
             "laptop_pid": self.laptop_pid,
+            "laptops": [laptop.as_dict() for laptop in self.laptops],
             "namespaces": self.namespaces,
             "state_dir": self.state_dir,
         }
 
 
 def status(name: str) -> Status:
-    from localcluster.node import NODE_IP, ClusterNames, existing_namespaces
+    from localcluster.node import NODE_IP
+    from localcluster.node._topology import ClusterNames, existing_namespaces, laptop_link
 
     names = ClusterNames(name=name)
     namespaces = existing_namespaces(names)
     daemon, laptop = _daemon_pid(name), _laptop_pid(name)
     sd = state_dir(name)
+    indexes = sorted(
+        {i for ns in namespaces if (i := names.laptop_index(ns))} | set(_recorded_laptops(name))
+    )
+    laptops = [
+        Laptop(
+            index=i,
+            netns=names.laptop_ns_of(i),
+            address=laptop_link(i)[1],
+            pid=_laptop_pid(name, i),
+        )
+        for i in indexes
+    ]
+    # Running: the daemon serves and every laptop has both its netns and its holder.
     healthy = (
         daemon is not None
         and laptop is not None
-        and {names.laptop_ns, names.node_ns} <= set(namespaces)
+        and names.node_ns in namespaces
+        and all(lt.pid is not None and lt.netns in namespaces for lt in laptops)
         and (sd / "ready").exists()
     )
     leftovers = (
@@ -201,6 +245,7 @@ def status(name: str) -> Status:
         kubeconfig=str(kubeconfig_path(name)),
         api_server=f"https://{NODE_IP}:6443",
         state_dir=str(sd),
+        laptops=laptops,
     )
 
 
@@ -220,10 +265,11 @@ def _wait_for(
     raise CliError(f"{what}: no answer after {timeout:.0f}s")
 
 
-def _api_answers(name: str) -> bool:
-    """GET /version from inside the laptop netns, as a client would (the daemon has
+def _api_answers(name: str, laptop: int = 1) -> bool:
+    """GET /version from inside a laptop's netns, as a client would (the daemon has
     already seen the default ServiceAccount before it wrote ``ready``)."""
     from localcluster.node._ns import call_in_netns
+    from localcluster.node._topology import ClusterNames
 
     sd = state_dir(name)
     ca = sd / "pki" / "ca.crt"
@@ -241,23 +287,22 @@ def _api_answers(name: str) -> bool:
         except OSError:
             return False
 
-    return call_in_netns(f"/run/netns/{name}-laptop", get)
+    return call_in_netns(f"/run/netns/{ClusterNames(name=name).laptop_ns_of(laptop)}", get)
 
 
-def _start_laptop(name: str, sd: Path) -> int:
+def _start_laptop(name: str, sd: Path, index: int = 1) -> int:
     from localcluster.node import LAPTOP_DNS_IP, ClusterNames
-    from localcluster.node._topology import write_netns_resolv
+    from localcluster.node._topology import laptop_link, write_netns_resolv
 
     names = ClusterNames(name=name)
-    resolv = write_netns_resolv(
-        names, names.laptop_ns, f"nameserver {LAPTOP_DNS_IP}\noptions ndots:1\n"
-    )
-    log = sd / "laptop.log"
+    ns = names.laptop_ns_of(index)
+    resolv = write_netns_resolv(names, ns, f"nameserver {LAPTOP_DNS_IP}\noptions ndots:1\n")
+    log = sd / _laptop_file(index, "log")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
                 "nsenter",
-                f"--net=/run/netns/{names.laptop_ns}",
+                f"--net=/run/netns/{ns}",
                 "--",
                 "unshare",
                 "--mount",
@@ -269,6 +314,8 @@ def _start_laptop(name: str, sd: Path) -> int:
                 "localcluster.node._laptop",
                 "--resolv",
                 str(resolv),
+                "--address",
+                laptop_link(index)[1],
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -276,11 +323,32 @@ def _start_laptop(name: str, sd: Path) -> int:
             start_new_session=True,
             cwd="/",
         )
-    (sd / "laptop.pid").write_text(f"{proc.pid}\n")
+    (sd / _laptop_file(index, "pid")).write_text(f"{proc.pid}\n")
     _wait_for(
-        "the laptop resolver", lambda: b"ready" in log.read_bytes(), 20, lambda: proc.poll() is None
+        f"the resolver of laptop {index}",
+        lambda: b"ready" in log.read_bytes(),
+        20,
+        lambda: proc.poll() is None,
     )
     return proc.pid
+
+
+def _add_laptops(name: str, sd: Path, wanted: range, echo: Echo) -> None:
+    """Laptops ``wanted`` (k ≥ 2): netns, link, holder; each must reach the API server."""
+    from localcluster.node._topology import ClusterNames, add_laptop, laptop_link
+
+    names = ClusterNames(name=name)
+    for index in wanted:
+        ns = names.laptop_ns_of(index)
+        echo(f"Adding laptop {index}: network namespace {ns} ({laptop_link(index)[1]}/30)")
+        add_laptop(names, index)
+        holder = _start_laptop(name, sd, index)
+        _wait_for(
+            f"the API server from laptop {index}",
+            functools.partial(_api_answers, name, index),
+            30,
+            functools.partial(_is_ours, holder, "localcluster.node._laptop"),
+        )
 
 
 def _start_daemon(name: str, sd: Path) -> subprocess.Popen[bytes]:
@@ -308,15 +376,27 @@ def _start_daemon(name: str, sd: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def up(name: str, *, merge: bool = False, echo: Echo = print, timeout: float = 90) -> None:
+def up(
+    name: str, *, merge: bool = False, echo: Echo = print, timeout: float = 90, laptops: int = 1
+) -> None:
     from localcluster.node import ClusterNames, create_cluster
+    from localcluster.node._topology import MAX_LAPTOPS
 
     require_root()
     validate_name(name)
+    if not 1 <= laptops <= MAX_LAPTOPS:
+        raise CliError(f"--laptops {laptops}: a cluster has 1 to {MAX_LAPTOPS} laptops")
     started = time.monotonic()
     current = status(name)
     if current.state == "running":
-        echo(f"Local cluster {name} is already up (kubeconfig: {current.kubeconfig})")
+        have = max((lt.index for lt in current.laptops), default=1)
+        if laptops > have:
+            # More laptops for a running cluster: added beside the others, nothing restarts.
+            _add_laptops(name, state_dir(name), range(have + 1, laptops + 1), echo)
+        echo(
+            f"Local cluster {name} is up with {max(have, laptops)} laptop(s) "
+            f"(kubeconfig: {current.kubeconfig})"
+        )
         return
     if current.state == "broken":
         foreign = processes_in_netns(f"/run/netns/{name}-node")
@@ -349,6 +429,7 @@ def up(name: str, *, merge: bool = False, echo: Echo = print, timeout: float = 9
             lambda: proc.poll() is None,
         )
         _wait_for("the API server", lambda: _api_answers(name), 30, lambda: proc.poll() is None)
+        _add_laptops(name, sd, range(2, laptops + 1), echo)
     except BaseException as exc:
         tail = ""
         with contextlib.suppress(OSError):
@@ -440,10 +521,12 @@ def down(name: str, *, echo: Echo = print) -> list[str]:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                     removed.append(f"pod process (pid {pid})")
-    laptop = _laptop_pid(name)
-    if laptop:
-        _stop_pid(laptop, grace=5)
-        removed.append(f"laptop holder and resolver (pid {laptop}) with its mount namespace")
+    for index in _recorded_laptops(name) or [1]:
+        laptop = _laptop_pid(name, index)
+        if laptop:
+            _stop_pid(laptop, grace=5)
+            which = "laptop" if index == 1 else f"laptop {index}"
+            removed.append(f"{which} holder and resolver (pid {laptop}) with its mount namespace")
     if any(ns == names.node_ns for ns in _netns_list()):
         removed.append(f"nftables table ip {names.nft_table} (in {names.node_ns})")
     removed += remove_cluster(names)
@@ -480,23 +563,33 @@ def _netns_list() -> list[str]:
 # ---------------------------------------------------------------------------- exec
 
 
-def exec_argv(name: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
-    """argv and env that run ``command`` in the laptop's netns and mount namespace."""
+def exec_argv(
+    name: str, command: list[str], *, laptop: int = 1
+) -> tuple[list[str], dict[str, str]]:
+    """argv and env that run ``command`` in laptop ``laptop``'s netns and mount namespace."""
+    from localcluster.node._topology import ClusterNames
+
     require_root()
     validate_name(name)
     if not command:
         raise CliError(
             "nothing to run: give a command after --, e.g. tp local-cluster exec -- kubectl get pods -A"
         )
-    laptop = _laptop_pid(name)
-    if laptop is None or status(name).state != "running":
+    current = status(name)
+    if current.state != "running":
         raise CliError(
             f"local cluster {name} is not up: run `tp local-cluster up{'' if name == 'tp' else f' --name {name}'}` first"
         )
+    holder = _laptop_pid(name, laptop)
+    if holder is None:
+        raise CliError(
+            f"local cluster {name} has no laptop {laptop} ({len(current.laptops)} laptop(s)): "
+            f"run `tp local-cluster up{'' if name == 'tp' else f' --name {name}'} --laptops {laptop}`"
+        )
     argv = [
         "nsenter",
-        f"--net=/run/netns/{name}-laptop",
-        f"--mount=/proc/{laptop}/ns/mnt",
+        f"--net=/run/netns/{ClusterNames(name=name).laptop_ns_of(laptop)}",
+        f"--mount=/proc/{holder}/ns/mnt",
         f"--wd={os.getcwd()}",
         "--",
         *command,

@@ -4,16 +4,18 @@ Started by ``tp local-cluster up`` inside ``<name>-laptop`` and a new mount name
 (``unshare --mount --propagation slave``: host mounts still propagate in, the laptop's
 own never leak out). It bind-mounts the cluster-owned ``/etc/netns/<name>-laptop/
 resolv.conf`` over ``/etc/resolv.conf``, then answers a few test names on
-127.0.0.53:53 (``laptop.test``, ``node.test``) and NXDOMAIN for everything else: the
-laptop has no uplink, so there is nothing to forward to. ``tp local-cluster exec``
-enters this process's netns and mount namespace.
+127.0.0.53:53 (``laptop.test``: this laptop's own address, ``node.test``) and NXDOMAIN
+for everything else: the laptop has no uplink, so there is nothing to forward to.
+``tp local-cluster exec [--laptop K]`` enters this process's netns and mount namespace.
+Each laptop (``up --laptops N``) has its own holder, resolv.conf and resolver.
 
-    python -m localcluster.node._laptop --resolv FILE
+    python -m localcluster.node._laptop --resolv FILE [--address 198.18.0.6]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import subprocess
 import sys
@@ -27,27 +29,31 @@ import trio
 from localcluster.node._dnsserver import serve_dns
 from localcluster.node._topology import LAPTOP_DNS_IP, LAPTOP_IP, NODE_IP
 
-TEST_NAMES = {"laptop.test": LAPTOP_IP, "node.test": NODE_IP}
+
+def resolved_names(address: str = LAPTOP_IP) -> dict[str, str]:
+    return {"laptop.test": address, "node.test": NODE_IP}
 
 
-def answer(query: dns.message.Message) -> dns.message.Message:
+def answer(query: dns.message.Message, names: dict[str, str] | None = None) -> dns.message.Message:
+    names = resolved_names() if names is None else names
     reply = dns.message.make_response(query)
     if len(query.question) != 1:
         reply.set_rcode(dns.rcode.FORMERR)
         return reply
     q = query.question[0]
     name = q.name.to_text(omit_final_dot=True).lower()
-    if name not in TEST_NAMES:
+    if name not in names:
         reply.set_rcode(dns.rcode.NXDOMAIN)
     elif q.rdtype == dns.rdatatype.A:
-        reply.answer.append(dns.rrset.from_text(q.name, 60, "IN", "A", TEST_NAMES[name]))
+        reply.answer.append(dns.rrset.from_text(q.name, 60, "IN", "A", names[name]))
     return reply
 
 
-async def main_async() -> None:
+async def main_async(address: str) -> None:
+    reply = functools.partial(answer, names=resolved_names(address))
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_dns, LAPTOP_DNS_IP, 53, answer)
+            await nursery.start(serve_dns, LAPTOP_DNS_IP, 53, reply)
             sys.stdout.write("ready\n")
             sys.stdout.flush()
             async for _ in signals:
@@ -57,10 +63,11 @@ async def main_async() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--resolv", required=True)
+    parser.add_argument("--address", default=LAPTOP_IP, help="this laptop's own address")
     args = parser.parse_args()
     # In place of /etc/resolv.conf for every process of the laptop (DESIGN.md, "the laptop").
     subprocess.run(["mount", "--bind", args.resolv, "/etc/resolv.conf"], check=True)
-    trio.run(main_async)
+    trio.run(main_async, args.address)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 
     <name>-laptop ──veth 198.18.0.0/30── <name>-node ──routed /32 veth── <name>-pod-<i>
        eth0 .2                 laptop0 .1 │ pv<i> 10.244.0.1/32     eth0 10.244.x.y/32
+    <name>-laptop2 ─veth 198.18.0.4/30───┤ laptop1 .5   (a second developer, ``--laptops``)
+       eth0 .6, route 198.18.0.1/32 via .5
 
 No namespace gets a link to the root namespace or an uplink. Pods use routed /32
 veths (no bridge): the node holds 10.244.0.1/32 on every pod veth and a /32 route per
@@ -39,6 +41,18 @@ SERVICE_CIDR = "10.96.0.0/12"
 CLUSTER_DNS_IP = "10.96.0.10"
 LAPTOP_DNS_IP = "127.0.0.53"
 RTNH_F_ONLINK = 4
+MAX_LAPTOPS = 8  # 198.18.0.0/27: one /30 each
+
+
+def laptop_link(index: int) -> tuple[str, str]:
+    """(node address, laptop address) of laptop ``index``'s /30 (1-based): laptop 1 has
+    the design's 198.18.0.1/.2; laptop k has 198.18.0.(4k-3)/.(4k-2). The node keeps
+    198.18.0.1 (the API server's address) for every laptop: laptops past the first get
+    a host route to it, never a default route (no cluster route until ``tp connect``)."""
+    if not 1 <= index <= MAX_LAPTOPS:
+        raise ValueError(f"laptop {index}: 1 to {MAX_LAPTOPS}")
+    base = ipaddress.ip_address("198.18.0.0") + 4 * (index - 1)
+    return str(base + 1), str(base + 2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +64,19 @@ class ClusterNames:
     @property
     def laptop_ns(self) -> str:
         return f"{self.name}-laptop"
+
+    def laptop_ns_of(self, index: int) -> str:
+        """Laptop 1 is ``<name>-laptop`` (the design's); laptop k is ``<name>-laptop<k>``."""
+        return self.laptop_ns if index == 1 else f"{self.laptop_ns}{index}"
+
+    def laptop_index(self, ns: str) -> int | None:
+        """Which laptop a netns name is, or None."""
+        if ns == self.laptop_ns:
+            return 1
+        rest = ns.removeprefix(self.laptop_ns)
+        if rest != ns and rest.isdigit() and rest[0] != "0" and 2 <= int(rest) <= MAX_LAPTOPS:
+            return int(rest)
+        return None
 
     @property
     def node_ns(self) -> str:
@@ -113,36 +140,56 @@ def _write_sysctl_in(ns: str, key: str, value: str) -> None:
 
 def existing_namespaces(names: ClusterNames) -> list[str]:
     """This cluster's named network namespaces that exist now."""
-    mine = {names.laptop_ns, names.node_ns}
     return sorted(
-        ns for ns in netns.listnetns() if ns in mine or ns.startswith(names.pod_ns_prefix)
+        ns
+        for ns in netns.listnetns()
+        if ns == names.node_ns
+        or names.laptop_index(ns) is not None
+        or ns.startswith(names.pod_ns_prefix)
     )
 
 
+def existing_laptops(names: ClusterNames) -> list[int]:
+    """Indexes of this cluster's laptop namespaces that exist now."""
+    found = (names.laptop_index(ns) for ns in netns.listnetns())
+    return sorted(i for i in found if i is not None)
+
+
 def create_cluster(names: ClusterNames) -> None:
-    """The laptop and node namespaces, the veth between them, lo, forwarding, routes."""
-    _add_netns(names.laptop_ns)
+    """The node namespace (lo, forwarding, the Service route) and laptop 1 with its link."""
     _add_netns(names.node_ns)
-    laptop_fd = os.open(f"/run/netns/{names.laptop_ns}", os.O_RDONLY)
+    add_laptop(names, 1)  # first: the Service route's source is the node's 198.18.0.1
+
+    def node(ipr: IPRoute) -> None:
+        lo = _ifindex(ipr, "lo")
+        ipr.link("set", index=lo, state="up")
+        # Cluster DNS listens on 10.96.0.10 on the node's lo, so pods reach it through
+        # their default route; node-originated ClusterIP traffic needs a route that the
+        # nftables output hook can DNAT (kubernetes-api-notes: "Networking in namespaces").
+        ipr.addr("add", index=lo, address=CLUSTER_DNS_IP, prefixlen=32)
+        ipr.route("add", dst=SERVICE_CIDR, oif=lo, prefsrc=NODE_IP)
+
+    _in(names.node_ns, node)
+    _write_sysctl_in(names.node_ns, "net.ipv4.ip_forward", "1")
+
+
+def add_laptop(names: ClusterNames, index: int) -> None:
+    """Laptop ``index``: its netns, a veth ``laptop<index-1>`` on the node with its own
+    /30, lo up, and (past the first) a host route to the API server's 198.18.0.1."""
+    node_ip, laptop_ip = laptop_link(index)
+    ns = names.laptop_ns_of(index)
+    _add_netns(ns)
+    laptop_fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
 
         def node(ipr: IPRoute) -> None:
+            veth = f"laptop{index - 1}"
             ipr.link(
-                "add",
-                ifname="laptop0",
-                kind="veth",
-                peer={"ifname": "eth0", "net_ns_fd": laptop_fd},
+                "add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": laptop_fd}
             )
-            idx = _ifindex(ipr, "laptop0")
-            ipr.addr("add", index=idx, address=NODE_IP, prefixlen=LINK_PREFIX)
+            idx = _ifindex(ipr, veth)
+            ipr.addr("add", index=idx, address=node_ip, prefixlen=LINK_PREFIX)
             ipr.link("set", index=idx, state="up")
-            lo = _ifindex(ipr, "lo")
-            ipr.link("set", index=lo, state="up")
-            # Cluster DNS listens on 10.96.0.10 on the node's lo, so pods reach it through
-            # their default route; node-originated ClusterIP traffic needs a route that the
-            # nftables output hook can DNAT (kubernetes-api-notes: "Networking in namespaces").
-            ipr.addr("add", index=lo, address=CLUSTER_DNS_IP, prefixlen=32)
-            ipr.route("add", dst=SERVICE_CIDR, oif=lo, prefsrc=NODE_IP)
 
         _in(names.node_ns, node)
     finally:
@@ -150,12 +197,15 @@ def create_cluster(names: ClusterNames) -> None:
 
     def laptop(ipr: IPRoute) -> None:
         idx = _ifindex(ipr, "eth0")
-        ipr.addr("add", index=idx, address=LAPTOP_IP, prefixlen=LINK_PREFIX)
+        ipr.addr("add", index=idx, address=laptop_ip, prefixlen=LINK_PREFIX)
         ipr.link("set", index=idx, state="up")
         ipr.link("set", index=_ifindex(ipr, "lo"), state="up")
+        if node_ip != NODE_IP:
+            # The node answers for 198.18.0.1 on every interface (a local address,
+            # RFC 1122 §3.3.4.2 weak host model): one /32, so 10/8 stays unrouted.
+            ipr.route("add", dst=f"{NODE_IP}/32", gateway=node_ip, oif=idx)
 
-    _in(names.laptop_ns, laptop)
-    _write_sysctl_in(names.node_ns, "net.ipv4.ip_forward", "1")
+    _in(ns, laptop)
 
 
 def remove_cluster(names: ClusterNames) -> list[str]:
@@ -167,7 +217,13 @@ def remove_cluster(names: ClusterNames) -> list[str]:
         except OSError:
             continue
         removed.append(f"network namespace {ns}")
-    for ns in (names.laptop_ns, names.node_ns):
+    etc_root = Path("/etc/netns")
+    laptops = [
+        d.name
+        for d in (etc_root.iterdir() if etc_root.is_dir() else ())
+        if names.laptop_index(d.name)
+    ]
+    for ns in sorted({names.laptop_ns, *laptops, names.node_ns}):
         etc = names.etc_netns(ns)
         if etc.exists():
             shutil.rmtree(etc, ignore_errors=True)

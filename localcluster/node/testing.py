@@ -11,8 +11,10 @@ state dir are the session's own), the last one takes it down — also after fail
         with shared_cluster() as c:
             yield c
 
-``cluster.kubectl(...)`` runs real kubectl on the laptop, ``cluster.laptop(...)`` any
-command there, ``cluster.in_pod(ns, pod, argv)`` a host command inside a pod's network,
+The shared cluster has ``LAPTOPS`` (2) laptops, one per developer: ``cluster.laptop(...)``
+runs any command on laptop 1 (``laptop=2`` on the second: its own netns, mount namespace,
+resolver, and so its own engine), ``cluster.laptop_argv(...)`` is the same as an argv for
+``subprocess.Popen``, ``cluster.kubectl(...)`` runs real kubectl on laptop 1, ``cluster.in_pod(ns, pod, argv)`` a host command inside a pod's network,
 PID, mount and UTS namespaces (nsenter on the pod's PID 1, whose pid the kubelet records
 in ``<state dir>/pids/<pod uid>``, first line).
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 NAME = os.environ.get("TPENGINE_E2E_CLUSTER", "tpt")
+LAPTOPS = 2  # two developers (tests/e2e/test_two_developers.py)
 TP = (sys.executable, "-c", "from tpengine.cli import main; main()")
 
 
@@ -55,12 +58,22 @@ class Cluster:
             input=input,
         )
 
+    def laptop_argv(self, *argv: str, laptop: int = 1) -> list[str]:
+        """``argv`` run on laptop ``laptop`` (for Popen; env: ``self.env``)."""
+        where = ["--laptop", str(laptop)] if laptop != 1 else []
+        return [*self.tp_argv, "local-cluster", "exec", "--name", self.name, *where, "--", *argv]
+
     def laptop(
-        self, *argv: str, input: str | None = None, timeout: float = 90
+        self, *argv: str, input: str | None = None, timeout: float = 90, laptop: int = 1
     ) -> subprocess.CompletedProcess[str]:
-        """Any command on the laptop (its netns and mount namespace), KUBECONFIG set."""
-        return self.tp(
-            "local-cluster", "exec", "--name", self.name, "--", *argv, input=input, timeout=timeout
+        """Any command on a laptop (its netns and mount namespace), KUBECONFIG set."""
+        return subprocess.run(
+            self.laptop_argv(*argv, laptop=laptop),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
 
     def kubectl(
@@ -126,7 +139,7 @@ def shared_cluster() -> Iterator[Cluster]:
         env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
         cluster = Cluster(env=env, state_dir=home / ".config" / "tpengine" / "local-cluster" / NAME)
         _shared = cluster
-        up = cluster.tp("local-cluster", "up", "--name", NAME)
+        up = cluster.tp("local-cluster", "up", "--name", NAME, "--laptops", str(LAPTOPS))
         if up.returncode != 0:
             cluster.tp("local-cluster", "down", "--name", NAME)
             _shared = None

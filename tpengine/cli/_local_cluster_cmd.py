@@ -34,11 +34,17 @@ def _cli() -> ModuleType:
 def up(
     name: str = NAME_OPTION,
     merge: bool = typer.Option(False, "--merge", help="Also add the cluster to ~/.kube/config."),
+    laptops: int = typer.Option(
+        1,
+        "--laptops",
+        help="How many laptops (one per developer, each its own netns); "
+        "on a running cluster, adds the missing ones.",
+    ),
 ) -> None:
     """Create the cluster (idempotent; cleans up after a crashed earlier run)."""
     cli = _cli()
     try:
-        cli.up(name, merge=merge, echo=typer.echo)
+        cli.up(name, merge=merge, echo=typer.echo, laptops=laptops)
     except cli.CliError as exc:
         fail(str(exc))
 
@@ -71,6 +77,13 @@ def status(name: str = NAME_OPTION, output: OutputFormat = OUTPUT_OPTION) -> Non
         ("Kubeconfig", st.kubeconfig),
         ("Daemon pid", str(st.daemon_pid or "-")),
         ("Laptop pid", str(st.laptop_pid or "-")),
+        *(
+            (
+                f"Laptop {lt.index}",
+                f"{lt.netns} {lt.address}, holder pid {lt.pid or '- (not running)'}",
+            )
+            for lt in st.laptops
+        ),
         ("Namespaces", ", ".join(st.namespaces) or "-"),
     ]
     typer.echo(key_value_block(rows))
@@ -94,11 +107,12 @@ def kubeconfig(name: str = NAME_OPTION) -> None:
 def exec_(
     command: list[str] = typer.Argument(None, help="The command, after --."),
     name: str = NAME_OPTION,
+    laptop: int = typer.Option(1, "--laptop", help="Which laptop (see up --laptops)."),
 ) -> None:
-    """Run a command on the laptop (its netns and mount namespace) with KUBECONFIG set."""
+    """Run a command on a laptop (its netns and mount namespace) with KUBECONFIG set."""
     cli = _cli()
     try:
-        argv, env = cli.exec_argv(name, list(command or []))
+        argv, env = cli.exec_argv(name, list(command or []), laptop=laptop)
     except cli.CliError as exc:
         fail(str(exc))
     os.execvpe(argv[0], argv, env)

@@ -1,0 +1,62 @@
+"""Laptops of the local cluster: one per developer, each its own /30 and netns name."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import dns.message
+import dns.rcode
+import pytest
+
+from localcluster.node._laptop import answer, resolved_names
+from localcluster.node._topology import MAX_LAPTOPS, ClusterNames, laptop_link
+
+NAMES = ClusterNames(name="tpd")
+
+
+def test_laptop_one_keeps_the_designs_link() -> None:
+    assert laptop_link(1) == ("198.18.0.1", "198.18.0.2")
+    assert NAMES.laptop_ns_of(1) == "tpd-laptop"
+
+
+def test_every_laptop_has_its_own_slash_30_outside_ten_slash_8() -> None:
+    links = [laptop_link(i) for i in range(1, MAX_LAPTOPS + 1)]
+    nets = {ipaddress.ip_interface(f"{laptop}/30").network for _node, laptop in links}
+    assert len(nets) == MAX_LAPTOPS  # no two laptops share a link
+    for node, laptop in links:
+        net = ipaddress.ip_interface(f"{node}/30").network
+        assert ipaddress.ip_address(laptop) in net
+        assert not net.overlaps(ipaddress.ip_network("10.0.0.0/8"))
+    assert laptop_link(2) == ("198.18.0.5", "198.18.0.6")
+    for bad in (0, MAX_LAPTOPS + 1):
+        with pytest.raises(ValueError):
+            laptop_link(bad)
+
+
+def test_laptop_namespace_names_round_trip_and_fit_ifnamsiz() -> None:
+    longest = ClusterNames(name="abcdef")
+    for index in range(1, MAX_LAPTOPS + 1):
+        ns = NAMES.laptop_ns_of(index)
+        assert NAMES.laptop_index(ns) == index
+        assert len(f"laptop{index - 1}") <= 15
+        assert len(longest.laptop_ns_of(index)) <= 255
+    for other in (
+        "tpd-node",
+        "tpd-pod-1",
+        "tpd-laptop0",
+        "tpd-laptop1",
+        "tpd-laptop02",
+        "tpdx-laptop",
+        "tpd-laptopx",
+        f"tpd-laptop{MAX_LAPTOPS + 1}",
+    ):
+        assert NAMES.laptop_index(other) is None, other
+
+
+def test_each_laptops_resolver_names_its_own_address() -> None:
+    query = dns.message.make_query("laptop.test", "A")
+    reply = answer(query, resolved_names("198.18.0.6"))
+    assert [r.to_text() for r in reply.answer[0]] == ["198.18.0.6"]
+    assert [r.to_text() for r in answer(query).answer[0]] == ["198.18.0.2"]
+    other = answer(dns.message.make_query("example.com", "A"), resolved_names("198.18.0.6"))
+    assert other.rcode() == dns.rcode.NXDOMAIN
