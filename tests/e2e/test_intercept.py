@@ -260,6 +260,9 @@ spec:
       - name: sidecar
         image: python:3.11-slim
         command: [python3, -c, "import http.server as h; h.ThreadingHTTPServer(('127.0.0.1', 9100), type('H', (h.BaseHTTPRequestHandler,), {'do_GET': lambda s: (s.send_response(200), s.end_headers(), s.wfile.write(b'from the sidecar'))})).serve_forever()"]
+      - name: udp-sidecar
+        image: python:3.11-slim
+        command: [python3, -c, "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 9101)); [s.sendto(b'sidecar got ' + d, a) for d, a in iter(lambda: s.recvfrom(2048), None)]"]
 ---
 apiVersion: v1
 kind: Service
@@ -270,14 +273,33 @@ spec:
 """
 
 
-def test_to_pod_reaches_a_sidecar_on_the_pods_localhost(engaged: Any) -> None:
+UDP_ASK = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+for _ in range(3):  # UDP: the first datagram may race the flow's setup; ask again
+    s.sendto(b"ping", ("127.0.0.1", 9101))
+    try:
+        print(s.recv(2048).decode())
+        break
+    except TimeoutError:
+        pass
+"""
+
+
+def test_to_pod_reaches_sidecars_on_the_pods_localhost_tcp_and_udp(engaged: Any) -> None:
     engaged.kubectl_ok("apply", "-f", "-", input=SIDECAR_APP)
     try:
         engaged.kubectl_ok("rollout", "status", "deployment/side", "--timeout=90s")
-        result = tp(engaged, "intercept", "side", "--port", "8080:http", "--to-pod", "9100")
+        result = tp(
+            engaged, "intercept", "side", "--port", "8080:http",
+            "--to-pod", "9100", "--to-pod", "9101/UDP",
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
         try:
             assert curl(engaged, "http://127.0.0.1:9100/") == "from the sidecar"
+            udp = engaged.laptop("python3", "-c", UDP_ASK)
+            assert udp.stdout.strip() == "sidecar got ping", udp.stderr
         finally:
             assert tp(engaged, "leave", "side").returncode == 0
         refused = engaged.laptop("curl", "-sS", "--max-time", "5", "http://127.0.0.1:9100/")

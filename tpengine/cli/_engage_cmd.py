@@ -15,6 +15,7 @@ from tpengine.cli._connect_cmd import engine_call
 from tpengine.cli._output import OUTPUT_OPTION, OutputFormat, emit_structured, fail, key_value_block
 from tpengine.engine._control import ControlError, EngineNotRunning
 from tpengine.engine._envfile import SYNTAXES, EnvSyntaxError, render_env
+from tpengine.engine._topod import ToPodError, ToPodPort
 from tpengine.httpfilter import FilterError, parse_filter
 
 _TITLES = {"intercept": "Intercept", "replace": "Replace", "wiretap": "Wiretap", "ingest": "Ingest"}
@@ -115,9 +116,9 @@ def _engage(
             2,
         )
     try:
-        to_pod_ports = [int(p.removesuffix("/TCP").removesuffix("/tcp")) for p in to_pod]
-    except ValueError:
-        fail(f"--to-pod {' '.join(to_pod)}: give PORT (TCP); UDP is not available yet")
+        to_pod_ports = [str(ToPodPort.parse(p)) for p in to_pod]
+    except ToPodError as exc:
+        fail(str(exc))
     if env_syntax not in SYNTAXES:
         fail(f"--env-syntax {env_syntax!r}: choose one of {', '.join(SYNTAXES)}")
     try:

@@ -24,12 +24,18 @@ from tpengine.engine._kube import ensure_manager, open_api, port_forward_connect
 from tpengine.engine._network import serve_tun
 from tpengine.engine._routes import Network, parse_cidrs, routed_networks
 from tpengine.engine._session import Session, SessionError, SessionInfo, open_session_with
+from tpengine.engine._topod import (
+    LOCALHOST,
+    ToPodError,
+    ToPodPort,
+    open_to_pod_sockets,
+    serve_to_pod,
+)
 from tpengine.helper import HelperClient, HelperError
 from tpengine.helper._resolvconf import nameservers_of
 from tpengine.netstack import open_netstack
 from tpengine.netstack.tun import TunDevice, TunOffloads
-from tpengine.splice import reset, splice
-from tpengine.tunnel import TunnelError
+from tpengine.tunnel import MuxDatagramFlow, MuxStream
 
 log = logging.getLogger("tp-engine")
 
@@ -112,14 +118,17 @@ class Engine:
             result = await engage(self.api, session, self.targets, params)
         except SessionError as exc:
             raise ControlError(str(exc), "engage-failed") from None
-        to_pod = [int(p) for p in params.get("to_pod") or []]
+        try:
+            to_pod = [ToPodPort.parse(p) for p in params.get("to_pod") or []]
+        except ToPodError as exc:
+            raise ControlError(str(exc), "engage-failed") from None
         if to_pod:
             result["to_pod"] = await self._start_to_pod(session, result, to_pod)
         return result
 
     async def _start_to_pod(
-        self, session: Session, engagement: dict[str, Any], ports: list[int]
-    ) -> list[int]:
+        self, session: Session, engagement: dict[str, Any], ports: list[ToPodPort]
+    ) -> list[str]:
         """``--to-pod``: localhost:PORT on the laptop reaches the engaged pod's localhost:PORT
         (its sidecars) through the manager and the pod's agent."""
         pods = engagement.get("pods") or []
@@ -128,33 +137,29 @@ class Engine:
                 "--to-pod needs a running pod with its traffic-agent", "engage-failed"
             )
         tag = f"agent:{engagement['namespace']}/{pods[0]['name']}".encode()
+        try:
+            bound = await open_to_pod_sockets(ports)
+        except ToPodError as exc:
+            raise ControlError(str(exc), "engage-failed") from None
+
+        async def dial(port: int, proto: str) -> MuxStream | MuxDatagramFlow:
+            try:
+                mux = await session._current_mux()
+            except SessionError as exc:
+                raise trio.BrokenResourceError(str(exc)) from None
+            if proto == "udp":
+                return await mux.open_stream(LOCALHOST, port, "udp", tag=tag)
+            return await mux.open_stream(LOCALHOST, port, tag=tag)
+
         scope = trio.CancelScope()
         self._to_pod[engagement["name"]] = scope
-        listeners = []
-        for port in ports:
-            try:
-                listeners += await trio.open_tcp_listeners(port, host="127.0.0.1")
-            except OSError as exc:
-                raise ControlError(f"--to-pod {port}: {exc.strerror}", "engage-failed") from None
-
-        async def forward(local: trio.SocketStream) -> None:
-            port = local.socket.getsockname()[1]
-            try:
-                remote = await (await session._current_mux()).open_stream(
-                    "127.0.0.1", port, tag=tag
-                )
-            except (TunnelError, SessionError, trio.BrokenResourceError) as exc:
-                log.info("--to-pod %d: %s", port, exc)
-                await reset(local)
-                return
-            await splice(local, remote)
 
         async def serve() -> None:
             with scope:
-                await trio.serve_listeners(forward, listeners)
+                await serve_to_pod(bound, dial)
 
         self._forwards.start_soon(serve)
-        return ports
+        return [str(p) for p in ports]
 
     async def _leave_handler(self, params: dict[str, Any], progress: Progress) -> Any:
         scope = self._to_pod.pop(str(params.get("name", "")), None)
