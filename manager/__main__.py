@@ -19,7 +19,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--health-port", type=int, default=int(os.environ.get("TP_HEALTH_PORT", "8082"))
     )
-    parser.add_argument("--session-timeout", type=float, default=30.0)
+    # A client not heard from for this long loses its session and its engagements
+    # (the engine says `remain` every 10 s). TP_SESSION_TIMEOUT lets a manifest set it.
+    parser.add_argument(
+        "--session-timeout",
+        type=float,
+        default=float(os.environ.get("TP_SESSION_TIMEOUT", "30")),
+    )
     parser.add_argument("--log-level", default=os.environ.get("TP_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(

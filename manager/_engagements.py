@@ -29,6 +29,9 @@ class Kind(enum.Enum):
     INGEST = "ingest"
 
 
+WAITING_FOR_AGENT = "waiting for the traffic-agent to arrive"
+
+
 class EngagementConflict(Exception):
     """Refused: the message names the holder."""
 
@@ -48,6 +51,15 @@ class Engagement:
     state: str = "WAITING"
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+    def refresh_state(self, *, agents_present: bool) -> None:
+        """ACTIVE while an agent of the workload is connected, else WAITING (first
+        injection, an agent pod's restart, a manager restart until agents return)."""
+        if agents_present:
+            if self.state == "WAITING":
+                self.state, self.message = "ACTIVE", ""
+        else:
+            self.state, self.message = "WAITING", WAITING_FOR_AGENT
 
     @property
     def takes_traffic(self) -> bool:

@@ -22,8 +22,9 @@ from tpengine.engine._control import ControlError, Progress, serve_control
 from tpengine.engine._engage import LocalTargets, engage, leave, list_workloads
 from tpengine.engine._kube import ensure_manager, open_api, port_forward_connector
 from tpengine.engine._network import serve_tun
+from tpengine.engine._reengage import WAITING_FOR_MANAGER, EngagementMemory, keep_engaged
 from tpengine.engine._routes import Network, parse_cidrs, routed_networks
-from tpengine.engine._session import Session, SessionError, SessionInfo, open_session_with
+from tpengine.engine._session import Session, SessionError, SessionInfo, State, open_session_with
 from tpengine.engine._topod import (
     LOCALHOST,
     ToPodError,
@@ -35,7 +36,7 @@ from tpengine.helper import HelperClient, HelperError
 from tpengine.helper._resolvconf import nameservers_of
 from tpengine.netstack import open_netstack
 from tpengine.netstack.tun import TunDevice, TunOffloads
-from tpengine.tunnel import MuxDatagramFlow, MuxStream
+from tpengine.tunnel import MuxDatagramFlow, MuxStream, TunnelError
 
 log = logging.getLogger("tp-engine")
 
@@ -70,6 +71,7 @@ class Engine:
         self.tun_name = ""
         self.api: Any = None
         self.targets = LocalTargets()
+        self.engagements = EngagementMemory()  # re-sent on every new session
         self._forwards: trio.Nursery | None = None
         self._to_pod: dict[str, trio.CancelScope] = {}
         self.routed: list[Network] = []
@@ -118,6 +120,7 @@ class Engine:
             result = await engage(self.api, session, self.targets, params)
         except SessionError as exc:
             raise ControlError(str(exc), "engage-failed") from None
+        self.engagements.remember(result)
         try:
             to_pod = [ToPodPort.parse(p) for p in params.get("to_pod") or []]
         except ToPodError as exc:
@@ -165,17 +168,33 @@ class Engine:
         scope = self._to_pod.pop(str(params.get("name", "")), None)
         if scope is not None:
             scope.cancel()
+        name = str(params.get("name", ""))
         try:
-            return await leave(
-                self.api, self._connected_session(), self.targets, str(params.get("name", ""))
-            )
+            result = await leave(self.api, self._connected_session(), self.targets, name)
         except SessionError as exc:
-            raise ControlError(str(exc), "not-found") from None
+            # Known here but not (yet, or any more) to the manager: re-engaging was refused
+            # or is still under way after a new session. Leaving it is forgetting it.
+            forgotten = self.engagements.forget(name)
+            if forgotten is None:
+                raise ControlError(str(exc), "not-found") from None
+            self.targets.allowed.pop(name, None)
+            return forgotten
+        self.engagements.forget(name)
+        return result
 
     async def _list_handler(self, params: dict[str, Any], progress: Progress) -> Any:
         session = self._connected_session()
-        mux = await session._current_mux()
-        engagements = await mux.request("engagements", {})
+        listed = None
+        if session.info.state is State.CONNECTED:
+            with trio.move_on_after(5):
+                try:
+                    listed = await (await session._current_mux()).request("engagements", {})
+                except (TunnelError, SessionError, trio.BrokenResourceError):
+                    listed = None  # it went away just now: show ours as waiting
+        # While the manager is away (or has not heard of them yet), ours show as WAITING.
+        engagements = self.engagements.merge_listing(
+            listed, **({"message": WAITING_FOR_MANAGER} if listed is None else {})
+        )
         namespace = params.get("namespace") or session.info.namespace
         workloads = await list_workloads(self.api, namespace)
         return {"namespace": namespace, "workloads": workloads, "engagements": engagements}
@@ -275,8 +294,9 @@ class Engine:
         connector = port_forward_connector(
             api, opts.manager_namespace, dial_handler=self.targets.handle_dial
         )
-        async with open_session_with(connector, info) as session:
+        async with open_session_with(connector, info) as session, trio.open_nursery() as nursery:
             self.session = session
+            nursery.start_soon(keep_engaged, session, self.engagements)
             await self.say(f"Connected to the traffic-manager (session {info.session_id})")
             if self.helper is None:
                 self.ready.set()
