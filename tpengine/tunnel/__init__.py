@@ -142,12 +142,14 @@ from ._state import StreamState
 from ._streams import IncomingDial, MuxDatagramFlow, MuxStream
 from ._transports import (
     SUBPROTOCOL,
+    ReplayStream,
     StreamTransport,
     WebSocketTransport,
     open_mux_over_stream,
     open_mux_over_websocket,
     open_mux_websocket_url,
     serve_mux_websocket,
+    sniff_raw_mux,
     wrap_mux_client_stream,
 )
 
@@ -180,6 +182,7 @@ __all__ = [
     "ProtocolViolation",
     "PushReceived",
     "RejectReason",
+    "ReplayStream",
     "RemoteError",
     "RequestHandler",
     "RequestReceived",
@@ -202,5 +205,6 @@ __all__ = [
     "open_mux_session",
     "open_mux_websocket_url",
     "serve_mux_websocket",
+    "sniff_raw_mux",
     "wrap_mux_client_stream",
 ]

@@ -23,6 +23,7 @@ from ._driver import (
     open_mux_session,
     unwrap_single_exception,
 )
+from ._frames import MAGIC
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,54 @@ class StreamTransport:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class ReplayStream(trio.abc.HalfCloseableStream):
+    """A stream whose first bytes were already read (to sniff the protocol): they are
+    handed out again before anything else."""
+
+    def __init__(self, stream: trio.abc.Stream, head: bytes) -> None:
+        self.stream = stream
+        self._head = head
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._head:
+            if max_bytes is None or max_bytes >= len(self._head):
+                out, self._head = self._head, b""
+            else:
+                out, self._head = self._head[:max_bytes], self._head[max_bytes:]
+            await trio.lowlevel.checkpoint()
+            return out
+        return await self.stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        if isinstance(self.stream, trio.abc.HalfCloseableStream):
+            await self.stream.send_eof()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def sniff_raw_mux(stream: trio.abc.Stream) -> tuple[bool, ReplayStream]:
+    """Tell a raw tunnel (its first bytes are the preamble's ``TPMUX``) from anything
+    else (a websocket's ``GET``) on one listening port. Returns whether it is the raw
+    tunnel, and the stream with the bytes read so far put back. Reads only until the
+    answer is known; EOF before that counts as "not the tunnel"."""
+    head = b""
+    while len(head) < len(MAGIC) and MAGIC.startswith(head):
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head.startswith(MAGIC), ReplayStream(stream, head)
 
 
 @asynccontextmanager
