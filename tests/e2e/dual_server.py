@@ -86,9 +86,7 @@ async def serve_h2c(stream: trio.SocketStream, first: bytes, label: str, port: i
             elif isinstance(event, h2.events.DataReceived):
                 bodies[event.stream_id] = bodies.get(event.stream_id, 0) + len(event.data)
                 conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            if isinstance(event, h2.events.StreamEnded | h2.events.RequestReceived) and (
-                event.stream_ended if isinstance(event, h2.events.RequestReceived) else True
-            ):
+            if isinstance(event, h2.events.StreamEnded):  # also follows END_STREAM on HEADERS
                 headers = requests.pop(event.stream_id)
                 text = answer(
                     label,

@@ -29,7 +29,7 @@ def dual_app(name: str, *ports: tuple[str, int], extra: str = "") -> str:
     """Deployment NAME running dual_server.py labelled ``cluster`` on the given named ports,
     and a Service NAME exposing each (port 80, 81, …)."""
     container_ports = ", ".join(f"{{name: {n}, containerPort: {p}}}" for n, p in ports)
-    args = ", ".join(str(p) for _, p in ports)
+    args = ", ".join(f'"{p}"' for _, p in ports)
     service_ports = ", ".join(
         f"{{name: {n}, port: {80 + i}, targetPort: {n}}}" for i, (n, _) in enumerate(ports)
     )
@@ -298,7 +298,7 @@ def test_service_less_workload_via_the_annotation(connected: Any) -> None:
 # ``http1``: one keep-alive connection alternating Susan's and others' requests (one a
 # chunked POST); ``pipelined``: three requests written at once (one chunked), answers read
 # in order; ``h2c``: one connection, two concurrent streams of different users.
-MIXED_CLIENT = """
+MIXED_CLIENT = r"""
 import socket, sys
 import h11, h2.connection, h2.config, h2.events
 

@@ -144,7 +144,57 @@ async def mark_for_agent(api: Any, workload: dict[str, Any], config: dict[str, A
         headers={"Content-Type": "application/strategic-merge-patch+json"},
     ):
         pass
+    if workload["kind"] == "ReplicaSet":
+        # A ReplicaSet never replaces running pods when its template changes (only a
+        # Deployment rolls): delete them, and the ReplicaSet creates them anew from the
+        # new template, through the webhook (Telepresence does the same).
+        for pod in await _replicaset_pods(api, workload):
+            async with api.call_api(
+                "DELETE",
+                version="v1",
+                namespace=meta["namespace"],
+                url=f"pods/{pod['metadata']['name']}",
+            ):
+                pass
     return True
+
+
+async def _replicaset_pods(api: Any, workload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The live pods the ReplicaSet owns (by owner reference, as its controller counts)."""
+    meta = workload["metadata"]
+    labels = workload.get("spec", {}).get("selector", {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    async with api.call_api(
+        "GET",
+        version="v1",
+        namespace=meta["namespace"],
+        url="pods",
+        params={"labelSelector": selector},
+    ) as response:
+        pods = response.json().get("items", [])
+    return [
+        p
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and any(o.get("uid") == meta.get("uid") for o in p["metadata"].get("ownerReferences") or [])
+    ]
+
+
+def _replicaset_rolled_out(workload: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+    """Every wanted replica is a pod made from the current template and Ready."""
+    wanted = (workload["spec"]["template"].get("metadata", {}).get("annotations") or {}).get(
+        AGENT_ANNOTATION
+    )
+    fresh = [
+        p
+        for p in pods
+        if (p["metadata"].get("annotations") or {}).get(AGENT_ANNOTATION) == wanted
+        and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in p.get("status", {}).get("conditions") or []
+        )
+    ]
+    return len(fresh) >= workload["spec"].get("replicas", 1) and len(fresh) == len(pods)
 
 
 async def wait_rolled_out(api: Any, workload: dict[str, Any], timeout_s: float = 120) -> None:
@@ -158,7 +208,10 @@ async def wait_rolled_out(api: Any, workload: dict[str, Any], timeout_s: float =
             if current is None:
                 raise SessionError(f"{workload['kind']} {meta['name']} was deleted")
             current.setdefault("kind", workload["kind"])
-            if rolled_out(current):
+            if current["kind"] == "ReplicaSet":
+                if _replicaset_rolled_out(current, await _replicaset_pods(api, current)):
+                    return
+            elif rolled_out(current):
                 return
     raise SessionError(
         f"{workload['kind']} {meta['name']} did not roll out the traffic-agent within {timeout_s:g} s"
