@@ -1,0 +1,234 @@
+"""The agent's volume server and the engine's client and FUSE file system, without a
+cluster: a directory tree stands for /tel_app_mounts, a memory stream for the tunnel."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from agent._volumes import Connection, MountSpec, VolumeServer, serve_volumes
+from tpengine.fs import MountError, VolumeClient, VolumeMounts
+from tpengine.fs._protocol import Op, Reply, Request, decode_frame, encode_request
+
+MOUNTS = [
+    MountSpec(path="/etc/web", read_only=True),
+    MountSpec(path="/var/data"),
+    MountSpec(path="/var/run/secrets/token"),
+]
+
+
+def make_tree(root: Path) -> Path:
+    web = root / "etc" / "web"
+    web.mkdir(parents=True)
+    (web / "settings.ini").write_text("debug = true\n")
+    (web / "secret").write_text("s3cret")
+    os.chmod(web / "secret", 0o600)
+    (web / "inside").symlink_to("settings.ini")
+    (web / "escape").symlink_to("../../outside")
+    (root / "outside").write_text("not yours")
+    (root / "var" / "data").mkdir(parents=True)
+    (root / "var" / "run" / "secrets" / "token").mkdir(parents=True)
+    (root / "var" / "unrelated").mkdir()
+    return root
+
+
+def ask(conn: Connection, op: Op, *args: Any) -> Reply:
+    data = conn.answer(Request(id=1, op=op, args=args))
+    frame = decode_frame(data[4], int.from_bytes(data[5:9], "big"), memoryview(data[9:]))
+    assert isinstance(frame, Reply)
+    return frame
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Connection:
+    return Connection(VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "mounts"))))
+
+
+def test_the_tree_shows_only_the_mount_paths(conn: Connection) -> None:
+    root = ask(conn, Op.READDIR, b"", 0)
+    assert [name for name, _ in root.values[0]] == [b"etc", b"var"]
+    var = ask(conn, Op.READDIR, b"var", 0)
+    assert [name for name, _ in var.values[0]] == [b"data", b"run"]  # not "unrelated"
+    web = ask(conn, Op.READDIR, b"etc/web", 0)
+    names = {name: attr for name, attr in web.values[0]}
+    assert set(names) == {b"settings.ini", b"secret", b"inside", b"escape"}
+    assert stat.S_IMODE(names[b"secret"].mode) == 0o600
+    assert stat.S_ISLNK(names[b"inside"].mode)
+    assert ask(conn, Op.GETATTR, b"var/unrelated").errno == errno.ENOENT
+
+
+def test_reads_follow_symlinks_only_inside_the_volume(conn: Connection) -> None:
+    handle = ask(conn, Op.OPEN, b"etc/web/inside", os.O_RDONLY).values[0]
+    assert ask(conn, Op.READ, handle, 0, 100).values == (b"debug = true\n",)
+    assert ask(conn, Op.OPEN, b"etc/web/escape", os.O_RDONLY).errno == errno.EACCES
+    assert ask(conn, Op.GETATTR, b"etc/web/../../outside").errno == errno.EINVAL
+    assert ask(conn, Op.READLINK, b"etc/web/escape").values == (b"../../outside",)
+    assert ask(conn, Op.RELEASE, handle).errno == 0
+    assert ask(conn, Op.READ, handle, 0, 1).errno == errno.EBADF
+
+
+def test_read_only_volumes_and_the_tree_above_them_refuse_writes(conn: Connection) -> None:
+    for op, args in [
+        (Op.CREATE, (b"etc/web/new", os.O_WRONLY, 0o644)),
+        (Op.OPEN, (b"etc/web/settings.ini", os.O_WRONLY)),
+        (Op.UNLINK, (b"etc/web/settings.ini",)),
+        (Op.MKDIR, (b"etc/new", 0o755)),
+        (Op.TRUNCATE, (b"etc/web/settings.ini", 0)),
+    ]:
+        assert ask(conn, op, *args).errno == errno.EROFS, op
+
+
+def test_writes_in_a_writable_volume(conn: Connection, tmp_path: Path) -> None:
+    handle, attr = ask(conn, Op.CREATE, b"var/data/out.txt", os.O_WRONLY, 0o640).values
+    assert stat.S_IMODE(attr.mode) == 0o640
+    assert ask(conn, Op.WRITE, handle, 0, b"hello").values == (5,)
+    ask(conn, Op.RELEASE, handle)
+    data = tmp_path / "mounts" / "var" / "data"
+    assert (data / "out.txt").read_text() == "hello"
+    assert ask(conn, Op.RENAME, b"var/data/out.txt", b"var/data/moved", 0).errno == 0
+    assert ask(conn, Op.RENAME, b"var/data/moved", b"var/run/secrets/token/x", 0).errno == (
+        errno.EXDEV
+    )
+    assert ask(conn, Op.SYMLINK, b"var/data/link", b"moved").errno == 0
+    assert ask(conn, Op.MKDIR, b"var/data/sub", 0o700).errno == 0
+    assert sorted(os.listdir(data)) == ["link", "moved", "sub"]
+    assert ask(conn, Op.RMDIR, b"var/data").errno == errno.EBUSY
+
+
+async def test_requests_in_flight_fail_with_eio_when_the_stream_breaks(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "m")))
+    streams: list[trio.abc.Stream] = []
+    new_pod = trio.Event()
+    hold = trio.Event()
+
+    async def connect() -> trio.abc.Stream:
+        if streams:
+            await new_pod.wait()  # no agent until the new pod is there
+        client_end, server_end = trio.testing.memory_stream_pair()
+        streams.append(server_end)
+        nursery.start_soon(serve_until_held, server_end)
+        return client_end
+
+    async def serve_until_held(stream: trio.abc.Stream) -> None:
+        if len(streams) == 1:
+            await serve_volumes(stream, server)
+        else:  # the second connection answers only HELLO, then hangs up at a signal
+            await serve_volumes(_HangingStream(stream, hold), server)
+
+    async with trio.open_nursery() as nursery:
+        client = VolumeClient(connect, connect_timeout=2.0, retry_every=0.5)
+        nursery.start_soon(client.run)
+        values, generation = await client.call(Op.GETATTR, b"etc/web/settings.ini")
+        assert values[0].size == 13
+        await streams[0].aclose()  # the agent's pod went away
+        started = trio.current_time()
+        with pytest.raises(OSError) as caught:
+            await client.call(Op.GETATTR, b"etc/web/settings.ini")
+        assert caught.value.errno == errno.EIO
+        assert trio.current_time() - started <= client.connect_timeout  # no hang
+        new_pod.set()
+        with trio.fail_after(5):
+            while not client.connected or client.generation == generation:
+                await client.wait_changed()
+        async with trio.open_nursery() as inner:
+
+            async def stuck() -> None:
+                sent = trio.current_time()
+                with pytest.raises(OSError) as stuck_error:
+                    await client.call(Op.GETATTR, b"etc/web/secret")
+                assert stuck_error.value.errno == errno.EIO
+                assert (
+                    trio.current_time() - sent < client.request_timeout
+                )  # the break, not a timeout
+
+            inner.start_soon(stuck)
+            await trio.testing.wait_all_tasks_blocked()
+            hold.set()  # the agent dies with the request in flight
+        nursery.cancel_scope.cancel()
+
+
+class _HangingStream(trio.abc.Stream):
+    """Passes HELLO, swallows everything after it and closes when ``hold`` is set."""
+
+    def __init__(self, inner: trio.abc.Stream, hold: trio.Event) -> None:
+        self.inner, self.hold, self.seen = inner, hold, 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.inner.receive_some(max_bytes)
+        self.seen += 1
+        if self.seen > 1:
+            await self.hold.wait()
+            await self.inner.aclose()
+            return b""
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_hello_frame_encodes() -> None:
+    assert encode_request(1, Op.HELLO, 1)[4] == Op.HELLO
+
+
+# -- the FUSE file system, mounted for real ------------------------------------------------
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    return await trio.to_thread.run_sync(fn)
+
+
+@pytest.mark.root
+async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
+    server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "remote" / "var" / "data" / "big.bin").write_bytes(big)
+
+    async def connect() -> trio.abc.Stream:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_volumes, server_end, server)
+        return client_end
+
+    mount_point = tmp_path / "mnt"
+    async with trio.open_nursery() as nursery:
+        mounts = VolumeMounts()
+        await nursery.start(mounts.run)
+        info = await mounts.mount("web", connect, path=str(mount_point), read_only=False)
+        try:
+            assert info["mounts"] == ["/etc/web", "/var/data", "/var/run/secrets/token"]
+            web = mount_point / "etc" / "web"
+            assert await in_thread((web / "settings.ini").read_text) == "debug = true\n"
+            assert stat.S_IMODE((await in_thread((web / "secret").stat)).st_mode) == 0o600
+            assert sorted(await in_thread(lambda: os.listdir(mount_point / "var"))) == [
+                "data",
+                "run",
+            ]
+            with pytest.raises(OSError) as caught:
+                await in_thread(lambda: (web / "new").write_text("x"))
+            assert caught.value.errno == errno.EROFS
+            data = mount_point / "var" / "data"
+            assert await in_thread((data / "big.bin").read_bytes) == big
+            await in_thread(lambda: (data / "local.txt").write_text("from the laptop"))
+            remote = tmp_path / "remote" / "var" / "data" / "local.txt"
+            assert remote.read_text() == "from the laptop"
+            with pytest.raises(MountError, match="one engagement at a time"):
+                await mounts.mount("other", connect, path=None, read_only=True)
+        finally:
+            await mounts.unmount("web")
+        assert not await in_thread(mount_point.is_mount)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,208 @@
+"""The engine's end of the volume protocol: many requests in flight on one stream, and a
+new stream (to whichever agent pod is current) after the old one broke.
+
+``VolumeClient.run`` keeps the connection: it dials with ``connect()`` when the first
+request wants it, reads replies and wakes their callers. When the stream breaks (the
+agent's pod was deleted, the tunnel dropped) every request in flight fails at once with
+EIO, and so do new ones until a dial succeeds again: a reader gets an error promptly,
+never a hang. A request that gets no reply within ``request_timeout`` fails with EIO too.
+File handles belong to one connection; ``generation`` tells the file system when its
+handles are stale (it reopens them by path).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from tpengine.fs._protocol import (
+    MAX_CHUNK,
+    VERSION,
+    FrameDecoder,
+    Op,
+    ProtocolViolation,
+    Reply,
+    encode_request,
+)
+
+log = logging.getLogger(__name__)
+
+Connect = Callable[[], Awaitable[trio.abc.Stream]]
+
+
+class _Call:
+    __slots__ = ("done", "reply")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: Reply | None = None
+
+
+class _Link:
+    """One connected stream and the requests waiting on it."""
+
+    def __init__(self, stream: trio.abc.Stream, generation: int) -> None:
+        self.stream = stream
+        self.generation = generation
+        self.pending: dict[int, _Call] = {}
+        self.send_lock = trio.Lock()
+        self.broken = False
+        self.mounts: list[dict[str, Any]] = []
+
+    def fail_all(self) -> None:
+        self.broken = True
+        for call in self.pending.values():
+            call.done.set()  # reply stays None: EIO
+        self.pending.clear()
+
+
+class VolumeClient:
+    def __init__(
+        self,
+        connect: Connect,
+        *,
+        request_timeout: float = 15.0,
+        connect_timeout: float = 5.0,
+        retry_every: float = 1.0,
+    ) -> None:
+        self._connect = connect
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.retry_every = retry_every
+        self._link: _Link | None = None
+        self._next_id = 1
+        self._generation = 0
+        self._changed = trio.Event()
+        self.last_error = ""
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None and not self._link.broken
+
+    @property
+    def mounts(self) -> list[dict[str, Any]]:
+        """The mountPaths the agent serves: [{"path": "/etc/web", "ro": false}, …]."""
+        return self._link.mounts if self._link is not None else []
+
+    async def wait_changed(self) -> None:
+        """Until the next connect, break or failed dial."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a connection up (dial, read, re-dial after a break), forever."""
+        task_status.started()
+        while True:
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    stream = await self._connect()
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                log.info("volumes: cannot reach the agent: %s", self.last_error)
+                self._notify()  # waiters give up with EIO rather than wait for us
+                await trio.sleep(self.retry_every)
+                continue
+            self._generation += 1
+            link = _Link(stream, self._generation)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read, link, nursery.cancel_scope)
+                    if await self._hello(link):
+                        self._link = link
+                        self.last_error = ""
+                        self._notify()
+                        log.info("volumes: connected (generation %d)", link.generation)
+            finally:
+                link.fail_all()
+                self._link = None
+                self._notify()
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+            await trio.sleep(self.retry_every)
+
+    async def _hello(self, link: _Link) -> bool:
+        reply = await self._roundtrip(link, Op.HELLO, (VERSION,))
+        if reply is None or reply.errno:
+            log.info("volumes: the agent did not answer HELLO")
+            return False
+        try:
+            link.mounts = list(json.loads(reply.values[1]).get("mounts") or [])
+        except (ValueError, AttributeError):
+            link.mounts = []
+        return True
+
+    async def _read(self, link: _Link, scope: trio.CancelScope) -> None:
+        decoder = FrameDecoder()
+        try:
+            while True:
+                data = await link.stream.receive_some(MAX_CHUNK + 65536)
+                if not data:
+                    break
+                decoder.feed(data)
+                for frame in decoder.frames():
+                    if not isinstance(frame, Reply):
+                        raise ProtocolViolation("a request sent to the client")
+                    call = link.pending.pop(frame.id, None)
+                    if call is not None:
+                        call.reply = frame
+                        call.done.set()
+        except ProtocolViolation as exc:
+            log.warning("volumes: the agent broke the protocol: %s", exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.info("volumes: the stream to the agent broke: %s", exc)
+        finally:
+            link.fail_all()
+            scope.cancel()
+
+    async def _roundtrip(self, link: _Link, op: Op, args: tuple[Any, ...]) -> Reply | None:
+        request_id = self._next_id
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
+        call = link.pending[request_id] = _Call()
+        frame = encode_request(request_id, op, *args)
+        try:
+            async with link.send_lock:
+                await link.stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            link.pending.pop(request_id, None)
+            link.fail_all()
+            return None
+        with trio.move_on_after(self.request_timeout):
+            await call.done.wait()
+        link.pending.pop(request_id, None)
+        return call.reply
+
+    async def _current(self) -> _Link:
+        """The live link, waiting for a dial in progress (at most connect_timeout)."""
+        with trio.move_on_after(self.connect_timeout):
+            while self._link is None or self._link.broken:
+                await self._changed.wait()
+                if self._link is None and self.last_error:
+                    break
+        link = self._link
+        if link is None or link.broken:
+            raise OSError(errno.EIO, f"the agent is not reachable: {self.last_error or 'no link'}")
+        return link
+
+    async def call(self, op: Op, *args: Any) -> tuple[tuple[Any, ...], int]:
+        """Send one request; its reply values and the link's generation. OSError with
+        the agent's errno, or EIO when the link broke or the reply did not come."""
+        link = await self._current()
+        reply = await self._roundtrip(link, op, args)
+        if reply is None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        if reply.errno:
+            raise OSError(reply.errno, os.strerror(reply.errno))
+        return reply.values, link.generation

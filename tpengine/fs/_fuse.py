@@ -1,0 +1,364 @@
+"""The FUSE file system (pyfuse3, trio-native) that shows an agent's volumes on the laptop.
+
+Every FUSE request becomes one protocol request (``VolumeClient.call``); the kernel
+sends several at once (pyfuse3 runs up to 99 worker tasks), and they share the one
+stream. Paths, not inode numbers, cross the wire: this side numbers the paths it has
+seen (the root is inode 1) and renumbers nothing on rename but the moved subtree's
+paths. Attributes and names are cached by the kernel for ``CACHE_TIMEOUT`` seconds
+(entry and attr timeouts), so a listing followed by reads costs no second round trip
+per file and a change in the pod shows within a second.
+
+Files appear owned by the user who mounted them with the pod's modes: the agent still
+enforces the pod's real owners and modes for every request, so this only makes
+``default_permissions`` (the kernel's own check) agree with what the user may try.
+
+Sequential reads are read ahead: after two reads in a row, the next ``READ_AHEAD``
+chunks are requested at once, so the wire stays busy instead of paying one round trip
+through manager and agent per 128 KiB (the kernel's own read-ahead stops at 128 KiB).
+A handle opened on a connection that has since been replaced (the agent's pod was
+deleted and a new one arrived) is reopened by path on its next use.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from tpengine.fs._client import VolumeClient
+from tpengine.fs._protocol import KEEP_MODE, KEEP_TIME, Attr, Op, StatFs, join
+
+log = logging.getLogger(__name__)
+
+CACHE_TIMEOUT = 1.0
+CHUNK = 128 * 1024
+READ_AHEAD = 8  # chunks in flight ahead of a sequential reader (1 MiB)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _fuse_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """OSError → the same errno for the caller; anything else is a bug: EIO (pyfuse3
+    would otherwise end its main loop)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("volumes: %s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class _OpenFile:
+    def __init__(self, path: bytes, flags: int, handle: int, generation: int) -> None:
+        self.path = path
+        self.flags = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)  # for a reopen
+        self.handle = handle
+        self.generation = generation
+        self.next_offset = -1  # where a sequential reader reads next
+        self.streak = 0
+        self.ahead: dict[int, _Chunk] = {}
+
+
+class _Chunk:
+    __slots__ = ("data", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.data = b""
+        self.error: OSError | None = None
+
+
+class RemoteFs(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, client: VolumeClient, nursery: trio.Nursery) -> None:
+        super().__init__()
+        self.client = client
+        self._nursery = nursery
+        self._paths: dict[int, bytes] = {pyfuse3.ROOT_INODE: b""}
+        self._inodes: dict[bytes, int] = {b"": pyfuse3.ROOT_INODE}
+        self._next_inode = pyfuse3.ROOT_INODE + 1
+        self._files: dict[int, _OpenFile] = {}
+        self._dirs: dict[int, list[tuple[bytes, Attr]]] = {}
+        self._next_fh = 1
+        self._uid, self._gid = os.getuid(), os.getgid()
+
+    # -- inodes and attributes ------------------------------------------------------------
+
+    def _path(self, inode: int) -> bytes:
+        try:
+            return self._paths[inode]
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+
+    def _inode(self, path: bytes) -> int:
+        inode = self._inodes.get(path)
+        if inode is None:
+            inode = self._inodes[path] = self._next_inode
+            self._paths[inode] = path
+            self._next_inode += 1
+        return inode
+
+    def _entry(self, path: bytes, attr: Attr) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = self._inode(path)
+        entry.st_mode = attr.mode
+        entry.st_nlink = attr.nlink
+        entry.st_uid = self._uid
+        entry.st_gid = self._gid
+        entry.st_size = attr.size
+        entry.st_blocks = attr.blocks
+        entry.st_blksize = CHUNK
+        entry.st_atime_ns = attr.atime_ns
+        entry.st_mtime_ns = attr.mtime_ns
+        entry.st_ctime_ns = attr.ctime_ns
+        entry.entry_timeout = CACHE_TIMEOUT
+        entry.attr_timeout = CACHE_TIMEOUT
+        return entry
+
+    async def _call(self, op: Op, *args: Any) -> tuple[Any, ...]:
+        values, _ = await self.client.call(op, *args)
+        return values
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    @_fuse_errors
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
+        path = join(self._path(parent_inode), name)
+        (attr,) = await self._call(Op.GETATTR, path)
+        return self._entry(path, attr)
+
+    @_fuse_errors
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        path = self._path(inode)
+        (attr,) = await self._call(Op.GETATTR, path)
+        return self._entry(path, attr)
+
+    @_fuse_errors
+    async def setattr(
+        self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        path = self._path(inode)
+        result: Attr | None = None
+        if fields.update_size:
+            (result,) = await self._call(Op.TRUNCATE, path, attr.st_size)
+        if fields.update_mode or fields.update_atime or fields.update_mtime:
+            (result,) = await self._call(
+                Op.SETATTR,
+                path,
+                stat.S_IMODE(attr.st_mode) if fields.update_mode else KEEP_MODE,
+                attr.st_atime_ns if fields.update_atime else KEEP_TIME,
+                attr.st_mtime_ns if fields.update_mtime else KEEP_TIME,
+            )
+        if result is None:  # chown: the pod's owners are not the laptop's to change
+            (result,) = await self._call(Op.GETATTR, path)
+        return self._entry(path, result)
+
+    @_fuse_errors
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        (target,) = await self._call(Op.READLINK, self._path(inode))
+        return bytes(target)
+
+    # -- directories ----------------------------------------------------------------------
+
+    @_fuse_errors
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        path = self._path(inode)
+        entries: list[tuple[bytes, Attr]] = []
+        while True:
+            page, more = await self._call(Op.READDIR, path, len(entries))
+            entries += page
+            if not more or not page:
+                break
+        fh = self._new_fh()
+        self._dirs[fh] = [(join(path, name), attr) for name, attr in entries]
+        return fh
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        entries = self._dirs.get(fh, [])
+        for index in range(start_id, len(entries)):
+            path, attr = entries[index]
+            name = path.rpartition(b"/")[2]
+            if not pyfuse3.readdir_reply(token, name, self._entry(path, attr), index + 1):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    @_fuse_errors
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        path = join(self._path(parent_inode), name)
+        (attr,) = await self._call(Op.MKDIR, path, mode)
+        return self._entry(path, attr)
+
+    @_fuse_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self._call(Op.RMDIR, join(self._path(parent_inode), name))
+
+    @_fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self._call(Op.UNLINK, join(self._path(parent_inode), name))
+
+    @_fuse_errors
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any,
+    ) -> None:
+        old = join(self._path(parent_inode_old), name_old)
+        new = join(self._path(parent_inode_new), name_new)
+        await self._call(Op.RENAME, old, new, flags)
+        self._moved(old, new)
+
+    def _moved(self, old: bytes, new: bytes) -> None:
+        """Renumber nothing: the inodes of ``old`` and below now name paths under ``new``."""
+        self._inodes.pop(new, None)
+        prefix = old + b"/"
+        for path in [p for p in self._inodes if p == old or p.startswith(prefix)]:
+            inode = self._inodes.pop(path)
+            moved = new + path[len(old) :]
+            self._inodes[moved] = inode
+            self._paths[inode] = moved
+
+    @_fuse_errors
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        path = join(self._path(parent_inode), name)
+        (attr,) = await self._call(Op.SYMLINK, path, target)
+        return self._entry(path, attr)
+
+    @_fuse_errors
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        (fs,) = await self._call(Op.STATFS)
+        return _statvfs(fs)
+
+    # -- files ----------------------------------------------------------------------------
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    @_fuse_errors
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        path = self._path(inode)
+        (handle,), generation = await self.client.call(Op.OPEN, path, flags)
+        fh = self._new_fh()
+        self._files[fh] = _OpenFile(path, flags, handle, generation)
+        return pyfuse3.FileInfo(fh=fh)
+
+    @_fuse_errors
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        path = join(self._path(parent_inode), name)
+        (handle, attr), generation = await self.client.call(Op.CREATE, path, flags, mode)
+        fh = self._new_fh()
+        self._files[fh] = _OpenFile(path, flags, handle, generation)
+        return pyfuse3.FileInfo(fh=fh), self._entry(path, attr)
+
+    async def _handle(self, fh: int) -> tuple[_OpenFile, int]:
+        """The file and its handle on the current connection (reopened after a new one)."""
+        file = self._files.get(fh)
+        if file is None:
+            raise OSError(errno.EBADF, "no such handle")
+        if file.generation != self.client.generation:
+            (handle,), generation = await self.client.call(Op.OPEN, file.path, file.flags)
+            file.handle, file.generation, file.ahead = handle, generation, {}
+        return file, file.handle
+
+    @_fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        file, handle = await self._handle(fh)
+        chunk = file.ahead.pop(off, None)
+        sequential = off == file.next_offset
+        file.streak = file.streak + 1 if sequential else 0
+        file.next_offset = off + size
+        if not sequential:
+            file.ahead.clear()
+        if file.streak >= 2 and size == CHUNK:
+            self._read_ahead(file, handle, off + size)
+        if chunk is not None:
+            await chunk.done.wait()
+            if chunk.error is None:  # short only at the end of the file
+                return chunk.data[:size]
+        (data,) = await self._call(Op.READ, handle, off, size)
+        return bytes(data)
+
+    def _read_ahead(self, file: _OpenFile, handle: int, start: int) -> None:
+        for offset in range(start, start + READ_AHEAD * CHUNK, CHUNK):
+            if offset not in file.ahead:
+                chunk = file.ahead[offset] = _Chunk()
+                self._nursery.start_soon(self._fetch, handle, offset, chunk)
+
+    async def _fetch(self, handle: int, offset: int, chunk: _Chunk) -> None:
+        try:
+            (data,) = await self._call(Op.READ, handle, offset, CHUNK)
+            chunk.data = bytes(data)
+        except OSError as exc:
+            chunk.error = exc
+        finally:
+            chunk.done.set()
+
+    @_fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        file, handle = await self._handle(fh)
+        file.ahead.clear()
+        (written,) = await self._call(Op.WRITE, handle, off, buf)
+        return int(written)
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @_fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        _, handle = await self._handle(fh)
+        await self._call(Op.FSYNC, handle, int(datasync))
+
+    async def release(self, fh: int) -> None:
+        file = self._files.pop(fh, None)
+        if file is None or file.generation != self.client.generation:
+            return  # its connection is gone, and the handle with it
+        try:
+            await self._call(Op.RELEASE, file.handle)
+        except OSError:
+            pass
+
+
+def _statvfs(fs: StatFs) -> pyfuse3.StatvfsData:
+    data = pyfuse3.StatvfsData()
+    data.f_bsize = fs.bsize
+    data.f_frsize = fs.frsize
+    data.f_blocks = fs.blocks
+    data.f_bfree = fs.bfree
+    data.f_bavail = fs.bavail
+    data.f_files = fs.files
+    data.f_ffree = fs.ffree
+    data.f_favail = fs.ffree
+    data.f_namemax = fs.namemax
+    return data

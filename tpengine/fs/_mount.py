@@ -1,0 +1,210 @@
+"""Mounting an engagement's volumes on the laptop, and taking them down again.
+
+Decision (issue #8): the engine mounts with pyfuse3 itself, in its own mount namespace
+(the laptop's, when started by ``tp local-cluster exec``). As root, libfuse mounts
+directly; unprivileged, libfuse runs the setuid ``fusermount3`` that Debian's fuse3
+installs, so the helper is not needed for mounting. The helper is told about every mount
+point *before* it is mounted (``register_mount``): if the engine dies (even SIGKILL) the
+helper unmounts it lazily, so no dead "Transport endpoint is not connected" directory is
+left behind; ``unmount`` after a clean unmount only makes it forget the path.
+
+pyfuse3 serves one file system per process, so one engagement at a time has its volumes
+mounted; another engagement says why it has none instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyfuse3
+import trio
+
+from tpengine.fs._client import Connect, VolumeClient
+from tpengine.fs._fuse import RemoteFs
+
+log = logging.getLogger(__name__)
+
+Register = Callable[[str], Awaitable[None]]
+#: How long a new mount waits for the agent's first answer (the pod is ready by then).
+FIRST_CONTACT = 15.0
+
+
+class MountError(Exception):
+    """The volumes cannot be mounted; the message says why, for the user."""
+
+
+@dataclass(kw_only=True)
+class VolumeMount:
+    name: str
+    mount_point: str
+    read_only: bool
+    client: VolumeClient
+    created: bool
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    finished: trio.Event = field(default_factory=trio.Event)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mount_point": self.mount_point,
+            "read_only": self.read_only,
+            "mounts": [str(m.get("path", "")) for m in self.mounts],
+        }
+
+
+def fuse_options(read_only: bool) -> set[str]:
+    options = set(pyfuse3.default_options) | {
+        "fsname=tpengine",
+        "subtype=tpengine",
+    }
+    if read_only:
+        options.add("ro")
+    return options
+
+
+class VolumeMounts:
+    """The engine's mounts, one task each in the nursery that ``run`` keeps."""
+
+    def __init__(
+        self, *, register: Register | None = None, unregister: Register | None = None
+    ) -> None:
+        self._register = register
+        self._unregister = unregister
+        self._nursery: trio.Nursery | None = None
+        self.active: dict[str, VolumeMount] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def mount(
+        self, name: str, connect: Connect, *, path: str | None, read_only: bool
+    ) -> dict[str, Any]:
+        if self._nursery is None:
+            raise MountError("volumes are mounted only by an engine that tp connect started")
+        if self.active:
+            other = next(iter(self.active))
+            raise MountError(
+                f"the volumes of {other} are mounted; one engagement at a time can mount"
+                " volumes in this version (leave it first, or use --mount false)"
+            )
+        created = path is None
+        if path is None:
+            path = tempfile.mkdtemp(prefix="telfs-")
+        else:
+            if not path.startswith("/"):
+                raise MountError(f"the mount point {path!r} must be an absolute path")
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as exc:
+                raise MountError(f"cannot make the mount point {path}: {exc.strerror}") from None
+        mount = VolumeMount(
+            name=name,
+            mount_point=path,
+            read_only=read_only,
+            client=VolumeClient(connect),
+            created=created,
+        )
+        self.active[name] = mount
+        try:
+            await self._nursery.start(self._serve, mount)
+        except BaseException as exc:
+            self.active.pop(name, None)
+            if created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+            why = _mount_error(exc)
+            if why is not None:
+                raise why from None
+            raise
+        return mount.describe()
+
+    async def unmount(self, name: str) -> bool:
+        mount = self.active.get(name)
+        if mount is None:
+            return False
+        mount.scope.cancel()
+        await mount.finished.wait()
+        return True
+
+    async def unmount_all(self) -> None:
+        for name in list(self.active):
+            await self.unmount(name)
+
+    async def _serve(self, mount: VolumeMount, *, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            with mount.scope:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(mount.client.run)
+                    await _first_contact(mount)
+                    if self._register is not None:
+                        await self._register(mount.mount_point)
+                    try:
+                        pyfuse3.init(
+                            RemoteFs(mount.client, nursery),
+                            mount.mount_point,
+                            fuse_options(mount.read_only),
+                        )
+                    except RuntimeError as exc:
+                        raise MountError(f"cannot mount {mount.mount_point}: {exc}") from None
+                    try:
+                        log.info("volumes of %s mounted on %s", mount.name, mount.mount_point)
+                        task_status.started()
+                        await pyfuse3.main()
+                    finally:
+                        pyfuse3.close(unmount=True)
+        finally:
+            await self._cleanup(mount)
+
+    async def _cleanup(self, mount: VolumeMount) -> None:
+        with trio.CancelScope(shield=True):
+            if self._unregister is not None:
+                try:
+                    await self._unregister(mount.mount_point)
+                except Exception as exc:  # the helper gone: it unmounted everything
+                    log.info("volumes: helper unmount of %s: %s", mount.mount_point, exc)
+            if mount.created:
+                try:
+                    os.rmdir(mount.mount_point)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        log.warning("volumes: cannot remove %s: %s", mount.mount_point, exc)
+            self.active.pop(mount.name, None)
+            mount.finished.set()
+            log.info("volumes of %s unmounted from %s", mount.name, mount.mount_point)
+
+
+async def _first_contact(mount: VolumeMount) -> None:
+    client = mount.client
+    with trio.move_on_after(FIRST_CONTACT):
+        while not client.connected:
+            await client.wait_changed()
+        mount.mounts = client.mounts
+        return
+    raise MountError(
+        f"the traffic-agent does not serve volumes: {client.last_error or 'no answer'}"
+    )
+
+
+def _mount_error(exc: BaseException) -> MountError | None:
+    """The MountError inside ``exc`` (nurseries wrap it in exception groups), if any."""
+    if isinstance(exc, MountError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _mount_error(inner)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,327 @@
+"""The remote-volume file protocol: a sans-IO codec shared by the agent and the engine.
+
+Theory of operation. The engine dials the agent (through the manager, tag
+``agent:<ns>/<pod>``, host ``VOLUMES_HOST``) and gets one mux stream. On it, both ends
+send *frames*; many requests are in flight at once, told apart by their request id (the
+client numbers them; the server answers each exactly once, in any order). Errors travel
+as errno values, so the FUSE side hands the agent's own ``ENOENT``/``EACCES``/``EROFS``
+to the local process unchanged.
+
+Frame (all integers big-endian)::
+
+    length u32 | op u8 (| 0x80 for a reply) | request id u32 | body (length - 5 bytes)
+
+Request body: the op's fields in order. Reply body: ``errno u16`` and, when errno is 0,
+the op's reply fields. Field kinds:
+
+====  ==========================================================================
+I     u32
+Q     u64
+q     i64 (nanosecond times; -1 = "leave as is")
+b     bytes: length u32 | bytes (paths, names, file data, JSON)
+A     attributes: mode u32 | nlink u32 | uid u32 | gid u32 | size u64 | blocks u64 |
+      atime_ns i64 | mtime_ns i64 | ctime_ns i64
+E     directory entries: count u32 | count × (name b | attributes A)
+V     statfs: bsize, frsize, blocks, bfree, bavail, files, ffree, namemax (8 × u64)
+====  ==========================================================================
+
+Paths are relative to the mount root (``b""`` is the root), components joined by
+``/``; the server refuses ``..``, ``.``, empty components and NUL. Reads and writes
+carry at most ``MAX_CHUNK`` bytes (FUSE asks for 128 KiB at a time). A frame longer
+than ``MAX_FRAME`` or that does not decode exactly is a :class:`ProtocolViolation`:
+the reader drops the connection (never the process).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+VOLUMES_HOST = "volumes"  # the dial's host that the agent answers with its volumes
+VOLUMES_PORT = 1
+VERSION = 1
+MAX_CHUNK = 1024 * 1024
+#: A directory listing is sent in pages of at most this many entries.
+READDIR_PAGE = 512
+MAX_FRAME = MAX_CHUNK + 64 * 1024
+REPLY = 0x80
+_HEADER = struct.Struct(">IBI")
+_ATTR = struct.Struct(">IIIIQQqqq")
+_STATFS = struct.Struct(">8Q")
+
+
+class ProtocolViolation(Exception):
+    """The peer sent something that is not this protocol; drop the connection."""
+
+
+class Op(enum.IntEnum):
+    HELLO = 1
+    GETATTR = 2
+    READDIR = 3
+    OPEN = 4
+    READ = 5
+    WRITE = 6
+    RELEASE = 7
+    FSYNC = 8
+    CREATE = 9
+    MKDIR = 10
+    UNLINK = 11
+    RMDIR = 12
+    RENAME = 13
+    TRUNCATE = 14
+    SETATTR = 15
+    SYMLINK = 16
+    READLINK = 17
+    STATFS = 18
+
+
+# op -> (request fields, reply fields)
+SCHEMAS: dict[Op, tuple[str, str]] = {
+    Op.HELLO: ("I", "Ib"),  # version -> version, JSON {"mounts": [{"path", "ro"}]}
+    Op.GETATTR: ("b", "A"),  # path (not following a last symlink)
+    Op.READDIR: ("bI", "EI"),  # path, first index -> entries, 1 when more follow
+    Op.OPEN: ("bI", "Q"),  # path, open flags -> handle
+    Op.READ: ("QQI", "b"),  # handle, offset, size -> data (short = end of file)
+    Op.WRITE: ("QQb", "I"),  # handle, offset, data -> bytes written
+    Op.RELEASE: ("Q", ""),
+    Op.FSYNC: ("QI", ""),  # handle, datasync
+    Op.CREATE: ("bII", "QA"),  # path, flags, mode -> handle, attributes
+    Op.MKDIR: ("bI", "A"),  # path, mode
+    Op.UNLINK: ("b", ""),
+    Op.RMDIR: ("b", ""),
+    Op.RENAME: ("bbI", ""),  # old, new, flags (RENAME_NOREPLACE/EXCHANGE)
+    Op.TRUNCATE: ("bQ", "A"),  # path, size
+    Op.SETATTR: ("bIqq", "A"),  # path, mode (0xFFFFFFFF: keep), atime_ns, mtime_ns
+    Op.SYMLINK: ("bb", "A"),  # path, target
+    Op.READLINK: ("b", "b"),
+    Op.STATFS: ("", "V"),
+}
+KEEP_MODE = 0xFFFFFFFF
+KEEP_TIME = -1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attr:
+    mode: int
+    nlink: int = 1
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    blocks: int = 0
+    atime_ns: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatFs:
+    bsize: int
+    frsize: int
+    blocks: int
+    bfree: int
+    bavail: int
+    files: int
+    ffree: int
+    namemax: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    id: int
+    op: Op
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    id: int
+    op: Op
+    errno: int
+    values: tuple[Any, ...] = ()
+
+
+Frame = Request | Reply
+
+# -- encoding --------------------------------------------------------------------------
+
+
+def _encode_field(kind: str, value: Any, out: list[bytes]) -> None:
+    if kind == "I":
+        out.append(struct.pack(">I", value))
+    elif kind == "Q":
+        out.append(struct.pack(">Q", value))
+    elif kind == "q":
+        out.append(struct.pack(">q", value))
+    elif kind == "b":
+        out.append(struct.pack(">I", len(value)))
+        out.append(bytes(value))
+    elif kind == "A":
+        out.append(_pack_attr(value))
+    elif kind == "E":
+        out.append(struct.pack(">I", len(value)))
+        for name, attr in value:
+            out.append(struct.pack(">I", len(name)))
+            out.append(bytes(name))
+            out.append(_pack_attr(attr))
+    elif kind == "V":
+        v = value
+        out.append(
+            _STATFS.pack(
+                v.bsize, v.frsize, v.blocks, v.bfree, v.bavail, v.files, v.ffree, v.namemax
+            )
+        )
+    else:  # pragma: no cover - the schemas above use only these kinds
+        raise ValueError(f"unknown field kind {kind!r}")
+
+
+def _pack_attr(a: Attr) -> bytes:
+    return _ATTR.pack(
+        a.mode, a.nlink, a.uid, a.gid, a.size, a.blocks, a.atime_ns, a.mtime_ns, a.ctime_ns
+    )
+
+
+def _frame(code: int, request_id: int, parts: list[bytes]) -> bytes:
+    body = b"".join(parts)
+    return _HEADER.pack(len(body) + 5, code, request_id) + body
+
+
+def encode_request(request_id: int, op: Op, *args: Any) -> bytes:
+    fields = SCHEMAS[op][0]
+    if len(args) != len(fields):
+        raise ValueError(f"{op.name} takes {len(fields)} fields, not {len(args)}")
+    parts: list[bytes] = []
+    for kind, value in zip(fields, args, strict=True):
+        _encode_field(kind, value, parts)
+    return _frame(op, request_id, parts)
+
+
+def encode_reply(request_id: int, op: Op, errno: int = 0, *values: Any) -> bytes:
+    parts = [struct.pack(">H", errno)]
+    if errno == 0:
+        fields = SCHEMAS[op][1]
+        if len(values) != len(fields):
+            raise ValueError(f"{op.name} replies with {len(fields)} fields, not {len(values)}")
+        for kind, value in zip(fields, values, strict=True):
+            _encode_field(kind, value, parts)
+    return _frame(op | REPLY, request_id, parts)
+
+
+# -- decoding --------------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> memoryview:
+        if n > len(self.data) - self.pos:
+            raise ProtocolViolation("a field runs past the end of its frame")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple[Any, ...]:
+        return fmt.unpack(self.take(fmt.size))
+
+    def field(self, kind: str) -> Any:
+        if kind in "IQq":
+            return struct.unpack(">" + kind, self.take(struct.calcsize(kind)))[0]
+        if kind == "b":
+            (n,) = struct.unpack(">I", self.take(4))
+            return bytes(self.take(n))
+        if kind == "A":
+            return self.attr()
+        if kind == "E":
+            (count,) = struct.unpack(">I", self.take(4))
+            if count > len(self.data):  # each entry takes bytes: a lie is cheap to spot
+                raise ProtocolViolation("more directory entries than bytes")
+            return [(self.field("b"), self.attr()) for _ in range(count)]
+        if kind == "V":
+            return StatFs(**dict(zip(_STATFS_FIELDS, self.unpack(_STATFS), strict=True)))
+        raise ProtocolViolation(f"unknown field kind {kind!r}")  # pragma: no cover
+
+    def attr(self) -> Attr:
+        return Attr(**dict(zip(_ATTR_FIELDS, self.unpack(_ATTR), strict=True)))
+
+
+_ATTR_FIELDS = ("mode", "nlink", "uid", "gid", "size", "blocks", "atime_ns", "mtime_ns", "ctime_ns")
+_STATFS_FIELDS = ("bsize", "frsize", "blocks", "bfree", "bavail", "files", "ffree", "namemax")
+
+
+def decode_frame(code: int, request_id: int, body: memoryview) -> Frame:
+    """One frame's header values and body into a Request or Reply."""
+    try:
+        op = Op(code & ~REPLY)
+    except ValueError:
+        raise ProtocolViolation(f"unknown op {code & ~REPLY}") from None
+    reader = _Reader(body)
+    if code & REPLY:
+        (errno,) = struct.unpack(">H", reader.take(2))
+        values: tuple[Any, ...] = ()
+        if errno == 0:
+            values = tuple(reader.field(kind) for kind in SCHEMAS[op][1])
+        frame: Frame = Reply(id=request_id, op=op, errno=errno, values=values)
+    else:
+        args = tuple(reader.field(kind) for kind in SCHEMAS[op][0])
+        frame = Request(id=request_id, op=op, args=args)
+    if reader.pos != len(body):
+        raise ProtocolViolation(f"{len(body) - reader.pos} bytes after the fields of {op.name}")
+    return frame
+
+
+class FrameDecoder:
+    """Bytes in, frames out; raises ProtocolViolation once the stream is not this
+    protocol (after which it must not be fed again)."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+
+    def frames(self) -> Iterator[Frame]:
+        while len(self._buffer) >= _HEADER.size:
+            length, code, request_id = _HEADER.unpack_from(self._buffer)
+            if length < 5 or length > self.max_frame:
+                raise ProtocolViolation(f"frame length {length} outside 5..{self.max_frame}")
+            end = 4 + length
+            if len(self._buffer) < end:
+                return
+            with memoryview(self._buffer) as view:
+                body = view[_HEADER.size : end]
+                try:
+                    frame = decode_frame(code, request_id, body)
+                finally:
+                    body.release()
+            del self._buffer[:end]
+            yield frame
+
+
+def entry_size(name: bytes) -> int:
+    """Bytes one directory entry takes in a READDIR reply."""
+    return 4 + len(name) + _ATTR.size
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    return name if not parent else parent + b"/" + name
+
+
+class BadPath(ValueError):
+    """A path with ``..``, ``.``, an empty component or NUL: answered with EINVAL."""
+
+
+def split_path(path: bytes) -> tuple[bytes, ...]:
+    """The components of a protocol path; BadPath for ``..``, ``.``, empty components
+    or NUL (the server never resolves them: confinement starts here)."""
+    if not path:
+        return ()
+    parts = tuple(path.split(b"/"))
+    for part in parts:
+        if part in (b"", b".", b"..") or b"\0" in part:
+            raise BadPath(f"bad path component {part!r}")
+    return parts
