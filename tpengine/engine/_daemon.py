@@ -247,6 +247,7 @@ class Engine:
             async with trio.open_nursery() as work:
                 work.start_soon(self._connect_and_serve)
                 await self._quit.wait()
+                await self._depart()
                 work.cancel_scope.cancel()
             # The network is down (the netstack closed the TUN); the helper now removes
             # routes, DNS and the device. Only then does the control socket close, so a
@@ -255,6 +256,19 @@ class Engine:
                 with trio.CancelScope(shield=True):
                     await self.helper.aclose()
             nursery.cancel_scope.cancel()
+
+    async def _depart(self) -> None:
+        """Tell the manager this client leaves while the tunnel is still up: it ends the
+        session and its engagements now, not a session timeout later (cancelling the
+        session's tasks first would tear the tunnel down under the goodbye)."""
+        session = self.session
+        if session is None or session.info.state is not State.CONNECTED:
+            return
+        with trio.move_on_after(2):
+            try:
+                await (await session._current_mux()).request("depart", {})
+            except (TunnelError, SessionError, trio.BrokenResourceError) as exc:
+                log.info("depart: %s", exc)
 
     async def _connect_and_serve(self) -> None:
         try:
