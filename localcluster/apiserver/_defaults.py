@@ -255,7 +255,22 @@ DEFAULTERS = {
 }
 
 
+def omit_empty_maps(obj: Obj) -> None:
+    """ObjectMeta's labels and annotations are ``omitempty`` maps in the API's Go types: an
+    empty map (say, after a patch deleted every key) is not stored or returned at all."""
+    metas = [obj.get("metadata")]
+    template = obj.get("spec", {}).get("template") if isinstance(obj.get("spec"), dict) else None
+    if isinstance(template, dict):
+        metas.append(template.get("metadata"))
+    for meta in metas:
+        if isinstance(meta, dict):
+            for key in ("labels", "annotations"):
+                if meta.get(key) == {}:
+                    del meta[key]
+
+
 def apply_defaults(resource: str, obj: Obj, *, node_name: str, creating: bool) -> None:
+    omit_empty_maps(obj)
     if resource == "pods":
         if creating:
             default_pod(obj, node_name=node_name)

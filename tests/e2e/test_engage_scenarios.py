@@ -492,3 +492,18 @@ def test_replace_stops_the_apps_background_work_and_leave_restores_the_spec(
         time.sleep(1.0)
         assert beats(connected) > first
         assert template_spec(connected, "deploy", "worker") == before
+
+        # Uninstalling the agent gives the spec back exactly, annotations included.
+        removed = tp(connected, "uninstall", "--agent", "worker", "-n", "default")
+        assert removed.returncode == 0, removed.stderr
+        assert removed.stdout.strip() == "Traffic-agent removed from worker"
+        spec = json.loads(connected.kubectl_ok("get", "deploy", "worker", "-o", "json"))["spec"]
+        assert "annotations" not in spec["template"]["metadata"]
+        pods = json.loads(connected.kubectl_ok("get", "pods", "-l", "app=worker", "-o", "json"))
+        live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+        assert [sorted(c["name"] for c in p["spec"]["containers"]) for p in live] == [
+            ["app", "watcher"]
+        ]
+        again = tp(connected, "uninstall", "--agent", "worker", "-n", "default")
+        assert again.returncode != 0
+        assert "Deployment worker in namespace default has no traffic-agent" in again.stderr

@@ -63,15 +63,19 @@ def uninstall(
     kubeconfig: str = typer.Option(None, "--kubeconfig"),
     context: str = typer.Option(None, "--context"),
     agent: str = typer.Option(None, "--agent", help="Remove the traffic-agent of this workload."),
-    all_agents: bool = typer.Option(False, "--all-agents", help="Remove every traffic-agent."),
+    all_agents: bool = typer.Option(
+        False, "--all-agents", help="Remove every traffic-agent, in every namespace."
+    ),
+    namespace: str = typer.Option(
+        None, "--namespace", "-n", help="Namespace of --agent's workload (default: the context's)."
+    ),
 ) -> None:
     """Remove the traffic-manager (or, with --agent/--all-agents, agents) from the cluster."""
+    if agent and all_agents:
+        fail("give --agent WORKLOAD or --all-agents, not both")
     if agent or all_agents:
-        typer.echo(
-            "tp uninstall: removing agents is not available yet in this version of tpengine",
-            err=True,
-        )
-        raise typer.Exit(2)
+        _uninstall_agents(agent, namespace, kubeconfig, context)
+        return
 
     from tpengine.engine._session import SessionError
     from tpengine.kube.install import InstallError, uninstall_manager
@@ -102,3 +106,62 @@ def gather_logs(
         for path in files:
             archive.write(path, arcname=path.name)
     typer.echo(f"Wrote {len(files)} log files from {logs} to {target}")
+
+
+def _uninstall_agents(
+    agent: str | None, namespace: str | None, kubeconfig: str | None, context: str | None
+) -> None:
+    """Take our annotations off the workloads' pod templates; their pods restart without
+    the traffic-agent (the webhook injects only into marked pods)."""
+    from tpengine.engine._kube import open_api
+    from tpengine.engine._session import SessionError
+    from tpengine.kube.agents import (
+        AGENT_ANNOTATION,
+        PLURAL,
+        AgentRolloutError,
+        agent_workloads,
+        mark_for_agent,
+        wait_rolled_out,
+    )
+    from tpengine.kube.objects import get_or_none
+    from tpengine.kube.workloads import WORKLOAD_KINDS
+
+    async def one(api: Any, ns: str, name: str) -> list[dict[str, Any]]:
+        for kind in WORKLOAD_KINDS:
+            found = await get_or_none(api, "apps/v1", ns, f"{PLURAL[kind]}/{name}")
+            if found is not None:
+                found.setdefault("kind", kind)
+                annotations = found["spec"]["template"].get("metadata", {}).get("annotations")
+                if AGENT_ANNOTATION not in (annotations or {}):
+                    raise SessionError(f"{kind} {name} in namespace {ns} has no traffic-agent")
+                return [found]
+        raise SessionError(f"no workload named {name!r} in namespace {ns!r}")
+
+    async def run() -> int:
+        api, target = await open_api(kubeconfig=kubeconfig, context=context, namespace=namespace)
+        workloads = (
+            await one(api, target.namespace, agent) if agent else await agent_workloads(api, None)
+        )
+        for workload in workloads:
+            meta = workload["metadata"]
+            await _progress(
+                f"Removing the traffic-agent from {workload['kind']} {meta['name']}"
+                f" in namespace {meta['namespace']}"
+            )
+            try:
+                if await mark_for_agent(api, workload, None):
+                    await wait_rolled_out(api, workload)
+            except AgentRolloutError as exc:
+                raise SessionError(str(exc)) from None
+        return len(workloads)
+
+    try:
+        removed = trio.run(run)
+    except SessionError as exc:
+        fail(str(exc))
+    if agent:
+        typer.echo(f"Traffic-agent removed from {agent}")
+    else:
+        typer.echo(
+            f"Traffic-agents removed from {removed} workloads" if removed else "Nothing to remove"
+        )

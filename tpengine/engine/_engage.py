@@ -7,8 +7,6 @@ restart`` needs); the manager is given no right to change workloads at all.
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +14,14 @@ from typing import Any
 import trio
 
 from tpengine.engine._session import Session, SessionError
-from tpengine.kube.objects import get_or_none, rolled_out
+from tpengine.kube.agents import (
+    AGENT_ANNOTATION,
+    PLURAL,
+    AgentRolloutError,
+    mark_for_agent,
+    wait_rolled_out,
+)
+from tpengine.kube.objects import get_or_none
 from tpengine.kube.workloads import (
     WORKLOAD_KINDS,
     ResolvedPort,
@@ -29,10 +34,6 @@ from tpengine.splice import splice
 from tpengine.tunnel import IncomingDial, RejectReason
 
 log = logging.getLogger(__name__)
-
-AGENT_ANNOTATION = "tpengine.io/agent"
-RESTART_ANNOTATION = "tpengine.io/restartedAt"
-_PLURAL = {"Deployment": "deployments", "ReplicaSet": "replicasets", "StatefulSet": "statefulsets"}
 
 
 @dataclass
@@ -71,7 +72,7 @@ class LocalTargets:
 
 async def find_workload(api: Any, namespace: str, name: str) -> dict[str, Any]:
     for kind in WORKLOAD_KINDS:
-        found = await get_or_none(api, "apps/v1", namespace, f"{_PLURAL[kind]}/{name}")
+        found = await get_or_none(api, "apps/v1", namespace, f"{PLURAL[kind]}/{name}")
         if found is not None:
             found.setdefault("kind", kind)
             return found
@@ -111,113 +112,6 @@ def _agent_ports(
     return sorted(ports.values(), key=lambda p: int(p["container_port"]))
 
 
-async def mark_for_agent(api: Any, workload: dict[str, Any], config: dict[str, Any]) -> bool:
-    """Put the agent's configuration on the pod template and restart its pods (as
-    ``kubectl rollout restart`` does) when it changed; True when pods restart."""
-    template = workload.get("spec", {}).get("template", {})
-    current = (template.get("metadata", {}).get("annotations") or {}).get(AGENT_ANNOTATION)
-    wanted = json.dumps(config, sort_keys=True)
-    if current == wanted:
-        return False
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    patch = {
-        "spec": {
-            "template": {
-                "metadata": {
-                    "annotations": {
-                        AGENT_ANNOTATION: wanted,
-                        # Any template change rolls the pods, as `kubectl rollout restart`
-                        # does with its own annotation; ours keeps the spec ours to restore.
-                        RESTART_ANNOTATION: now,
-                    }
-                }
-            }
-        }
-    }
-    meta = workload["metadata"]
-    async with api.call_api(
-        "PATCH",
-        version="apps/v1",
-        namespace=meta["namespace"],
-        url=f"{_PLURAL[workload['kind']]}/{meta['name']}",
-        content=json.dumps(patch),
-        headers={"Content-Type": "application/strategic-merge-patch+json"},
-    ):
-        pass
-    if workload["kind"] == "ReplicaSet":
-        # A ReplicaSet never replaces running pods when its template changes (only a
-        # Deployment rolls): delete them, and the ReplicaSet creates them anew from the
-        # new template, through the webhook (Telepresence does the same).
-        for pod in await _replicaset_pods(api, workload):
-            async with api.call_api(
-                "DELETE",
-                version="v1",
-                namespace=meta["namespace"],
-                url=f"pods/{pod['metadata']['name']}",
-            ):
-                pass
-    return True
-
-
-async def _replicaset_pods(api: Any, workload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The live pods the ReplicaSet owns (by owner reference, as its controller counts)."""
-    meta = workload["metadata"]
-    labels = workload.get("spec", {}).get("selector", {}).get("matchLabels") or {}
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    async with api.call_api(
-        "GET",
-        version="v1",
-        namespace=meta["namespace"],
-        url="pods",
-        params={"labelSelector": selector},
-    ) as response:
-        pods = response.json().get("items", [])
-    return [
-        p
-        for p in pods
-        if not p["metadata"].get("deletionTimestamp")
-        and any(o.get("uid") == meta.get("uid") for o in p["metadata"].get("ownerReferences") or [])
-    ]
-
-
-def _replicaset_rolled_out(workload: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
-    """Every wanted replica is a pod made from the current template and Ready."""
-    wanted = (workload["spec"]["template"].get("metadata", {}).get("annotations") or {}).get(
-        AGENT_ANNOTATION
-    )
-    fresh = [
-        p
-        for p in pods
-        if (p["metadata"].get("annotations") or {}).get(AGENT_ANNOTATION) == wanted
-        and any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in p.get("status", {}).get("conditions") or []
-        )
-    ]
-    return len(fresh) >= workload["spec"].get("replicas", 1) and len(fresh) == len(pods)
-
-
-async def wait_rolled_out(api: Any, workload: dict[str, Any], timeout_s: float = 120) -> None:
-    """After the restart that injects the agent: wait until the new pods serve."""
-    meta = workload["metadata"]
-    url = f"{_PLURAL[workload['kind']]}/{meta['name']}"
-    with trio.move_on_after(timeout_s):
-        while True:
-            await trio.sleep(0.25)
-            current = await get_or_none(api, "apps/v1", meta["namespace"], url)
-            if current is None:
-                raise SessionError(f"{workload['kind']} {meta['name']} was deleted")
-            current.setdefault("kind", workload["kind"])
-            if current["kind"] == "ReplicaSet":
-                if _replicaset_rolled_out(current, await _replicaset_pods(api, current)):
-                    return
-            elif rolled_out(current):
-                return
-    raise SessionError(
-        f"{workload['kind']} {meta['name']} did not roll out the traffic-agent within {timeout_s:g} s"
-    )
-
-
 async def engage(
     api: Any, session: Session, targets: LocalTargets, params: dict[str, Any]
 ) -> dict[str, Any]:
@@ -255,9 +149,7 @@ async def engage(
     }
     if kind == "replace":
         agent_config["replace"] = True  # the webhook leaves the app container out
-    restarted = await mark_for_agent(api, workload, agent_config)
-    if restarted:
-        await wait_rolled_out(api, workload)
+    restarted = await _mark_and_roll(api, workload, agent_config)
     address = params.get("address") or "127.0.0.1"
     request = {
         "kind": kind,
@@ -307,9 +199,19 @@ async def leave(api: Any, session: Session, targets: LocalTargets, name: str) ->
         current = await find_workload(
             api, workload["metadata"]["namespace"], workload["metadata"]["name"]
         )
-        if await mark_for_agent(api, current, config):
-            await wait_rolled_out(api, current)
+        await _mark_and_roll(api, current, config)
     return result
+
+
+async def _mark_and_roll(api: Any, workload: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Mark the workload for the agent; when that restarts its pods, wait for them."""
+    try:
+        if await mark_for_agent(api, workload, config):
+            await wait_rolled_out(api, workload)
+            return True
+    except AgentRolloutError as exc:
+        raise SessionError(str(exc)) from None
+    return False
 
 
 async def list_workloads(api: Any, namespace: str) -> list[dict[str, Any]]:
@@ -318,7 +220,7 @@ async def list_workloads(api: Any, namespace: str) -> list[dict[str, Any]]:
     found = []
     for kind in WORKLOAD_KINDS:
         async with api.call_api(
-            "GET", version="apps/v1", namespace=namespace, url=_PLURAL[kind]
+            "GET", version="apps/v1", namespace=namespace, url=PLURAL[kind]
         ) as response:
             items = response.json().get("items", [])
         for item in items:
@@ -338,3 +240,26 @@ async def list_workloads(api: Any, namespace: str) -> list[dict[str, Any]]:
                 }
             )
     return sorted(found, key=lambda w: (w["kind"], w["name"]))
+
+
+async def mount_volumes(
+    volumes: Any, session: Session, engagement: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
+    """``--mount``: the engaged container's volumes on the laptop (``tpengine.fs``).
+    Read-only for wiretap and ingest (they only observe) and for ``PATH:ro``. A mount
+    that cannot be made does not undo the engagement: the result says why instead."""
+    wanted = params.get("mount")
+    if not isinstance(wanted, dict):
+        return {}  # --mount false
+    from tpengine.fs import MountError
+    from tpengine.fs._mount import agent_connector
+
+    read_only = bool(wanted.get("read_only")) or engagement.get("kind") in ("wiretap", "ingest")
+    connect = agent_connector(session._current_mux, engagement["namespace"], engagement["name"])
+    try:
+        mounted: dict[str, Any] = await volumes.mount(
+            engagement["name"], connect, path=wanted.get("path"), read_only=read_only
+        )
+    except MountError as exc:
+        return {"mount_error": str(exc)}
+    return mounted
