@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +41,11 @@ from tpengine.tunnel import (
     Proto,
     RejectReason,
     RemoteError,
+    Role,
     TunnelError,
+    open_mux_over_stream,
     open_mux_over_websocket,
+    sniff_raw_mux,
 )
 
 log = logging.getLogger("tp-manager")
@@ -52,6 +56,8 @@ _REJECT = {
     DialFailure.TIMEOUT: RejectReason.TIMEOUT,
 }
 UDP_IDLE = 60.0
+#: Seconds a new connection may take to show which carrier it speaks.
+HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclass(kw_only=True)
@@ -117,19 +123,15 @@ class Manager:
                     "no agent-injector certificate (tp install makes it): agents will not be injected"
                 )
             await nursery.start(serve_health, self.settings.health_port, self.cluster.ready.is_set)
-            server = await nursery.start(
-                lambda task_status: trio_websocket.serve_websocket(
-                    self._serve_tunnel,
-                    self.settings.host,
+            listeners = await nursery.start(
+                functools.partial(
+                    trio.serve_tcp,
+                    self._serve_carrier,
                     self.settings.tunnel_port,
-                    None,
-                    receive_buffer_size=1 << 20,
-                    max_message_size=16 << 20,
-                    task_status=task_status,
+                    host=self.settings.host,
                 )
             )
-            endpoint = server.listeners[0]
-            port = int(getattr(endpoint, "port", self.settings.tunnel_port))
+            port = int(listeners[0].socket.getsockname()[1])
             log.info("traffic-manager %s serving tunnels on port %d", __version__, port)
             task_status.started(port)
 
@@ -144,15 +146,55 @@ class Manager:
                 self._client_muxes.pop(session.id, None)
                 await self._drop_engagements(self.engagements.remove_session(session.id))
 
+    async def _serve_carrier(self, stream: trio.SocketStream) -> None:
+        """One port, two carriers: the raw tunnel (the engine, through a port-forward: no
+        websocket framing and masking on top of the port-forward's own websocket) and a
+        websocket (agents, and clients that need one), told apart by the first bytes."""
+        try:
+            peer = str(stream.socket.getpeername())
+        except OSError:
+            peer = "?"
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                raw, replay = await sniff_raw_mux(stream)
+        except (trio.TooSlowError, trio.BrokenResourceError, OSError):
+            await trio.aclose_forcefully(stream)
+            return
+        if raw:
+            opening = functools.partial(open_mux_over_stream, replay, role=Role.SERVER)
+            await self._run_tunnel(opening, peer)
+            return
+        async with trio.open_nursery() as nursery:
+            try:
+                request = await trio_websocket.wrap_server_stream(
+                    nursery,
+                    replay,  # any trio Stream works
+                    receive_buffer_size=1 << 20,
+                    max_message_size=16 << 20,
+                )
+            except (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError, OSError):
+                nursery.cancel_scope.cancel()
+                return
+            await self._serve_tunnel(request)
+            nursery.cancel_scope.cancel()
+
     async def _serve_tunnel(self, request: trio_websocket.WebSocketRequest) -> None:
         # A ConnectionClosed escaping this handler would take the whole server down.
-        conn = _Connection()
         try:
             subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
             ws = await request.accept(subprotocol=subprotocol)
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError) as exc:
+            log.info("tunnel from %s ended: %s", request.remote, exc)
+            return
+        await self._run_tunnel(functools.partial(open_mux_over_websocket, ws), str(request.remote))
+
+    async def _run_tunnel(
+        self, opening: Callable[..., AbstractAsyncContextManager[MuxSession]], peer: str
+    ) -> None:
+        conn = _Connection()
+        try:
             async with (
-                open_mux_over_websocket(
-                    ws,
+                opening(
                     dial_handler=self._on_dial,
                     request_handler=lambda method, payload: self._on_request(conn, method, payload),
                 ) as mux,
@@ -171,10 +213,11 @@ class Manager:
             trio_websocket.ConnectionClosed,
             trio.BrokenResourceError,
             trio.ClosedResourceError,
+            TunnelError,
         ) as exc:
-            log.info("tunnel from %s ended: %s", request.remote, exc)
+            log.info("tunnel from %s ended: %s", peer, exc)
         except Exception:
-            log.exception("tunnel from %s failed", request.remote)
+            log.exception("tunnel from %s failed", peer)
 
     async def _note_engagement_errors(self, mux: MuxSession) -> None:
         """An agent reports why it could not deliver an engagement's traffic (the laptop

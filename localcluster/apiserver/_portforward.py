@@ -22,7 +22,11 @@ import trio
 
 from ..runtime_api import NodeRuntime
 from . import _spdy
+from ._fastws import FastWebSocket
 from ._websocket import WebSocket
+
+#: Port-forward runs over the lean websocket; the wsproto one works too (same interface).
+AnyWebSocket = FastWebSocket | WebSocket
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
@@ -72,7 +76,7 @@ class ChannelCodec:
 
 
 async def serve_websocket(
-    ws: WebSocket,
+    ws: AnyWebSocket,
     open_port: Opener,
     ports: list[int],
     namespace: str,
@@ -103,7 +107,7 @@ async def serve_websocket(
 
 
 async def _pod_to_ws(
-    ws: WebSocket,
+    ws: AnyWebSocket,
     stream: trio.abc.Stream,
     channel: int,
     codec: ChannelCodec,
@@ -121,7 +125,7 @@ async def _pod_to_ws(
 
 
 async def _ws_to_pods(
-    ws: WebSocket, streams: dict[int, trio.abc.Stream], codec: ChannelCodec
+    ws: AnyWebSocket, streams: dict[int, trio.abc.Stream], codec: ChannelCodec
 ) -> None:
     while True:
         message = await ws.receive()
@@ -146,7 +150,7 @@ async def _ws_to_pods(
 class WebSocketBytes(trio.abc.Stream):
     """A websocket whose binary messages carry one byte stream (kubectl's SPDY tunnel)."""
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: AnyWebSocket) -> None:
         self._ws = ws
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:

@@ -9,6 +9,7 @@ import trio
 
 from . import _exec, _portforward
 from ._errors import BadRequest
+from ._fastws import FastWebSocket
 from ._http import Request, Response
 from ._websocket import WebSocket, handshake_headers
 
@@ -134,7 +135,7 @@ async def _portforward_response(app: ApiServer, req: Request, pod: dict[str, Any
         if PORTFORWARD_SPDY_WS in offered:
 
             async def tunneled(stream: trio.abc.Stream, trailing: bytes) -> None:
-                transport = _portforward.WebSocketBytes(WebSocket(stream, trailing))
+                transport = _portforward.WebSocketBytes(FastWebSocket(stream, trailing))
                 await _portforward.SpdySession(transport, open_port, ns, name).run()
 
             headers = handshake_headers(req.header("sec-websocket-key"), PORTFORWARD_SPDY_WS)
@@ -147,7 +148,7 @@ async def _portforward_response(app: ApiServer, req: Request, pod: dict[str, Any
 
         async def plain(stream: trio.abc.Stream, trailing: bytes) -> None:
             await _portforward.serve_websocket(
-                WebSocket(stream, trailing),
+                FastWebSocket(stream, trailing),
                 open_port,
                 ports,
                 ns,

@@ -11,12 +11,10 @@ from contextlib import asynccontextmanager
 from functools import partial
 from urllib.parse import parse_qs, urlsplit
 
-import httpx_ws
 import kr8s.asyncio
 import pytest
 import trio
 import trio_websocket
-import wsproto.events
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -275,18 +273,22 @@ def test_any_server_messages_give_data_eof_or_a_port_forward_error(messages) -> 
     """Whatever the server sends, the stream yields bytes, EOF or PortForwardError."""
 
     class Scripted:
+        """The carrier PortForwardStream reads: messages, then a close (1000)."""
+
+        close_problem = None
+
         def __init__(self) -> None:
             self.queue = list(messages)
 
-        async def receive(self) -> object:
-            if not self.queue:
-                raise httpx_ws.WebSocketDisconnect(1000)
-            m = self.queue.pop(0)
-            return (
-                wsproto.events.BytesMessage(m)
-                if isinstance(m, bytes)
-                else wsproto.events.TextMessage(m)
-            )
+        async def receive(self) -> bytes | str | None:
+            await trio.lowlevel.checkpoint()
+            return self.queue.pop(0) if self.queue else None
+
+        async def send(self, message: bytes | str) -> None:
+            await trio.lowlevel.checkpoint()
+
+        async def aclose(self) -> None:
+            await trio.lowlevel.checkpoint()
 
     for text in (False, True):
         stream = PortForwardStream(Scripted(), "pod/x:80", text=text)

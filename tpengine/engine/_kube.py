@@ -18,7 +18,7 @@ from tpengine.engine._session import Connector, SessionError
 from tpengine.kube.install import InstallError, install_manager, installed_version
 from tpengine.kube.kubeconfig import KubeconfigError, KubeTarget, resolve_target
 from tpengine.kube.manifests import DEFAULT_IMAGE, MANAGER, TUNNEL_PORT
-from tpengine.tunnel import DialHandler, MuxSession, wrap_mux_client_stream
+from tpengine.tunnel import DialHandler, MuxSession, Role, open_mux_over_stream
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,9 @@ def port_forward_connector(
         pod = await ready_manager_pod(api, namespace)
         async with (
             open_port_forward(api, namespace, pod, TUNNEL_PORT) as stream,
-            wrap_mux_client_stream(
-                stream, f"{MANAGER}.{namespace}", "/", dial_handler=dial_handler
-            ) as mux,
+            # The raw tunnel: the port-forward is already a websocket; the manager tells
+            # the tunnel's preamble from a websocket GET on its one port.
+            open_mux_over_stream(stream, role=Role.CLIENT, dial_handler=dial_handler) as mux,
         ):
             yield mux
 

@@ -1,8 +1,9 @@
 """A trio-native Kubernetes port-forward to one pod port, as a byte stream.
 
 kr8s's own ``Pod.portforward`` runs only under asyncio, so this speaks the API server's
-plain websocket channel protocol itself over kr8s's ``api.open_websocket`` (httpx-ws,
-which runs under trio through anyio):
+plain websocket channel protocol itself, over the thin websocket client of
+:mod:`tpengine.kube._websocket` with kr8s's server and credentials (or over kr8s's
+``api.open_websocket`` — httpx-ws under anyio — when a proxy is configured):
 
 * ``GET /api/v1/namespaces/NS/pods/POD/portforward?ports=P`` upgraded to a websocket with
   subprotocol ``v4.channel.k8s.io`` (fallbacks ``v4.base64.channel.k8s.io`` and the
@@ -28,14 +29,19 @@ RPCs) do not work through this transport; HTTP, websockets and the tunnel do.
 from __future__ import annotations
 
 import base64
+import json
 import operator
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, Protocol
 
 import httpx_ws
 import trio
 import wsproto.events
+import wsproto.utilities
+
+from tpengine.kube import _websocket
+from tpengine.kube._websocket import BINARY, WebSocketClient, WebSocketError
 
 SUBPROTOCOLS = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io"]
 DATA, ERROR = 0, 1
@@ -67,11 +73,103 @@ class _Busy:
         self.held = False
 
 
+class CarrierLost(Exception):
+    """The websocket under a port-forward failed; the message says how."""
+
+
+class _Carrier(Protocol):
+    """One websocket's messages: ``receive`` gives bytes (binary), str (text) or None once
+    the server closed it (``close_problem`` then says whether that was abnormal)."""
+
+    close_problem: str | None
+
+    async def receive(self) -> bytes | str | None: ...
+
+    async def send(self, message: bytes | str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _ThinCarrier:
+    """:mod:`tpengine.kube._websocket`: frames parsed in the reading task itself."""
+
+    def __init__(self, ws: WebSocketClient) -> None:
+        self.ws = ws
+        self.close_problem: str | None = None
+
+    async def receive(self) -> bytes | str | None:
+        try:
+            message = await self.ws.receive_message()
+        except WebSocketError as exc:
+            await self.ws.aclose(1002)
+            raise CarrierLost(f"the API server broke the websocket protocol: {exc}") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise CarrierLost(f"connection to the API server lost ({exc})") from None
+        if message is None:
+            code = self.ws.close_code
+            if code not in (1000, 1005):
+                self.close_problem = f"websocket closed with code {code} {self.ws.close_reason}"
+            return None
+        opcode, payload = message
+        return payload if opcode == BINARY else payload.decode("utf-8", "replace")
+
+    async def send(self, message: bytes | str) -> None:
+        try:
+            if isinstance(message, str):
+                await self.ws.send_message(message.encode(), text=True)
+            else:
+                await self.ws.send_message(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise trio.BrokenResourceError(f"connection to the API server lost ({exc})") from None
+
+    async def aclose(self) -> None:
+        await self.ws.aclose()
+
+
+class _HttpxCarrier:
+    """kr8s's own websocket (httpx-ws over anyio): used when a proxy is configured."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.close_problem: str | None = None
+
+    async def receive(self) -> bytes | str | None:
+        try:
+            event = await self.ws.receive()
+        except httpx_ws.WebSocketDisconnect as exc:
+            # The API server ends the websocket when the pod side closed the connection.
+            if exc.code not in (1000, 1005):
+                self.close_problem = f"websocket closed with code {exc.code} {exc.reason or ''}"
+            return None
+        except (httpx_ws.HTTPXWSException, OSError) as exc:
+            raise CarrierLost(f"connection to the API server lost ({type(exc).__name__})") from None
+        if isinstance(event, wsproto.events.BytesMessage):
+            return bytes(event.data)
+        if isinstance(event, wsproto.events.TextMessage):
+            return str(event.data)
+        return b""
+
+    async def send(self, message: bytes | str) -> None:
+        try:
+            if isinstance(message, str):
+                await self.ws.send_text(message)
+            else:
+                await self.ws.send_bytes(message)
+        except (httpx_ws.HTTPXWSException, wsproto.utilities.LocalProtocolError, OSError) as exc:
+            raise trio.BrokenResourceError(f"port-forward broke: {exc}") from None
+
+    async def aclose(self) -> None:
+        try:
+            await self.ws.close()
+        except (httpx_ws.HTTPXWSException, OSError):
+            pass
+
+
 class PortForwardStream(trio.abc.HalfCloseableStream):
     """The byte stream to ``pod:port``; trio's stream errors only."""
 
-    def __init__(self, ws: Any, target: str, *, text: bool = False) -> None:
-        self._ws = ws
+    def __init__(self, carrier: _Carrier, target: str, *, text: bool = False) -> None:
+        self._carrier = carrier
         self.target = target
         self._text = text  # v4.base64.channel.k8s.io: "0" + base64 in text messages
         self._buf = b""
@@ -90,17 +188,12 @@ class PortForwardStream(trio.abc.HalfCloseableStream):
             view = memoryview(data)
             for pos in range(0, len(view), SEND_CHUNK):
                 chunk = view[pos : pos + SEND_CHUNK]
-                await self._send_message(chunk)
-            await trio.lowlevel.checkpoint()
-
-    async def _send_message(self, chunk: memoryview) -> None:
-        try:
-            if self._text:
-                await self._ws.send_text("0" + base64.b64encode(chunk).decode())
-            else:
-                await self._ws.send_bytes(b"\x00" + chunk)
-        except (httpx_ws.HTTPXWSException, wsproto.utilities.LocalProtocolError, OSError) as exc:
-            raise trio.BrokenResourceError(f"port-forward to {self.target} broke: {exc}") from None
+                if self._text:
+                    await self._carrier.send("0" + base64.b64encode(chunk).decode())
+                else:
+                    await self._carrier.send(b"\x00" + chunk)
+            if not view:
+                await trio.lowlevel.checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_busy:
@@ -121,13 +214,15 @@ class PortForwardStream(trio.abc.HalfCloseableStream):
             if max_bytes < 1:
                 raise ValueError("max_bytes must be >= 1")
         with self._recv_busy:
-            await trio.lowlevel.checkpoint()
+            if self._buf:
+                await trio.lowlevel.checkpoint()
             while not self._buf:
                 if self._closed:
                     raise trio.ClosedResourceError("port-forward was closed")
                 if self._error is not None:
                     raise PortForwardError(self.target, self._error)
                 if self._eof:
+                    await trio.lowlevel.checkpoint()
                     return b""
                 await self._read_message()
             if self._closed:
@@ -143,25 +238,25 @@ class PortForwardStream(trio.abc.HalfCloseableStream):
 
     async def _read_message(self) -> None:
         try:
-            event = await self._ws.receive()
-        except httpx_ws.WebSocketDisconnect as exc:
+            message = await self._carrier.receive()
+        except CarrierLost as exc:
+            self._error = str(exc)
+            return
+        if message is None:
             # The API server ends the websocket when the pod side closed the connection.
-            if exc.code not in (1000, 1005) and self._error is None:
-                self._error = f"websocket closed with code {exc.code} {exc.reason or ''}"
+            if self._error is None:
+                self._error = self._carrier.close_problem
             self._eof = True
             return
-        except (httpx_ws.HTTPXWSException, OSError) as exc:
-            self._error = f"connection to the API server lost ({type(exc).__name__})"
-            return
-        if isinstance(event, wsproto.events.BytesMessage):
-            raw = bytes(event.data)
-        elif isinstance(event, wsproto.events.TextMessage) and event.data:
+        if isinstance(message, bytes):
+            raw = message
+        elif message:
             # Base64 variant: channel as an ASCII digit, payload base64 (the first
             # message's payload is then the port, also base64-encoded).
             try:
-                if not event.data[0].isdigit():
+                if not message[0].isdigit():
                     raise ValueError("channel is not a digit")
-                raw = bytes((int(event.data[0]),)) + base64.b64decode(event.data[1:], validate=True)
+                raw = bytes((int(message[0]),)) + base64.b64decode(message[1:], validate=True)
             except ValueError:  # binascii.Error is a ValueError
                 self._error = "API server sent a malformed base64 channel message"
                 return
@@ -192,10 +287,7 @@ class PortForwardStream(trio.abc.HalfCloseableStream):
             self._closed = True
             with trio.move_on_after(2) as scope:
                 scope.shield = True
-                try:
-                    await self._ws.close()
-                except (httpx_ws.HTTPXWSException, OSError):
-                    pass
+                await self._carrier.aclose()
         await trio.lowlevel.checkpoint()
 
     def _check_send(self) -> None:
@@ -213,17 +305,47 @@ async def open_pod_port_forward(
 ) -> AsyncIterator[PortForwardStream]:
     """Open a byte stream to ``port`` of ``pod`` through the API server.
 
-    ``api`` is a ``kr8s.asyncio`` Api (``await kr8s.asyncio.api(...)``). Usable on its
-    own or under trio-websocket's ``wrap_client_stream``::
+    ``api`` is a ``kr8s.asyncio`` Api (``await kr8s.asyncio.api(...)``); its server and
+    credentials are used by this module's own websocket client (kr8s's httpx-ws when a
+    proxy is configured). Usable on its own or under a tunnel::
 
         async with open_pod_port_forward(api, "traffic-manager-7d9", 8081,
                                          namespace="tpengine") as stream:
-            async with wrap_mux_client_stream(stream, "traffic-manager") as session:
+            async with open_mux_over_stream(stream, role=Role.CLIENT) as session:
                 ...
     """
     if not 0 < port < 65536:
         raise ValueError(f"port {port} out of range")
     target = f"pod/{pod}:{port} in namespace {namespace}"
+    opening = _open_thin if _websocket.usable_for(api) else _open_httpx
+    async with opening(api, pod, port, namespace, target) as (carrier, text):
+        stream = PortForwardStream(carrier, target, text=text)
+        try:
+            yield stream
+        finally:
+            stream._closed = True
+
+
+@asynccontextmanager
+async def _open_thin(
+    api: Any, pod: str, port: int, namespace: str, target: str
+) -> AsyncIterator[tuple[_Carrier, bool]]:
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward"
+    opening = _websocket.open_api_websocket(api, path, {"ports": str(port)}, SUBPROTOCOLS)
+    async with AsyncExitStack() as stack:
+        try:
+            ws = await stack.enter_async_context(opening)
+        except _websocket.UpgradeRefused as exc:
+            raise PortForwardError(target, _describe_refusal(exc.status, exc.body)) from None
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, WebSocketError) as exc:
+            raise PortForwardError(target, f"cannot reach the API server: {exc}") from None
+        yield _ThinCarrier(ws), ws.subprotocol == SUBPROTOCOLS[1]
+
+
+@asynccontextmanager
+async def _open_httpx(
+    api: Any, pod: str, port: int, namespace: str, target: str
+) -> AsyncIterator[tuple[_Carrier, bool]]:
     try:
         async with api.open_websocket(
             version="v1",
@@ -236,13 +358,10 @@ async def open_pod_port_forward(
             # The tunnel above has its own keepalive; the API server answers pings too.
             keepalive_ping_interval_seconds=None,
         ) as ws:
-            stream = PortForwardStream(ws, target, text=ws.subprotocol == SUBPROTOCOLS[1])
-            try:
-                yield stream
-            finally:
-                stream._closed = True
+            yield _HttpxCarrier(ws), ws.subprotocol == SUBPROTOCOLS[1]
     except httpx_ws.WebSocketUpgradeError as exc:
-        raise PortForwardError(target, _describe_refusal(exc.response)) from None
+        code = int(getattr(exc.response, "status_code", 0))
+        raise PortForwardError(target, _describe_refusal(code, b"")) from None
     except BaseExceptionGroup as group:
         # httpx-ws runs the websocket in a task group, which wraps what the body raised.
         if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
@@ -265,8 +384,12 @@ _REFUSALS = {
 }
 
 
-def _describe_refusal(response: Any) -> str:
-    """The upgrade was answered with an HTTP status instead of 101. httpx-ws closes the
-    response before we see it, so the Status body is gone: explain the status code."""
-    code = int(getattr(response, "status_code", 0))
-    return f"API server answered HTTP {code}: {_REFUSALS.get(code, 'upgrade refused')}"
+def _describe_refusal(code: int, body: bytes) -> str:
+    """The upgrade was answered with an HTTP status instead of 101: explain the status
+    code, with the server's Status message when it sent one."""
+    text = f"API server answered HTTP {code}: {_REFUSALS.get(code, 'upgrade refused')}"
+    try:
+        message = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError):
+        message = None
+    return f"{text} ({message})" if isinstance(message, str) and message else text
