@@ -16,7 +16,13 @@ import pytest
 import trio
 
 from manager.server import Manager, ManagerSettings
-from tpengine.tunnel import DialRejected, RejectReason, open_mux_websocket_url
+from tpengine.tunnel import (
+    DialRejected,
+    RejectReason,
+    Role,
+    open_mux_over_stream,
+    open_mux_websocket_url,
+)
 
 PODS = {"items": [{"status": {"podIP": "10.244.0.5"}, "spec": {}}]}
 NAMESPACES = {"items": [{"metadata": {"name": "default"}}, {"metadata": {"name": "shop"}}]}
@@ -245,3 +251,32 @@ async def test_engage_tells_the_agents_and_refuses_conflicts(manager_url: str) -
             [remaining] = await pushes.receive()
             assert remaining["client"] == "bob@laptop2"
             assert (await susan.request("leave", {"name": "web"}))["code"] == "not-found"
+
+
+async def test_the_raw_tunnel_and_a_websocket_share_the_port(
+    manager_url: str, nursery: trio.Nursery
+) -> None:
+    """The engine speaks the tunnel raw (its port-forward is already a websocket); agents
+    speak websocket; the manager tells them apart by the first bytes on one port. A
+    client session arrived over one carrier is resumed over the other."""
+    port = await echo_server(nursery)
+    manager_port = int(manager_url.rsplit(":", 1)[1].strip("/"))
+    tcp = await trio.open_tcp_stream("127.0.0.1", manager_port)
+    async with open_mux_over_stream(tcp, role=Role.CLIENT) as mux:
+        arrived = await mux.request("arrive", {"user": "raw", "host": "laptop"})
+        stream = await mux.open_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"raw tunnel")
+            assert await stream.receive_some() == b"raw tunnel"
+    async with open_mux_websocket_url(manager_url) as mux:
+        again = await mux.request("arrive", {"session_id": arrived["session_id"]})
+        assert again["session_id"] == arrived["session_id"]
+    garbage = await trio.open_tcp_stream("127.0.0.1", manager_port)
+    async with garbage:
+        await garbage.send_all(b"HELLO?\r\n\r\n")  # neither: refused as a bad request
+        answer = b""
+        while chunk := await garbage.receive_some():
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 4")
+    async with open_mux_websocket_url(manager_url) as mux:  # and the manager runs on
+        assert (await mux.request("version"))["version"]
