@@ -109,7 +109,7 @@ def _laptop_file(index: int, suffix: str) -> str:
 
 def _laptop_pid(name: str, index: int = 1) -> int | None:
     """The holder of laptop ``index`` when the recorded pid is still that process."""
-    from localcluster.node._topology import ClusterNames
+    from localcluster._names import ClusterNames
 
     ns = ClusterNames(name=name).laptop_ns_of(index)
     pid = _read_pid(state_dir(name) / _laptop_file(index, "pid"))
@@ -205,8 +205,7 @@ class Status:
 
 
 def status(name: str) -> Status:
-    from localcluster.node import NODE_IP
-    from localcluster.node._topology import ClusterNames, existing_namespaces, laptop_link
+    from localcluster._names import NODE_IP, ClusterNames, existing_namespaces, laptop_link
 
     names = ClusterNames(name=name)
     namespaces = existing_namespaces(names)
@@ -268,8 +267,8 @@ def _wait_for(
 def _api_answers(name: str, laptop: int = 1) -> bool:
     """GET /version from inside a laptop's netns, as a client would (the daemon has
     already seen the default ServiceAccount before it wrote ``ready``)."""
+    from localcluster._names import ClusterNames
     from localcluster.node._ns import call_in_netns
-    from localcluster.node._topology import ClusterNames
 
     sd = state_dir(name)
     ca = sd / "pki" / "ca.crt"
@@ -379,8 +378,8 @@ def _start_daemon(name: str, sd: Path) -> subprocess.Popen[bytes]:
 def up(
     name: str, *, merge: bool = False, echo: Echo = print, timeout: float = 90, laptops: int = 1
 ) -> None:
-    from localcluster.node import ClusterNames, create_cluster
-    from localcluster.node._topology import MAX_LAPTOPS
+    from localcluster._names import MAX_LAPTOPS, ClusterNames
+    from localcluster.node import create_cluster
 
     require_root()
     validate_name(name)
@@ -495,7 +494,8 @@ def _unmerge_kubeconfig(name: str) -> str | None:
 
 def down(name: str, *, echo: Echo = print) -> list[str]:
     """Remove everything this cluster made; returns (and echoes) what was removed."""
-    from localcluster.node import ClusterNames, remove_cluster
+    from localcluster._names import ClusterNames, named_namespaces
+    from localcluster.node import remove_cluster
 
     require_root()
     validate_name(name)
@@ -527,7 +527,7 @@ def down(name: str, *, echo: Echo = print) -> list[str]:
             _stop_pid(laptop, grace=5)
             which = "laptop" if index == 1 else f"laptop {index}"
             removed.append(f"{which} holder and resolver (pid {laptop}) with its mount namespace")
-    if any(ns == names.node_ns for ns in _netns_list()):
+    if names.node_ns in named_namespaces():
         removed.append(f"nftables table ip {names.nft_table} (in {names.node_ns})")
     removed += remove_cluster(names)
     created = sd / "created-paths"
@@ -553,13 +553,6 @@ def down(name: str, *, echo: Echo = print) -> list[str]:
     return removed
 
 
-def _netns_list() -> list[str]:
-    try:
-        return os.listdir("/run/netns")
-    except OSError:
-        return []
-
-
 # ---------------------------------------------------------------------------- exec
 
 
@@ -567,7 +560,7 @@ def exec_argv(
     name: str, command: list[str], *, laptop: int = 1
 ) -> tuple[list[str], dict[str, str]]:
     """argv and env that run ``command`` in laptop ``laptop``'s netns and mount namespace."""
-    from localcluster.node._topology import ClusterNames
+    from localcluster._names import ClusterNames
 
     require_root()
     validate_name(name)

@@ -25,76 +25,50 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
+from localcluster._names import (
+    LAPTOP_DNS_IP,
+    LAPTOP_IP,
+    LINK_PREFIX,
+    MAX_LAPTOPS,
+    NODE_IP,
+    ClusterNames,
+    existing_laptops,
+    existing_namespaces,
+    laptop_link,
+)
 from localcluster.node._ns import call_in_netns
 
-NODE_IP = "198.18.0.1"
-LAPTOP_IP = "198.18.0.2"
-LINK_PREFIX = 30
+__all__ = [
+    "CLUSTER_DNS_IP",
+    "LAPTOP_DNS_IP",
+    "LAPTOP_IP",
+    "LINK_PREFIX",
+    "MAX_LAPTOPS",
+    "NODE_IP",
+    "POD_CIDR",
+    "POD_GATEWAY",
+    "SERVICE_CIDR",
+    "ClusterNames",
+    "add_laptop",
+    "create_cluster",
+    "create_pod_network",
+    "existing_laptops",
+    "existing_namespaces",
+    "laptop_link",
+    "remove_cluster",
+    "remove_pod_network",
+    "write_netns_resolv",
+]
+
 POD_GATEWAY = "10.244.0.1"
 POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 SERVICE_CIDR = "10.96.0.0/12"
 CLUSTER_DNS_IP = "10.96.0.10"
-LAPTOP_DNS_IP = "127.0.0.53"
 RTNH_F_ONLINK = 4
-MAX_LAPTOPS = 8  # 198.18.0.0/27: one /30 each
-
-
-def laptop_link(index: int) -> tuple[str, str]:
-    """(node address, laptop address) of laptop ``index``'s /30 (1-based): laptop 1 has
-    the design's 198.18.0.1/.2; laptop k has 198.18.0.(4k-3)/.(4k-2). The node keeps
-    198.18.0.1 (the API server's address) for every laptop: laptops past the first get
-    a host route to it, never a default route (no cluster route until ``tp connect``)."""
-    if not 1 <= index <= MAX_LAPTOPS:
-        raise ValueError(f"laptop {index}: 1 to {MAX_LAPTOPS}")
-    base = ipaddress.ip_address("198.18.0.0") + 4 * (index - 1)
-    return str(base + 1), str(base + 2)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClusterNames:
-    """Every kernel-visible name one cluster uses (all derived from its name)."""
-
-    name: str
-
-    @property
-    def laptop_ns(self) -> str:
-        return f"{self.name}-laptop"
-
-    def laptop_ns_of(self, index: int) -> str:
-        """Laptop 1 is ``<name>-laptop`` (the design's); laptop k is ``<name>-laptop<k>``."""
-        return self.laptop_ns if index == 1 else f"{self.laptop_ns}{index}"
-
-    def laptop_index(self, ns: str) -> int | None:
-        """Which laptop a netns name is, or None."""
-        if ns == self.laptop_ns:
-            return 1
-        rest = ns.removeprefix(self.laptop_ns)
-        if rest != ns and rest.isdigit() and rest[0] != "0" and 2 <= int(rest) <= MAX_LAPTOPS:
-            return int(rest)
-        return None
-
-    @property
-    def node_ns(self) -> str:
-        return f"{self.name}-node"
-
-    @property
-    def pod_ns_prefix(self) -> str:
-        return f"{self.name}-pod-"
-
-    def pod_ns(self, index: int) -> str:
-        return f"{self.pod_ns_prefix}{index}"
-
-    @property
-    def nft_table(self) -> str:
-        return f"tp-{self.name}"
-
-    def etc_netns(self, ns: str) -> Path:
-        return Path("/etc/netns") / ns
 
 
 def pod_ip(index: int) -> str:
@@ -136,23 +110,6 @@ def _write_sysctl_in(ns: str, key: str, value: str) -> None:
         Path("/proc/sys", *key.split(".")).write_text(value)
 
     call_in_netns(f"/run/netns/{ns}", write)
-
-
-def existing_namespaces(names: ClusterNames) -> list[str]:
-    """This cluster's named network namespaces that exist now."""
-    return sorted(
-        ns
-        for ns in netns.listnetns()
-        if ns == names.node_ns
-        or names.laptop_index(ns) is not None
-        or ns.startswith(names.pod_ns_prefix)
-    )
-
-
-def existing_laptops(names: ClusterNames) -> list[int]:
-    """Indexes of this cluster's laptop namespaces that exist now."""
-    found = (names.laptop_index(ns) for ns in netns.listnetns())
-    return sorted(i for i in found if i is not None)
 
 
 def create_cluster(names: ClusterNames) -> None:
