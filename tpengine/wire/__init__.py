@@ -10,7 +10,16 @@ Parsed values are immutable ``NamedTuple``s, not dataclasses: constructing one c
 ~0.2 µs against ~3 µs for a frozen keyword-only dataclass, and the netstack parses every
 packet. Addresses are raw ``bytes``; sequence numbers on the wire are ints, ``SeqNum``
 does their modulo-2**32 arithmetic. Speed versus scapy: ``python -m benchmarks wire``.
+
+``./dev`` compiles these modules with mypyc (``_build.py``); ``COMPILED`` says whether
+this process runs that build (it is set aside when older than the sources).
 """
+
+from ._compiled import select_build
+
+COMPILED: bool = select_build(__name__, __path__[0])
+
+# ruff: noqa: E402  (the build is chosen before any module of the package is imported)
 
 from ._checksum import (
     internet_checksum,
@@ -42,6 +51,7 @@ from ._packet import (
 from ._seq import SeqNum
 from ._tcp import TcpFlags, TcpHeader, TcpOptions, parse_tcp_options
 from ._udp_icmp import IcmpHeader, IcmpType, UdpHeader
+from ._view import TcpView, parse_tcp_view
 from ._virtio import (
     VIRTIO_NET_HDR_F_DATA_VALID,
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -56,6 +66,7 @@ from ._virtio import (
 )
 
 __all__ = [
+    "COMPILED",
     "IPV4_DF",
     "IPV4_MF",
     "PROTO_ICMP",
@@ -81,6 +92,7 @@ __all__ = [
     "TcpFlags",
     "TcpHeader",
     "TcpOptions",
+    "TcpView",
     "UdpHeader",
     "VirtioNetHdr",
     "build_destination_unreachable",
@@ -95,6 +107,7 @@ __all__ = [
     "ones_complement_sum",
     "parse_ip_packet",
     "parse_tcp_packet",
+    "parse_tcp_view",
     "parse_tcp_options",
     "pseudo_header_sum_v4",
     "pseudo_header_sum_v6",

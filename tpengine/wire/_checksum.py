@@ -12,6 +12,12 @@ i.e. the integer is shifted left by 8 bits. This is the fastest pure-Python form
 
 from __future__ import annotations
 
+import types
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:  # only in annotations: mypyc makes it a native 64-bit int
+    from mypy_extensions import i64
+
 __all__ = [
     "internet_checksum",
     "ones_complement_sum",
@@ -22,6 +28,30 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 
 _CHUNK = 2048  # bytes per piece above 8 KB (even: pieces keep 16-bit alignment)
+
+
+def _probe() -> None:
+    pass
+
+
+#: True when this module runs as mypyc-compiled code (``_build.py``): compiled functions
+#: are not Python function objects. Picks the byte loops below, which are ~4× faster
+#: than ``int.from_bytes`` compiled and ~50× slower interpreted.
+NATIVE: Final = not isinstance(_probe, types.FunctionType)
+
+
+def sum_words(data: bytes, start: int, end: int) -> int:
+    """The sum of the 16-bit big-endian words of ``data[start:end]`` (odd length padded
+    with a zero byte), unfolded: a plain loop, for the compiled build only."""
+    s: i64 = 0
+    i: i64 = start
+    last: i64 = end - 1
+    while i < last:
+        s += (data[i] << 8) | data[i + 1]
+        i += 2
+    if i == last:
+        s += data[i] << 8
+    return s
 
 
 def word_sum(data: Buffer) -> int:
@@ -35,6 +65,8 @@ def word_sum(data: Buffer) -> int:
     2.5× at 64 KB (measured; see benchmarks/bench_wire.py).
     """
     n = len(data)
+    if NATIVE and type(data) is bytes:
+        return sum_words(data, 0, n)
     fb = int.from_bytes
     if n <= 512:
         total = fb(data, "big")

@@ -380,13 +380,13 @@ def build_destination_unreachable(
     )
 
 
-class IpPacket(NamedTuple):
-    """An IP packet split at its upper layer: ``transport`` is the TCP/UDP/ICMP message
-    (header and payload, without link padding), ``protocol`` its IP protocol number."""
-
-    ip: IPv4Header | IPv6Header
-    protocol: int
-    transport: memoryview
+# An IP packet split at its upper layer: ``transport`` is the TCP/UDP/ICMP message (header
+# and payload, without link padding), ``protocol`` its IP protocol number. The functional
+# form because mypyc (2.x) compiles a class-syntax NamedTuple with a ``memoryview`` field
+# into a module that fails at import ("KeyError: 'memoryview'").
+IpPacket = NamedTuple(  # noqa: UP014
+    "IpPacket", [("ip", IPv4Header | IPv6Header), ("protocol", int), ("transport", memoryview)]
+)
 
 
 def parse_ip_packet(packet: Buffer, *, verify_checksum: bool = True) -> IpPacket:

@@ -52,7 +52,8 @@ class SeqNum:
     def __add__(self, n: int) -> SeqNum:
         return SeqNum(self._v + n)
 
-    __radd__ = __add__
+    def __radd__(self, n: int) -> SeqNum:
+        return SeqNum(self._v + n)
 
     @overload
     def __sub__(self, other: SeqNum) -> int: ...

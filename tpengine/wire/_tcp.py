@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
-from ._checksum import Buffer
+from ._checksum import NATIVE, Buffer
 from ._errors import MalformedPacket
 
 __all__ = ["TcpFlags", "TcpHeader", "TcpOptions", "parse_tcp_options"]
@@ -23,7 +23,6 @@ _unpack_tcpx = _TCPX.unpack_from
 _EMPTY: Final = (b"",)
 _new = tuple.__new__
 _TS: Final = struct.Struct("!II")
-_TS_PREFIX: Final = b"\x01\x01\x08\x0a"
 
 OPT_EOL: Final = 0
 OPT_NOP: Final = 1
@@ -118,7 +117,12 @@ def parse_tcp_options(raw: Buffer) -> TcpOptions:
     n = len(raw)
     if n == 0:
         return _NO_OPTIONS
-    if n == 12 and raw[:4] == _TS_PREFIX:  # Linux data segments: NOP NOP TS
+    if n == 12 and raw[0] == 1 and raw[1] == 1 and raw[2] == 8 and raw[3] == 10:
+        # Linux data segments: NOP NOP TIMESTAMPS (RFC 7323 Appendix A layout)
+        if NATIVE and type(raw) is bytes:
+            tsval = raw[4] << 24 | raw[5] << 16 | raw[6] << 8 | raw[7]
+            tsecr = raw[8] << 24 | raw[9] << 16 | raw[10] << 8 | raw[11]
+            return _new(TcpOptions, (None, None, False, (), (tsval, tsecr)))
         return _new(TcpOptions, (None, None, False, (), _TS.unpack_from(raw, 4)))
     mss = wscale = ts = None
     sack_ok = False

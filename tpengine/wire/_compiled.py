@@ -1,0 +1,73 @@
+"""Choose between a package's mypyc build and its Python sources, at import.
+
+``./dev`` compiles the hot packages with mypyc (``_build.py``): each module gets a
+``.so`` next to its ``.py``, which the import system prefers. A build is used only while
+it matches the sources byte for byte (the hash its stamp records); after any edit the
+whole group falls back to the sources (all or nothing: compiled modules of one group call
+each other directly, a half-stale group would mix old and new code). Never compiled
+itself: it must run before any module of the group is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import sysconfig
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+_NOT_COMPILED = frozenset({"__init__.py", "_build.py", "_compiled.py"})
+_STAMP = ".mypyc-stamp"
+_SO_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+class _SourceFinder(importlib.abc.MetaPathFinder):
+    """Import the listed modules from their ``.py`` even where a ``.so`` sits beside."""
+
+    def __init__(self, modules: dict[str, Path]) -> None:
+        self._modules = modules
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        source = self._modules.get(fullname)
+        if source is None:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+def sources_digest(directory: Path) -> str:
+    """The hash of a group's sources, as ``_build.py`` records it in the stamp."""
+    h = hashlib.sha256()
+    for path in sorted(directory.glob("*.py")):
+        if path.name not in _NOT_COMPILED:
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def select_build(package: str, directory: str) -> bool:
+    """True when ``package``'s compiled modules are current and will be imported; else
+    make its modules import from source (warning when a stale build was set aside)."""
+    d = Path(directory)
+    if not (d / f"_native__mypyc{_SO_SUFFIX}").exists():
+        return False
+    try:
+        recorded = (d / _STAMP).read_text().split()[0]
+    except (OSError, IndexError):
+        recorded = ""
+    if recorded == sources_digest(d):
+        return True
+    modules = {f"{package}.{p.stem}": p for p in d.glob("*.py") if p.name not in _NOT_COMPILED}
+    sys.meta_path.insert(0, _SourceFinder(modules))
+    warnings.warn(
+        f"{package}: the mypyc build is older than the sources; running the Python "
+        "sources (./dev setup rebuilds it)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return False
