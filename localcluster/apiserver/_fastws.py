@@ -46,6 +46,14 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return _H10.pack(0x80 | opcode, 127, n) + payload
 
 
+async def _acquire(lock: trio.StrictFIFOLock) -> None:
+    """Take ``lock`` at once when free (no scheduling point: the send that follows is one)."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+
+
 class FastWebSocket:
     def __init__(self, stream: trio.abc.Stream, trailing: bytes = b"") -> None:
         self._stream = stream
@@ -66,8 +74,11 @@ class FastWebSocket:
             out = frame(TEXT, data.encode())
         else:
             out = frame(BINARY, data)
-        async with self._send_lock:
+        await _acquire(self._send_lock)
+        try:
             await self._stream.send_all(out)
+        finally:
+            self._send_lock.release()
 
     async def receive(self) -> bytes | str | None:
         """The next whole message, or None when the peer closed (or broke) the connection."""
@@ -123,7 +134,8 @@ class FastWebSocket:
             return None
         key = bytes(buf[pos + head : pos + head + 4])
         start = pos + head + 4
-        payload = apply_mask(bytes(buf[start : start + length]), key)
+        with memoryview(buf) as view:
+            payload = apply_mask(view[start : start + length], key)
         self._pos = start + length
         return bool(b0 & 0x80), b0 & 0x0F, payload
 
@@ -158,7 +170,8 @@ class FastWebSocket:
         return whole.decode("utf-8", "replace") if first == TEXT else whole
 
     async def _control(self, opcode: int, payload: bytes) -> None:
-        async with self._send_lock:
+        await _acquire(self._send_lock)
+        try:
             if self._close_sent:
                 return
             self._close_sent = opcode == CLOSE
@@ -166,6 +179,8 @@ class FastWebSocket:
                 await self._stream.send_all(frame(opcode, payload))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.closed = True
+        finally:
+            self._send_lock.release()
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame (if not yet sent) and close the transport."""
