@@ -66,3 +66,14 @@ def listed_state(listing: str, workload: str) -> str:
         if head.strip() == workload:
             return state.strip()
     raise AssertionError(f"{workload} not in tp list:\n{listing}")
+
+
+def rows(output: str) -> list[tuple[str, str]]:
+    """The ``key : value`` rows of an engagement block, padding removed (the padding rule
+    itself is unit-tested with the renderer)."""
+    found = []
+    for line in output.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and line.startswith("   ") and key.strip():
+            found.append((key.strip(), value.strip()))
+    return found

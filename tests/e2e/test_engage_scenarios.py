@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e._support import DUAL_SERVER, curl, laptop_handler, listed_state, tp
+from tests.e2e._support import DUAL_SERVER, curl, laptop_handler, listed_state, rows, tp
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -183,7 +183,7 @@ def test_two_services_select_one_replicaset(connected: Any) -> None:
             connected, "intercept", "echo-rollout", "--port", "18080", "--service", "echo-stable"
         )
         assert lines[0] == "Using ReplicaSet echo-rollout"
-        assert "   Workload kind : ReplicaSet" in lines
+        assert ("Workload kind", "ReplicaSet") in rows("\n".join(lines))
         assert curl(connected, "http://echo-stable/") == "laptop 18080 GET / user=- body=0"
         assert tp(connected, "leave", "echo-rollout").returncode == 0
         assert curl(connected, "http://echo-stable/").startswith("Request served by echo-rollout-")
@@ -223,10 +223,12 @@ def test_headless_statefulset_with_a_numeric_port(connected: Any) -> None:
         before = template_spec(connected, "statefulset", "my-headless")
         lines = engage_ok(connected, "intercept", "my-headless", "--port", "18080")
         assert lines[0] == "Using StatefulSet my-headless"
-        assert "   Workload kind : StatefulSet" in lines
+        assert ("Workload kind", "StatefulSet") in rows("\n".join(lines))
         pod = connected.pod("default", "my-headless-0")
         # A numeric target port: the init container redirects the port to the agent.
         assert [c["name"] for c in pod["spec"].get("initContainers", [])] == ["tp-agent-init"]
+        # The pod stays Ready while engaged (the agent answers its probes' port).
+        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
         url = "http://my-headless-0.my-headless:8080/"
         assert curl(connected, url) == "laptop 18080 GET / user=- body=0"
         assert tp(connected, "leave", "my-headless").returncode == 0
@@ -278,6 +280,10 @@ def test_service_less_workload_via_the_annotation(connected: Any) -> None:
         assert (
             listed_state(listing, "deployment echo-no-svc")
             == "ready to engage (traffic-agent not yet installed)"
+        )
+        assert listed_state(listing, "deployment lonely") == (
+            "unable to engage (traffic-agent not installed): no service selects it and it has "
+            "no telepresence.io/inject-container-ports annotation"
         )
         lonely = tp(connected, "intercept", "lonely", "--port", "18080")
         assert lonely.returncode != 0

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e._support import curl, listed_state, tp
+from tests.e2e._support import curl, listed_state, rows, tp
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -142,9 +142,9 @@ def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "Using Deployment web"
-    assert "   Intercept name: web" in lines
-    assert "   State         : ACTIVE" in lines
-    assert "   Intercepting  : HTTP requests with header 'x-user: susan'" in lines
+    assert ("Intercept name", "web") in rows("\n".join(lines))
+    assert ("State", "ACTIVE") in rows("\n".join(lines))
+    assert ("Intercepting", "HTTP requests with header 'x-user: susan'") in rows("\n".join(lines))
     assert "export GREETING='hello from the cluster'" in env_file.read_text()
 
     # From the laptop: Susan's requests reach the laptop, everyone else's the cluster.
@@ -193,7 +193,7 @@ def test_bad_engagements_are_one_clear_line(engaged: Any) -> None:
 def test_wiretap_copies_while_the_cluster_answers(engaged: Any) -> None:
     result = tp(engaged, "wiretap", "web", "--port", "8080:http")
     assert result.returncode == 0, result.stderr
-    assert "   Wiretap name : web" in result.stdout.splitlines()
+    assert ("Wiretap name", "web") in rows(result.stdout)
     try:
         # The caller gets the cluster's answer…
         assert curl(engaged, "http://web/wiretapped").startswith("Request served by web-")
@@ -207,7 +207,7 @@ def test_ingest_borrows_the_environment_and_moves_no_traffic(engaged: Any, tmp_p
     env_json = tmp_path / "web.json"
     result = tp(engaged, "ingest", "web", "--env-json", str(env_json))
     assert result.returncode == 0, result.stderr
-    assert "   Ingest name  : web" in result.stdout.splitlines()
+    assert ("Ingest name", "web") in rows(result.stdout)
     try:
         env = json.loads(env_json.read_text())
         assert env["GREETING"] == "hello from the cluster"
@@ -232,7 +232,7 @@ def containers_of_web(cluster: Any) -> list[list[str]]:
 def test_replace_removes_the_container_until_leave(engaged: Any) -> None:
     result = tp(engaged, "replace", "web", "--port", "8080:http")
     assert result.returncode == 0, result.stderr
-    assert "   Replace name : web" in result.stdout.splitlines()
+    assert ("Replace name", "web") in rows(result.stdout)
     try:
         assert containers_of_web(engaged) == [["traffic-agent"]]
         assert curl(engaged, "http://web/") == "Reply from the laptop"

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e._support import rows
+
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 TP = (sys.executable, "-c", "from tpengine.cli import main; main()")
@@ -133,9 +135,9 @@ def test_each_laptop_is_its_own_machine(two_laptops: Any) -> None:
         (2, "198.18.0.6"),
     ]
     assert all(lt["pid"] for lt in status["laptops"])
-    for laptop, address in ((1, "198.18.0.2"), (2, "198.18.0.6")):
-        named = two_laptops.laptop("getent", "hosts", "laptop.test", laptop=laptop)
-        assert named.stdout.split()[0] == address
+    # Laptop 2's own resolver (laptop 1's is tests/localcluster/e2e/test_laptop.py's).
+    named = two_laptops.laptop("getent", "hosts", "laptop.test", laptop=2)
+    assert named.stdout.split()[0] == "198.18.0.6"
     # One engine each (the control socket belongs to the netns): two sessions.
     sessions = {
         json.loads(tp(two_laptops, laptop, "status", "-o", "json").stdout)["engine"]["session_id"]
@@ -152,7 +154,7 @@ def test_two_developers_with_different_headers_share_a_workload(two_laptops: Any
     assert susan.returncode == 0, susan.stderr
     bob = tp(cluster, 2, "intercept", "duo", "--port", "8080:http", "--http-header", "x-user=bob")
     assert bob.returncode == 0, bob.stderr
-    assert "   State         : ACTIVE" in bob.stdout.splitlines()
+    assert ("State", "ACTIVE") in rows(bob.stdout)
     try:
         # From inside the cluster, through the Service, and from each laptop.
         for answered in (from_pod(cluster), on_laptop(cluster, 1), on_laptop(cluster, 2)):

@@ -323,7 +323,12 @@ def render_list(data: dict[str, Any]) -> str:
                 lines.append(render_block(describe(engagement)))
         else:
             installed = "already installed" if workload["agent_installed"] else "not yet installed"
-            lines.append(f"{head.ljust(width)}: ready to engage (traffic-agent {installed})")
+            if workload.get("unable"):
+                agent = "installed" if workload["agent_installed"] else "not installed"
+                state = f"unable to engage (traffic-agent {agent}): {workload['unable']}"
+            else:
+                state = f"ready to engage (traffic-agent {installed})"
+            lines.append(f"{head.ljust(width)}: {state}")
     return "\n".join(lines)
 
 

@@ -23,12 +23,14 @@ from tpengine.kube.agents import (
 )
 from tpengine.kube.objects import get_or_none
 from tpengine.kube.workloads import (
+    ANNOTATION,
     WORKLOAD_KINDS,
     ResolvedPort,
     ResolveError,
     parse_port,
     pick_service,
     resolve_ports,
+    selects,
 )
 from tpengine.splice import splice
 from tpengine.tunnel import IncomingDial, RejectReason
@@ -86,7 +88,6 @@ def _agent_ports(
 ) -> list[dict[str, Any]]:
     """Every port the agent takes for ``container``: those of all services selecting the
     workload (so a later intercept of another port needs no restart)."""
-    from tpengine.kube.workloads import selects
 
     ports: dict[int, dict[str, Any]] = {}
     for service in services:
@@ -216,7 +217,10 @@ async def _mark_and_roll(api: Any, workload: dict[str, Any], config: dict[str, A
 
 async def list_workloads(api: Any, namespace: str) -> list[dict[str, Any]]:
     """The namespace's workloads as ``tp list`` shows them: Deployments, StatefulSets and
-    the ReplicaSets no Deployment owns, each with whether the agent is installed."""
+    the ReplicaSets no Deployment owns, each with whether the agent is installed and, when
+    it cannot be engaged, why (no service selects it and it has no port annotation)."""
+    async with api.call_api("GET", version="v1", namespace=namespace, url="services") as response:
+        services = response.json().get("items", [])
     found = []
     for kind in WORKLOAD_KINDS:
         async with api.call_api(
@@ -237,6 +241,9 @@ async def list_workloads(api: Any, namespace: str) -> list[dict[str, Any]]:
                     "name": item["metadata"]["name"],
                     "namespace": namespace,
                     "agent_installed": AGENT_ANNOTATION in annotations,
+                    "unable": None
+                    if ANNOTATION in annotations or any(selects(v, item) for v in services)
+                    else f"no service selects it and it has no {ANNOTATION} annotation",
                 }
             )
     return sorted(found, key=lambda w: (w["kind"], w["name"]))
