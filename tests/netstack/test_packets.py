@@ -6,7 +6,7 @@ import pytest
 
 from tpengine import wire
 from tpengine.netstack import ACK, PSH, TcpSegment
-from tpengine.netstack._packets import options_bytes, segment_from_header, tcp_headers
+from tpengine.netstack._packets import options_bytes, segment_from_view, tcp_headers
 
 V4 = (bytes([10, 77, 0, 1]), bytes([192, 0, 2, 1]))
 V6 = (bytes.fromhex("fd77" + "00" * 13 + "05"), bytes.fromhex("fd000192" + "00" * 11 + "01"))
@@ -73,8 +73,7 @@ def test_segment_round_trip_through_wire() -> None:
         options=options_bytes(seg),
         payload=b"data",
     )
-    ip = wire.parse_ip_packet(packet)
-    back = segment_from_header(wire.TcpHeader.parse(ip.transport), ip.transport)
+    back = segment_from_view(wire.parse_tcp_view(bytes(packet)))
     assert back.mss == 1460 and back.wscale == 7 and back.sack_permitted
     assert back.sack_blocks == ((10, 20),) and back.timestamps == (6, 7)
     assert bytes(back.payload) == b"data"

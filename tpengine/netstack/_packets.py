@@ -15,19 +15,19 @@ _TS_PREFIX: Final = b"\x01\x01\x08\x0a"  # NOP NOP TIMESTAMPS(10), Linux's data 
 _VECTORED: Final = 2048  # payloads at least this large skip the copy into a packet
 
 
-def segment_from_header(header: wire.TcpHeader, transport: memoryview) -> TcpSegment:
-    """The ``TcpSegment`` of a parsed header; the payload is a view into the packet."""
+def segment_from_view(view: wire.TcpView) -> TcpSegment:
+    """The ``TcpSegment`` of a parsed packet; the payload is a view into the packet."""
     seg = TcpSegment(
-        src_port=header.src_port,
-        dst_port=header.dst_port,
-        seq=header.seq,
-        ack=header.ack,
-        flags=header.flags,
-        window=header.window,
-        payload=transport[header.header_len :],
+        src_port=view.src_port,
+        dst_port=view.dst_port,
+        seq=view.seq,
+        ack=view.ack,
+        flags=view.flags,
+        window=view.window,
+        payload=view.payload,
     )
-    if header.options:
-        opts = wire.parse_tcp_options(header.options)
+    if view.options:
+        opts = wire.parse_tcp_options(view.options)
         seg.mss = opts.mss
         seg.wscale = opts.window_scale
         seg.sack_permitted = opts.sack_permitted

@@ -51,7 +51,7 @@ from ._packet import (
 from ._seq import SeqNum
 from ._tcp import TcpFlags, TcpHeader, TcpOptions, parse_tcp_options
 from ._udp_icmp import IcmpHeader, IcmpType, UdpHeader
-from ._view import TcpView, parse_tcp_view
+from ._view import TcpView, parse_tcp_view, tcp_view_of
 from ._virtio import (
     VIRTIO_NET_HDR_F_DATA_VALID,
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -112,6 +112,7 @@ __all__ = [
     "pseudo_header_sum_v4",
     "pseudo_header_sum_v6",
     "tcp_packet_len",
+    "tcp_view_of",
     "transport_checksum_ok",
     "udp_packet_len",
 ]

@@ -23,10 +23,10 @@ from typing import Final
 from ._checksum import NATIVE, Buffer, sum_words
 from ._errors import MalformedPacket
 from ._ip import IPv4Header
-from ._packet import parse_tcp_packet
-from ._tcp import TcpOptions, parse_tcp_options
+from ._packet import PROTO_TCP, IpPacket, parse_tcp_packet
+from ._tcp import TcpHeader, TcpOptions, parse_tcp_options
 
-__all__ = ["TcpView", "parse_tcp_view"]
+__all__ = ["TcpView", "parse_tcp_view", "tcp_view_of"]
 
 _V4TCPX: Final = struct.Struct("!xBHHHBBH4s4sHHIIxBHHH")  # IPv4 + TCP, no offset bytes
 _unpack_v4tcpx = _V4TCPX.unpack_from
@@ -182,4 +182,23 @@ def _parse_any(packet: Buffer, offset: int, verify_checksum: bool) -> TcpView:
     return TcpView(
         version, ip.src, ip.dst, ttl, ip.total_length, fragment, tcp.src_port, tcp.dst_port,
         tcp.seq, tcp.ack, tcp.flags, tcp.window, tcp.checksum, tcp.urgent, tcp.options, payload,
+    )  # fmt: skip
+
+
+def tcp_view_of(packet: IpPacket) -> TcpView:
+    """The view of an IP packet already split at its upper layer (a reassembled
+    datagram, say: its transport is the whole segment). ``total_length`` is the IP
+    header's as parsed."""
+    ip, protocol, transport = packet
+    if protocol != PROTO_TCP:
+        raise MalformedPacket(f"not TCP: IP protocol {protocol}")
+    tcp = TcpHeader.parse(transport)
+    if isinstance(ip, IPv4Header):
+        version, ttl, fragment = 4, ip.ttl, ip.flags_fragment
+    else:
+        version, ttl, fragment = 6, ip.hop_limit, 0
+    return TcpView(
+        version, ip.src, ip.dst, ttl, ip.total_length, fragment, tcp.src_port, tcp.dst_port,
+        tcp.seq, tcp.ack, tcp.flags, tcp.window, tcp.checksum, tcp.urgent, tcp.options,
+        transport[tcp.header_len :],
     )  # fmt: skip
