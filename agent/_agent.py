@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import trio
 
+from tpengine.fs import VOLUMES_HOST
 from tpengine.splice import reset, splice
 from tpengine.tunnel import (
     DialRejected,
@@ -40,6 +41,7 @@ from ._replace import serve_replaced_ports
 from ._streams import ReplayStream, Sniffed, classify, sniff
 from ._topod import serve_pod_dial
 from ._udp import serve_udp_port
+from ._volumes import MountSpec, VolumeServer, serve_volumes
 from ._wiretap import FLUSH_TIMEOUT, Copier, CopyStats, HttpCopies
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class Agent:
         self._changed = trio.Event()
         self._reported: dict[str, float] = {}  # engagement id -> when its error was pushed
         self._port_names = {p.name: p.app_port for p in config.ports if p.name}
+        self.volumes = VolumeServer([MountSpec(path=p, read_only=ro) for p, ro in config.mounts])
 
     # -- state ------------------------------------------------------------------------------
 
@@ -163,6 +166,10 @@ class Agent:
         # The channel ends when the tunnel closes (or we fell behind): start over.
 
     async def _on_dial(self, dial: IncomingDial) -> None:
+        if dial.destination.host == VOLUMES_HOST:
+            # The engaging client's FUSE mount (tp intercept --mount): the app's volumes.
+            await serve_volumes(await dial.accept_stream(), self.volumes)
+            return
         await serve_pod_dial(dial, self.app_host, also=(self.config.pod_ip,))
 
     # -- routing ----------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class AgentConfig:
     pod: str = ""
     pod_ip: str = ""
     app_env: Mapping[str, str] = field(default_factory=dict)
+    #: the app container's mountPaths and whether each is read-only (served as volumes)
+    mounts: tuple[tuple[str, bool], ...] = ()
 
     def arrive_payload(self) -> dict[str, Any]:
         """The ``agent_arrive`` request of the contract."""
@@ -94,6 +96,7 @@ def load_config(environ: Mapping[str, str]) -> AgentConfig:
         if key in seen:
             raise ConfigError(f"TP_AGENT_CONFIG ports: agent_port {spec.agent_port} twice")
         seen.add(key)
+    mounts = _mounts(data.get("mounts", []))
     app_env = {
         name[len(ENV_PREFIX) :]: value
         for name, value in environ.items()
@@ -108,7 +111,20 @@ def load_config(environ: Mapping[str, str]) -> AgentConfig:
         pod=environ.get("TP_POD_NAME") or environ.get("HOSTNAME") or socket.gethostname(),
         pod_ip=environ.get("TP_POD_IP", ""),
         app_env=app_env,
+        mounts=mounts,
     )
+
+
+def _mounts(entries: Any) -> tuple[tuple[str, bool], ...]:
+    if not isinstance(entries, list):
+        raise ConfigError("TP_AGENT_CONFIG mounts must be a list")
+    mounts = []
+    for i, entry in enumerate(entries):
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            raise ConfigError(f"TP_AGENT_CONFIG mounts[{i}].path must be an absolute path")
+        mounts.append((path, bool(entry.get("ro", False))))
+    return tuple(mounts)
 
 
 def _string(data: dict[str, Any], name: str) -> str:

@@ -345,10 +345,14 @@ def _open(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) -> tu
         opened = os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
     else:
         opened = openat2_beneath(fd, b"/".join(where.rest), flags)
-    if stat.S_ISDIR(os.fstat(opened).st_mode) and flags & os.O_ACCMODE != os.O_RDONLY:
+    is_dir = stat.S_ISDIR(os.fstat(opened).st_mode)
+    if is_dir and flags & os.O_ACCMODE != os.O_RDONLY:
         os.close(opened)
         raise OSError(errno.EISDIR, "a directory")
-    return (conn._new_handle(opened, read_only),)
+    # The first bytes come with the handle: a small file costs one round trip, not two.
+    wanted = min(args[2], MAX_CHUNK) if flags & os.O_ACCMODE != os.O_WRONLY and not is_dir else 0
+    first = os.pread(opened, wanted, 0) if wanted else b""
+    return (conn._new_handle(opened, read_only), first)
 
 
 def _create(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) -> tuple[Any, ...]:

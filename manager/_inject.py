@@ -13,6 +13,10 @@ Telepresence's injection, as the reference describes it:
 - a *numeric* target port (or a headless or service-less workload): an init container
   ``tp-agent-init`` with NET_ADMIN installs REDIRECT rules from the app port to the
   agent's, exempting the agent's own uid so its connections to the app are not looped.
+- the app container's volumeMounts, mounted again in the agent under ``MOUNTS_ROOT``
+  (``/tel_app_mounts/<mountPath>``, as Telepresence does; read-only where the app's is,
+  subPath kept) and listed in the config (``mounts``), so the agent can serve them to
+  the engaging client (``tp intercept --mount``).
 The pod template itself is never patched with the agent: only pods, at admission.
 """
 
@@ -28,6 +32,7 @@ INIT_CONTAINER = "tp-agent-init"
 ENV_PREFIX = "TP_APP_ENV_"
 AGENT_UID = 7777
 FIRST_AGENT_PORT = 9900
+MOUNTS_ROOT = "/tel_app_mounts"
 _REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -78,6 +83,29 @@ def _prefixed_env_from(container: dict[str, Any]) -> list[dict[str, Any]]:
     return sources
 
 
+def app_mounts(app: dict[str, Any]) -> list[dict[str, Any]]:
+    """The app's volumeMounts again under MOUNTS_ROOT, for the agent container.
+
+    Same volume, subPath and read-only flag (a volume may be mounted by several
+    containers of a pod, Kubernetes "Volumes"); mount propagation is left out (the
+    agent only reads and writes files)."""
+    mounts = []
+    for vm in app.get("volumeMounts") or []:
+        path = vm.get("mountPath")
+        if not isinstance(path, str) or not path.startswith("/") or not vm.get("name"):
+            continue
+        copied = {
+            "name": vm["name"],
+            "mountPath": MOUNTS_ROOT + "/" + path.strip("/"),
+            "readOnly": bool(vm.get("readOnly")),
+        }
+        for key in ("subPath", "subPathExpr"):
+            if vm.get(key):
+                copied[key] = vm[key]
+        mounts.append(copied)
+    return mounts
+
+
 def agent_ports(spec: AgentSpec) -> list[tuple[InterceptedPort, int]]:
     return [(port, FIRST_AGENT_PORT + i) for i, port in enumerate(spec.ports)]
 
@@ -98,6 +126,11 @@ def agent_container(spec: AgentSpec, app: dict[str, Any]) -> dict[str, Any]:
             for port, agent_port in agent_ports(spec)
         ],
     }
+    mounts = app_mounts(app)
+    if mounts:
+        config["mounts"] = [
+            {"path": m["mountPath"].removeprefix(MOUNTS_ROOT), "ro": m["readOnly"]} for m in mounts
+        ]
     field_env = [
         {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
         for name, path in (
@@ -125,6 +158,7 @@ def agent_container(spec: AgentSpec, app: dict[str, Any]) -> dict[str, Any]:
         ],
         "envFrom": _prefixed_env_from(app),
         "ports": ports,
+        "volumeMounts": mounts or None,
         "securityContext": {"runAsUser": AGENT_UID, "runAsGroup": AGENT_UID, "runAsNonRoot": True},
         "readinessProbe": {"tcpSocket": {"port": FIRST_AGENT_PORT}, "periodSeconds": 2}
         if spec.ports

@@ -66,9 +66,10 @@ def test_the_tree_shows_only_the_mount_paths(conn: Connection) -> None:
 
 
 def test_reads_follow_symlinks_only_inside_the_volume(conn: Connection) -> None:
-    handle = ask(conn, Op.OPEN, b"etc/web/inside", os.O_RDONLY).values[0]
+    handle, first = ask(conn, Op.OPEN, b"etc/web/inside", os.O_RDONLY, 5).values
+    assert first == b"debug"
     assert ask(conn, Op.READ, handle, 0, 100).values == (b"debug = true\n",)
-    assert ask(conn, Op.OPEN, b"etc/web/escape", os.O_RDONLY).errno == errno.EACCES
+    assert ask(conn, Op.OPEN, b"etc/web/escape", os.O_RDONLY, 0).errno == errno.EACCES
     assert ask(conn, Op.GETATTR, b"etc/web/../../outside").errno == errno.EINVAL
     assert ask(conn, Op.READLINK, b"etc/web/escape").values == (b"../../outside",)
     assert ask(conn, Op.RELEASE, handle).errno == 0
@@ -78,7 +79,7 @@ def test_reads_follow_symlinks_only_inside_the_volume(conn: Connection) -> None:
 def test_read_only_volumes_and_the_tree_above_them_refuse_writes(conn: Connection) -> None:
     for op, args in [
         (Op.CREATE, (b"etc/web/new", os.O_WRONLY, 0o644)),
-        (Op.OPEN, (b"etc/web/settings.ini", os.O_WRONLY)),
+        (Op.OPEN, (b"etc/web/settings.ini", os.O_WRONLY, 0)),
         (Op.UNLINK, (b"etc/web/settings.ini",)),
         (Op.MKDIR, (b"etc/new", 0o755)),
         (Op.TRUNCATE, (b"etc/web/settings.ini", 0)),

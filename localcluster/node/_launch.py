@@ -170,24 +170,31 @@ def _record_created(spec: dict, path: str) -> None:
             fh.write(path + "\n")
 
 
-def _ensure_mountpoint(spec: dict, dst: str, is_file: bool, scratch: list[int]) -> None:
+def _ensure_mountpoint(spec: dict, dst: str, is_file: bool, scratch: list) -> None:
     """Make ``dst`` exist in this container's view without touching the host's tree.
 
     The deepest existing ancestor gets a private overlay (upper layer in the pod's state
     dir) and the missing path is made inside it. Directly under "/" no overlay is
     possible (it would hide /proc, /dev, ...): the directory is made on the host and
-    recorded so `down` removes it.
+    recorded so `down` removes it. Below a directory already made private either way
+    (``scratch[1]``), paths are simply made: a second overlay inside the first is
+    refused by the kernel (EINVAL), and several mountPaths often share a new top
+    directory (``/tel_app_mounts/etc/web``, ``/tel_app_mounts/var/run/…``).
     """
     if os.path.lexists(dst):
         return
     parent = os.path.dirname(dst)
     while not os.path.isdir(parent):
         parent = os.path.dirname(parent)
-    if parent == "/":
+    private: set[str] = scratch[1]
+    if any(_under(parent, done) for done in private):
+        pass
+    elif parent == "/":
         top = "/" + dst.strip("/").split("/")[0]
         if not os.path.exists(top):
             os.makedirs(top, exist_ok=True)
             _record_created(spec, top)
+            private.add(top)
     else:
         n = scratch[0]
         scratch[0] += 1
@@ -198,6 +205,7 @@ def _ensure_mountpoint(spec: dict, dst: str, is_file: bool, scratch: list[int]) 
         _mount(
             "overlay", parent, "overlay", 0, f"lowerdir={parent},upperdir={upper},workdir={work}"
         )
+        private.add(parent)
     if is_file:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         open(dst, "a").close()
@@ -218,7 +226,7 @@ def _prepare_container(spec: dict) -> None:
     """
     _unshare(CLONE_NEWNS)
     _make_slave()
-    scratch = [0]
+    scratch: list = [0, set()]
     mounts = [
         (m["src"], os.path.realpath(m["dst"]), bool(m.get("ro"))) for m in spec.get("mounts", [])
     ]

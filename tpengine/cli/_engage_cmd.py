@@ -45,6 +45,10 @@ def describe(engagement: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if engagement.get("message"):
         rows.append(("Message", engagement["message"]))
+    if engagement.get("mount_point"):
+        rows.append(("Volume Mount Point", engagement["mount_point"]))
+    elif engagement.get("mount_error"):
+        rows.append(("Volume Mount Error", engagement["mount_error"]))
     pods = engagement.get("pods") or []
     local = engagement.get("local_ports") or []
     if kind != "ingest" and local:
@@ -69,6 +73,22 @@ def render_block(rows: list[tuple[str, str]], indent: int = 3) -> str:
     width = max(len(k) for k, _ in keyed)
     pad = " " * indent
     return "\n".join(f"{pad}{k.ljust(width)}: {v}" if k else f"{pad}{v}" for k, v in rows)
+
+
+def parse_mount(value: str | None) -> dict[str, Any] | None:
+    """``--mount``: true (the default: a fresh temp dir), false, or PATH[:ro]; the
+    engine's ``mount`` request, None for false. A relative PATH is taken from here (the
+    engine runs elsewhere)."""
+    if value is None or value.lower() == "true":
+        return {"path": None, "read_only": False}
+    if value.lower() == "false":
+        return None
+    path, read_only = value, False
+    if value.endswith(":ro"):
+        path, read_only = value[: -len(":ro")], True
+    if not path:
+        fail("--mount: give true, false or PATH[:ro]", 2)
+    return {"path": os.path.abspath(path), "read_only": read_only}
 
 
 def _write_env(
@@ -110,11 +130,7 @@ def _engage(
     """What every engagement command does; each passes its own options by name."""
     ports, headers, to_pod = port or [], http_header or [], to_pod or []
     path_equal, path_prefix, path_regex = http_path_equal, http_path_prefix, http_path_regex
-    if mount not in (None, "false"):
-        fail(
-            "mounting remote volumes is not available yet in this version of tpengine; use --mount false",
-            2,
-        )
+    mount_request = parse_mount(mount)
     try:
         to_pod_ports = [str(ToPodPort.parse(p)) for p in to_pod]
     except ToPodError as exc:
@@ -138,6 +154,7 @@ def _engage(
         "address": address,
         "filter": http.to_json(),
         "to_pod": to_pod_ports,
+        "mount": mount_request,
     }
     result = _call("engage", params)
     env: dict[str, str] = {}
@@ -147,6 +164,11 @@ def _engage(
             {"namespace": result.get("namespace"), "workload": result.get("workload")},
         )
         env = dict(got.get("env") or {})
+        if result.get("mount_point"):
+            # Telepresence's variables: the mount point, and the container's mountPaths
+            # (each mirrored under it), colon-separated.
+            env["TELEPRESENCE_ROOT"] = result["mount_point"]
+            env["TELEPRESENCE_MOUNTS"] = ":".join(result.get("mounts") or [])
         _write_env(env, env_file, env_syntax, env_json)
     if output is not OutputFormat.text:
         emit_structured(result, output)
@@ -180,7 +202,11 @@ NAMESPACE = typer.Option(
 ENV_FILE = typer.Option(None, "--env-file", "-e", help="Write the remote environment to this file.")
 ENV_SYNTAX = typer.Option("docker", "--env-syntax", help="docker, compose, sh, csh, cmd or json.")
 ENV_JSON = typer.Option(None, "--env-json", "-j", help="Write the remote environment as JSON.")
-MOUNT = typer.Option(None, "--mount", help="true|false|PATH[:ro] (not available yet: use false).")
+MOUNT = typer.Option(
+    None,
+    "--mount",
+    help="Mount the container's volumes: true (a temp dir, the default), false, or PATH[:ro].",
+)
 TO_POD = typer.Option(
     [], "--to-pod", help="PORT: localhost:PORT reaches the pod's localhost:PORT (repeatable)."
 )

@@ -19,7 +19,7 @@ import trio
 from tpengine import __version__
 from tpengine.dns import Resolver, UdpUpstream, serve_dns_on
 from tpengine.engine._control import ControlError, Progress, serve_control
-from tpengine.engine._engage import LocalTargets, engage, leave, list_workloads
+from tpengine.engine._engage import LocalTargets, engage, leave, list_workloads, mount_volumes
 from tpengine.engine._kube import ensure_manager, open_api, port_forward_connector
 from tpengine.engine._network import serve_tun
 from tpengine.engine._reengage import WAITING_FOR_MANAGER, EngagementMemory, keep_engaged
@@ -71,6 +71,12 @@ class Engine:
         self.tun_name = ""
         self.api: Any = None
         self.targets = LocalTargets()
+        from tpengine.fs import VolumeMounts
+
+        self.volumes = VolumeMounts(
+            register=helper.register_mount if helper else None,
+            unregister=helper.unmount if helper else None,
+        )
         self.engagements = EngagementMemory()  # re-sent on every new session
         self._forwards: trio.Nursery | None = None
         self._to_pod: dict[str, trio.CancelScope] = {}
@@ -127,6 +133,7 @@ class Engine:
             raise ControlError(str(exc), "engage-failed") from None
         if to_pod:
             result["to_pod"] = await self._start_to_pod(session, result, to_pod)
+        result.update(await mount_volumes(self.volumes, session, result, params))
         return result
 
     async def _start_to_pod(
@@ -169,6 +176,7 @@ class Engine:
         if scope is not None:
             scope.cancel()
         name = str(params.get("name", ""))
+        await self.volumes.unmount(name)
         try:
             result = await leave(self.api, self._connected_session(), self.targets, name)
         except SessionError as exc:
@@ -339,6 +347,7 @@ class Engine:
         async with trio.open_nursery() as nursery:
             resolver = await self._start_dns(session, nursery)
             await self._update_routes(session, also, never)
+            await nursery.start(self.volumes.run)
             async with open_netstack(tun) as stack:
                 self._forwards = nursery
                 nursery.start_soon(serve_tun, stack, session)

@@ -261,6 +261,8 @@ async def mount_volumes(
     from tpengine.fs import MountError
     from tpengine.fs._mount import agent_connector
 
+    if not engagement.get("pods"):
+        return {"mount_error": "no traffic-agent pod is serving this engagement yet"}
     read_only = bool(wanted.get("read_only")) or engagement.get("kind") in ("wiretap", "ingest")
     connect = agent_connector(session._current_mux, engagement["namespace"], engagement["name"])
     try:

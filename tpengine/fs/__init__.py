@@ -1,8 +1,12 @@
 """tpengine.fs — an engaged container's volumes on the laptop (FUSE), and the compact
-file protocol the engine and the traffic-agent speak for them (``_protocol``)."""
+file protocol the engine and the traffic-agent speak for them (``_protocol``).
+
+The FUSE parts (``VolumeMounts``, ``MountError``) load pyfuse3 on first use only, so the
+agent, which serves the protocol, never needs libfuse."""
+
+from typing import TYPE_CHECKING, Any
 
 from tpengine.fs._client import VolumeClient
-from tpengine.fs._mount import MountError, VolumeMount, VolumeMounts
 from tpengine.fs._protocol import (
     VOLUMES_HOST,
     VOLUMES_PORT,
@@ -16,6 +20,9 @@ from tpengine.fs._protocol import (
     encode_reply,
     encode_request,
 )
+
+if TYPE_CHECKING:
+    from tpengine.fs._mount import MountError, VolumeMount, VolumeMounts
 
 __all__ = [
     "VOLUMES_HOST",
@@ -34,3 +41,11 @@ __all__ = [
     "encode_reply",
     "encode_request",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("MountError", "VolumeMount", "VolumeMounts"):
+        from tpengine.fs import _mount
+
+        return getattr(_mount, name)
+    raise AttributeError(name)

@@ -196,10 +196,16 @@ class VolumeClient:
             raise OSError(errno.EIO, f"the agent is not reachable: {self.last_error or 'no link'}")
         return link
 
-    async def call(self, op: Op, *args: Any) -> tuple[tuple[Any, ...], int]:
+    async def call(
+        self, op: Op, *args: Any, generation: int | None = None
+    ) -> tuple[tuple[Any, ...], int]:
         """Send one request; its reply values and the link's generation. OSError with
-        the agent's errno, or EIO when the link broke or the reply did not come."""
+        the agent's errno, or EIO when the link broke or the reply did not come, or
+        when ``generation`` (of a file handle) is not the current link's: a handle
+        means nothing to another agent."""
         link = await self._current()
+        if generation is not None and generation != link.generation:
+            raise OSError(errno.EIO, "the agent's pod was replaced since the file was opened")
         reply = await self._roundtrip(link, op, args)
         if reply is None:
             raise OSError(errno.EIO, os.strerror(errno.EIO))

@@ -15,8 +15,9 @@ enforces the pod's real owners and modes for every request, so this only makes
 Sequential reads are read ahead: after two reads in a row, the next ``READ_AHEAD``
 chunks are requested at once, so the wire stays busy instead of paying one round trip
 through manager and agent per 128 KiB (the kernel's own read-ahead stops at 128 KiB).
+OPEN brings the file's first 128 KiB along, so reading a small file is one round trip.
 A handle opened on a connection that has since been replaced (the agent's pod was
-deleted and a new one arrived) is reopened by path on its next use.
+deleted and a new one arrived) fails with EIO; new opens reach the new pod.
 """
 
 from __future__ import annotations
@@ -64,9 +65,8 @@ def _fuse_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, An
 
 
 class _OpenFile:
-    def __init__(self, path: bytes, flags: int, handle: int, generation: int) -> None:
+    def __init__(self, path: bytes, handle: int, generation: int) -> None:
         self.path = path
-        self.flags = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)  # for a reopen
         self.handle = handle
         self.generation = generation
         self.next_offset = -1  # where a sequential reader reads next
@@ -132,8 +132,8 @@ class RemoteFs(pyfuse3.Operations):
         entry.attr_timeout = CACHE_TIMEOUT
         return entry
 
-    async def _call(self, op: Op, *args: Any) -> tuple[Any, ...]:
-        values, _ = await self.client.call(op, *args)
+    async def _call(self, op: Op, *args: Any, generation: int | None = None) -> tuple[Any, ...]:
+        values, _ = await self.client.call(op, *args, generation=generation)
         return values
 
     # -- lookups ----------------------------------------------------------------------------
@@ -267,9 +267,13 @@ class RemoteFs(pyfuse3.Operations):
     @_fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         path = self._path(inode)
-        (handle,), generation = await self.client.call(Op.OPEN, path, flags)
+        (handle, first), generation = await self.client.call(Op.OPEN, path, flags, CHUNK)
         fh = self._new_fh()
-        self._files[fh] = _OpenFile(path, flags, handle, generation)
+        file = self._files[fh] = _OpenFile(path, handle, generation)
+        if flags & os.O_ACCMODE != os.O_WRONLY:
+            chunk = file.ahead[0] = _Chunk()  # the first read is answered already
+            chunk.data = bytes(first)
+            chunk.done.set()
         return pyfuse3.FileInfo(fh=fh)
 
     @_fuse_errors
@@ -279,17 +283,18 @@ class RemoteFs(pyfuse3.Operations):
         path = join(self._path(parent_inode), name)
         (handle, attr), generation = await self.client.call(Op.CREATE, path, flags, mode)
         fh = self._new_fh()
-        self._files[fh] = _OpenFile(path, flags, handle, generation)
+        self._files[fh] = _OpenFile(path, handle, generation)
         return pyfuse3.FileInfo(fh=fh), self._entry(path, attr)
 
     async def _handle(self, fh: int) -> tuple[_OpenFile, int]:
-        """The file and its handle on the current connection (reopened after a new one)."""
+        """The file and its handle; EIO when the handle was opened on a connection that
+        is gone (the file was in a pod that was replaced: like NFS's stale handles, it
+        is not silently swapped for whatever the new pod has at that path)."""
         file = self._files.get(fh)
         if file is None:
             raise OSError(errno.EBADF, "no such handle")
         if file.generation != self.client.generation:
-            (handle,), generation = await self.client.call(Op.OPEN, file.path, file.flags)
-            file.handle, file.generation, file.ahead = handle, generation, {}
+            raise OSError(errno.EIO, "the agent's pod was replaced since the file was opened")
         return file, file.handle
 
     @_fuse_errors
@@ -302,23 +307,25 @@ class RemoteFs(pyfuse3.Operations):
         if not sequential:
             file.ahead.clear()
         if file.streak >= 2 and size == CHUNK:
-            self._read_ahead(file, handle, off + size)
+            self._read_ahead(file, off + size)
         if chunk is not None:
             await chunk.done.wait()
             if chunk.error is None:  # short only at the end of the file
                 return chunk.data[:size]
-        (data,) = await self._call(Op.READ, handle, off, size)
+        (data,) = await self._call(Op.READ, handle, off, size, generation=file.generation)
         return bytes(data)
 
-    def _read_ahead(self, file: _OpenFile, handle: int, start: int) -> None:
+    def _read_ahead(self, file: _OpenFile, start: int) -> None:
         for offset in range(start, start + READ_AHEAD * CHUNK, CHUNK):
             if offset not in file.ahead:
                 chunk = file.ahead[offset] = _Chunk()
-                self._nursery.start_soon(self._fetch, handle, offset, chunk)
+                self._nursery.start_soon(self._fetch, file, offset, chunk)
 
-    async def _fetch(self, handle: int, offset: int, chunk: _Chunk) -> None:
+    async def _fetch(self, file: _OpenFile, offset: int, chunk: _Chunk) -> None:
         try:
-            (data,) = await self._call(Op.READ, handle, offset, CHUNK)
+            (data,) = await self._call(
+                Op.READ, file.handle, offset, CHUNK, generation=file.generation
+            )
             chunk.data = bytes(data)
         except OSError as exc:
             chunk.error = exc
@@ -329,7 +336,7 @@ class RemoteFs(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         file, handle = await self._handle(fh)
         file.ahead.clear()
-        (written,) = await self._call(Op.WRITE, handle, off, buf)
+        (written,) = await self._call(Op.WRITE, handle, off, buf, generation=file.generation)
         return int(written)
 
     async def flush(self, fh: int) -> None:
@@ -337,15 +344,19 @@ class RemoteFs(pyfuse3.Operations):
 
     @_fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        _, handle = await self._handle(fh)
-        await self._call(Op.FSYNC, handle, int(datasync))
+        file, handle = await self._handle(fh)
+        await self._call(Op.FSYNC, handle, int(datasync), generation=file.generation)
 
     async def release(self, fh: int) -> None:
         file = self._files.pop(fh, None)
         if file is None or file.generation != self.client.generation:
             return  # its connection is gone, and the handle with it
+        # Nobody waits for a release (close(2) already returned): no round trip here.
+        self._nursery.start_soon(self._release_remote, file)
+
+    async def _release_remote(self, file: _OpenFile) -> None:
         try:
-            await self._call(Op.RELEASE, file.handle)
+            await self._call(Op.RELEASE, file.handle, generation=file.generation)
         except OSError:
             pass
 

@@ -28,12 +28,38 @@ import trio
 
 from tpengine.fs._client import Connect, VolumeClient
 from tpengine.fs._fuse import RemoteFs
+from tpengine.fs._protocol import VOLUMES_HOST, VOLUMES_PORT
 
 log = logging.getLogger(__name__)
 
 Register = Callable[[str], Awaitable[None]]
 #: How long a new mount waits for the agent's first answer (the pod is ready by then).
-FIRST_CONTACT = 15.0
+FIRST_CONTACT = 10.0
+
+
+def agent_connector(
+    current_mux: Callable[[], Awaitable[Any]], namespace: str, name: str
+) -> Connect:
+    """Dials the volumes of engagement ``name``'s agent through the manager (tag
+    ``agent:<ns>/<pod>``), asking the manager each time which pod is current, so a
+    replaced pod's agent is found again."""
+
+    async def connect() -> trio.abc.Stream:
+        try:
+            mux = await current_mux()
+            engagements = await mux.request("engagements", {})
+            pods = next((e.get("pods") or [] for e in engagements if e.get("name") == name), [])
+            if not pods:
+                raise OSError(errno.EHOSTUNREACH, f"no traffic-agent pod for {name} (yet)")
+            tag = f"agent:{namespace}/{pods[0]['name']}".encode()
+            stream: trio.abc.Stream = await mux.open_stream(VOLUMES_HOST, VOLUMES_PORT, tag=tag)
+            return stream
+        except OSError:
+            raise
+        except Exception as exc:  # no tunnel, a refused dial: the agent is unreachable
+            raise OSError(errno.EHOSTUNREACH, str(exc) or type(exc).__name__) from None
+
+    return connect
 
 
 class MountError(Exception):

@@ -83,7 +83,7 @@ SCHEMAS: dict[Op, tuple[str, str]] = {
     Op.HELLO: ("I", "Ib"),  # version -> version, JSON {"mounts": [{"path", "ro"}]}
     Op.GETATTR: ("b", "A"),  # path (not following a last symlink)
     Op.READDIR: ("bI", "EI"),  # path, first index -> entries, 1 when more follow
-    Op.OPEN: ("bI", "Q"),  # path, open flags -> handle
+    Op.OPEN: ("bII", "Qb"),  # path, open flags, first bytes wanted -> handle, those bytes
     Op.READ: ("QQI", "b"),  # handle, offset, size -> data (short = end of file)
     Op.WRITE: ("QQb", "I"),  # handle, offset, data -> bytes written
     Op.RELEASE: ("Q", ""),
