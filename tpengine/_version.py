@@ -1,8 +1,3 @@
-"""The package version, read once from the installed distribution."""
+"""The package version (pyproject.toml reads it from here)."""
 
-from importlib import metadata
-
-try:
-    __version__ = metadata.version("tpengine")
-except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0"

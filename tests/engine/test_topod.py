@@ -10,12 +10,8 @@ import pytest
 import trio
 
 from agent._topod import serve_pod_dial
-from tpengine.engine._topod import (
-    ToPodError,
-    ToPodPort,
-    open_to_pod_sockets,
-    serve_to_pod,
-)
+from tpengine.engine._topod import open_to_pod_sockets, serve_to_pod
+from tpengine.engine._topod_spec import ToPodError, ToPodPort
 from tpengine.tunnel import MuxDatagramFlow, MuxSession, MuxStream, Role, open_mux_over_stream
 
 POD = "127.0.0.2"

@@ -7,30 +7,20 @@ import sys
 import time
 from typing import Any
 
-import trio
 import typer
 
 from tpengine.cli._output import OUTPUT_OPTION, OutputFormat, emit_structured, fail, key_value_block
-from tpengine.engine._control import ControlError, EngineNotRunning, open_control_client
+from tpengine.engine._control_client import ControlError, EngineNotRunning, call_engine_sync
 from tpengine.engine._paths import logs_dir
-from tpengine.engine._routes import CidrError, parse_cidrs
-from tpengine.kube.kubeconfig import KubeconfigError, resolve_target
 
 ENGINE_START_TIMEOUT = 15.0
-
-
-async def call_engine(
-    method: str, params: dict[str, Any] | None = None, *, on_progress: Any = None
-) -> Any:
-    async with open_control_client() as client:
-        return await client.call(method, params, on_progress=on_progress)
 
 
 def engine_call(
     method: str, params: dict[str, Any] | None = None, *, on_progress: Any = None
 ) -> Any:
     """Call the engine from synchronous CLI code; EngineNotRunning when there is none."""
-    return trio.run(lambda: call_engine(method, params, on_progress=on_progress))
+    return call_engine_sync(method, params, on_progress=on_progress)
 
 
 def connect(
@@ -99,6 +89,10 @@ def _validate(
     context: str | None,
     namespace: str | None,
 ) -> None:
+    # Imported here: the commands that only talk to a running engine stay light.
+    from tpengine.engine._routes import CidrError, parse_cidrs
+    from tpengine.kube.kubeconfig import KubeconfigError, resolve_target
+
     try:
         parse_cidrs(also, "--also-proxy")
         parse_cidrs(never, "--never-proxy")

@@ -13,9 +13,9 @@ import typer
 
 from tpengine.cli._connect_cmd import engine_call
 from tpengine.cli._output import OUTPUT_OPTION, OutputFormat, emit_structured, fail, key_value_block
-from tpengine.engine._control import ControlError, EngineNotRunning
+from tpengine.engine._control_client import ControlError, EngineNotRunning
 from tpengine.engine._envfile import SYNTAXES, EnvSyntaxError, render_env
-from tpengine.engine._topod import ToPodError, ToPodPort
+from tpengine.engine._topod_spec import ToPodError, ToPodPort
 from tpengine.httpfilter import FilterError, parse_filter
 
 _TITLES = {"intercept": "Intercept", "replace": "Replace", "wiretap": "Wiretap", "ingest": "Ingest"}

@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import trio
 import typer
 
 from tpengine.cli._output import fail
@@ -22,6 +21,8 @@ async def _api(kubeconfig: str | None, context: str | None) -> Any:
 
 
 async def _progress(text: str) -> None:
+    import trio
+
     typer.echo(f"  {text}", err=True)
     await trio.lowlevel.checkpoint()
 
@@ -37,6 +38,7 @@ def install(
     context: str = typer.Option(None, "--context"),
 ) -> None:
     """Install (or upgrade) the traffic-manager into the cluster."""
+    import trio
 
     from tpengine.engine._session import SessionError
     from tpengine.kube.install import InstallError, install_manager
@@ -71,6 +73,8 @@ def uninstall(
     ),
 ) -> None:
     """Remove the traffic-manager (or, with --agent/--all-agents, agents) from the cluster."""
+    import trio
+
     if agent and all_agents:
         fail("give --agent WORKLOAD or --all-agents, not both")
     if agent or all_agents:
@@ -113,6 +117,8 @@ def _uninstall_agents(
 ) -> None:
     """Take our annotations off the workloads' pod templates; their pods restart without
     the traffic-agent (the webhook injects only into marked pods)."""
+    import trio
+
     from tpengine.engine._kube import open_api
     from tpengine.engine._session import SessionError
     from tpengine.kube.agents import (

@@ -24,26 +24,16 @@ from typing import Any, cast
 
 import trio
 
+from tpengine.engine._control_client import (
+    MAX_LINE,
+    ControlError,
+    EngineNotRunning,
+    control_socket_name,
+    decode_reply,
+    encode_request,
+)
+
 log = logging.getLogger(__name__)
-
-MAX_LINE = 1 << 20
-
-
-def control_socket_name(uid: int | None = None) -> str:
-    return f"\0tpengine-{os.getuid() if uid is None else uid}"
-
-
-class ControlError(Exception):
-    """The engine answered a request with an error."""
-
-    def __init__(self, message: str, code: str = "error") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class EngineNotRunning(Exception):
-    """No engine listens on the control socket."""
-
 
 Progress = Callable[[str], Awaitable[None]]
 Handler = Callable[[dict[str, Any], Progress], Awaitable[Any]]
@@ -149,21 +139,17 @@ class ControlClient:
         on_progress: Callable[[str], None] | None = None,
     ) -> Any:
         self._next_id += 1
-        request = {"id": self._next_id, "method": method, "params": params or {}}
         try:
-            await self._stream.send_all(json.dumps(request).encode() + b"\n")
+            await self._stream.send_all(encode_request(self._next_id, method, params))
             while True:
                 line = await self._reader.read_line()
                 if line is None:
                     raise ControlError(f"the engine closed the connection during {method}", "gone")
-                message = json.loads(line)
-                if "progress" in message:
-                    if on_progress is not None:
-                        on_progress(message["progress"])
-                    continue
-                if "error" in message:
-                    raise ControlError(message["error"], message.get("code", "error"))
-                return message.get("result")
+                final, value = decode_reply(line, method)
+                if final:
+                    return value
+                if on_progress is not None:
+                    on_progress(value)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ControlError(f"lost the engine during {method}: {exc}", "gone") from None
 

@@ -27,11 +27,10 @@ from tpengine.engine._routes import Network, parse_cidrs, routed_networks
 from tpengine.engine._session import Session, SessionError, SessionInfo, State, open_session_with
 from tpengine.engine._topod import (
     LOCALHOST,
-    ToPodError,
-    ToPodPort,
     open_to_pod_sockets,
     serve_to_pod,
 )
+from tpengine.engine._topod_spec import ToPodError, ToPodPort
 from tpengine.helper import HelperClient, HelperError
 from tpengine.helper._resolvconf import nameservers_of
 from tpengine.netstack import open_netstack

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import trio
 
+from tpengine.engine._topod_spec import ToPodError, ToPodPort
 from tpengine.splice import reset, splice
 from tpengine.tunnel import MuxDatagramFlow, MuxStream, TunnelError
 
@@ -27,28 +27,6 @@ LOCALHOST = "127.0.0.1"
 
 #: Dial the pod's localhost: (port, "tcp"|"udp") -> the tunnel stream or flow.
 DialPod = Callable[[int, str], Awaitable[MuxStream | MuxDatagramFlow]]
-
-
-class ToPodError(Exception):
-    """A ``--to-pod`` port that cannot be served (bad spec, or the local port is taken)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ToPodPort:
-    port: int
-    protocol: str = "TCP"
-
-    @classmethod
-    def parse(cls, text: str) -> ToPodPort:
-        """``PORT``, ``PORT/TCP`` or ``PORT/UDP`` (Telepresence's ``--to-pod`` syntax)."""
-        number, _, proto = str(text).partition("/")
-        proto = (proto or "TCP").upper()
-        if not number.isdigit() or not 0 < int(number) < 65536 or proto not in ("TCP", "UDP"):
-            raise ToPodError(f"--to-pod {text}: give PORT, PORT/TCP or PORT/UDP (1-65535)")
-        return cls(port=int(number), protocol=proto)
-
-    def __str__(self) -> str:
-        return f"{self.port}/{self.protocol}"
 
 
 async def open_to_pod_sockets(
