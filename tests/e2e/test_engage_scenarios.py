@@ -467,6 +467,13 @@ spec:
 """
 
 
+def containers(cluster: Any, app: str) -> list[str]:
+    """The containers of the workload's one live pod."""
+    pods = json.loads(cluster.kubectl_ok("get", "pods", "-l", f"app={app}", "-o", "json"))
+    [live] = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    return [c["name"] for c in live["spec"]["containers"]]
+
+
 def beats(cluster: Any) -> int:
     """The app's background heartbeat count, read by the watcher container."""
     pod = json.loads(cluster.kubectl_ok("get", "pods", "-l", "app=worker", "-o", "json"))
@@ -499,17 +506,22 @@ def test_replace_stops_the_apps_background_work_and_leave_restores_the_spec(
         assert beats(connected) > first
         assert template_spec(connected, "deploy", "worker") == before
 
+        # Replaced when the developer quits: the app container comes back before the
+        # engine goes (nobody else may change the workload after it).
+        engage_ok(connected, "replace", "worker", "--port", "18080:http")
+        assert tp(connected, "quit").returncode == 0
+        assert sorted(containers(connected, "worker")) == ["app", "traffic-agent", "watcher"]
+        assert template_spec(connected, "deploy", "worker") == before
+        assert tp(connected, "connect", "-n", "default").returncode == 0
+        assert curl(connected, "http://worker/").startswith("cluster 8080")
+
         # Uninstalling the agent gives the spec back exactly, annotations included.
         removed = tp(connected, "uninstall", "--agent", "worker", "-n", "default")
         assert removed.returncode == 0, removed.stderr
         assert removed.stdout.strip() == "Traffic-agent removed from worker"
         spec = json.loads(connected.kubectl_ok("get", "deploy", "worker", "-o", "json"))["spec"]
         assert "annotations" not in spec["template"]["metadata"]
-        pods = json.loads(connected.kubectl_ok("get", "pods", "-l", "app=worker", "-o", "json"))
-        live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
-        assert [sorted(c["name"] for c in p["spec"]["containers"]) for p in live] == [
-            ["app", "watcher"]
-        ]
+        assert sorted(containers(connected, "worker")) == ["app", "watcher"]
         again = tp(connected, "uninstall", "--agent", "worker", "-n", "default")
         assert again.returncode != 0
         assert "Deployment worker in namespace default has no traffic-agent" in again.stderr

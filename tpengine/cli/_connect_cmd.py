@@ -239,8 +239,12 @@ def render_status(info: dict[str, Any]) -> str:
 
 
 def _quit_engine(*, quiet: bool) -> bool:
+    def progress(text: str) -> None:
+        if not quiet:
+            typer.echo(f"  {text}", err=True)
+
     try:
-        engine_call("quit")
+        engine_call("quit", on_progress=progress)  # replaced workloads are restored first
     except EngineNotRunning:
         return False
     except ControlError:

@@ -41,6 +41,8 @@ log = logging.getLogger("tp-engine")
 
 TUN_NAME = "tp%d"
 TUN_MTU = 65000
+#: How long quitting waits for a replaced workload's pods to get their app back.
+REPLACE_RESTORE_TIMEOUT = 90.0
 
 
 @dataclass(kw_only=True)
@@ -116,8 +118,27 @@ class Engine:
         return self.status()
 
     async def _quit_handler(self, params: dict[str, Any], progress: Progress) -> Any:
+        await self._undo_replacements(progress)
         self._quit.set()
         return {"quitting": True}
+
+    async def _undo_replacements(self, progress: Progress | None = None) -> None:
+        """Before going away: give every replaced workload its app container back (only
+        the engine may change workloads; the manager cannot do it after we are gone)."""
+        session = self.session
+        for name in list(self.targets.replaced):
+            workload = self.targets.replaced[name][0]
+            what = f"{workload['kind']} {workload['metadata']['name']}"
+            if progress is not None:
+                await progress(f"Restoring the app container of {what}")
+            with trio.move_on_after(REPLACE_RESTORE_TIMEOUT):
+                try:
+                    if session is None:
+                        raise SessionError("no session")
+                    await leave(self.api, session, self.targets, name)
+                except (SessionError, TunnelError, trio.BrokenResourceError) as exc:
+                    log.warning("could not restore %s on quit: %s", what, exc)
+            self.targets.replaced.pop(name, None)
 
     async def _engage_handler(self, params: dict[str, Any], progress: Progress) -> Any:
         session = self._connected_session()
@@ -254,6 +275,7 @@ class Engine:
             async with trio.open_nursery() as work:
                 work.start_soon(self._connect_and_serve)
                 await self._quit.wait()
+                await self._undo_replacements()  # SIGTERM and `connect -- cmd` come here too
                 await self._depart()
                 work.cancel_scope.cancel()
             # The network is down (the netstack closed the TUN); the helper now removes
