@@ -29,8 +29,23 @@ spec:
       containers:
       - name: web
         image: ghcr.io/telepresenceio/echo-server:latest
-        env: [{name: GREETING, value: hello from the cluster}]
+        env:
+        - {name: GREETING, value: hello from the cluster}
+        - {name: COLOUR, valueFrom: {configMapKeyRef: {name: web-config, key: colour}}}
+        - {name: TOKEN, valueFrom: {secretKeyRef: {name: web-secret, key: token}}}
+        - {name: MY_POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: BANNER, value: "$(GREETING) in $(COLOUR)"}
         ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-config, namespace: default}
+data: {colour: teal}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-secret, namespace: default}
+stringData: {token: s3cr3t}
 ---
 apiVersion: v1
 kind: Service
@@ -211,6 +226,9 @@ def test_ingest_borrows_the_environment_and_moves_no_traffic(engaged: Any, tmp_p
     try:
         env = json.loads(env_json.read_text())
         assert env["GREETING"] == "hello from the cluster"
+        assert env["COLOUR"] == "teal" and env["TOKEN"] == "s3cr3t"
+        assert env["BANNER"] == "hello from the cluster in teal"
+        assert env["MY_POD"].startswith("web-")
         assert env["TELEPRESENCE_CONTAINER"] == "web"
         assert "PATH" not in env and "HOME" not in env and "HOSTNAME" not in env
         assert curl(engaged, "-H", "x-user: susan", "http://web/").startswith(
