@@ -407,6 +407,8 @@ def up(
                 f"run `tp local-cluster down --name {name}` with the HOME that started it"
             )
         echo(f"Cleaning up what an earlier run of local cluster {name} left behind")
+        # It comes back with at least the laptops it had (a second developer's included).
+        laptops = max(laptops, *(lt.index for lt in current.laptops))
         down(name, echo=lambda _line: None)
     names = ClusterNames(name=name)
     sd = state_dir(name)
