@@ -1,0 +1,189 @@
+"""Remote volumes: reading an intercepted pod's files through the laptop's FUSE mount,
+next to ``kubectl cp`` of the same data in the same run (the way to get a pod's files
+without tpengine).
+
+Brings up its own local cluster (``tpvb``, fresh HOME), deploys a pod with an emptyDir
+volume holding a 100 MB file and 1,000 files of 1 KiB, engages it with ``tp intercept``
+(which mounts its volumes), and measures from the laptop:
+
+- sequential read MB/s of the 100 MB file through the mount (1 MiB reads), and the
+  same file copied out with ``kubectl cp``;
+- small-file reads/s: list the 1,000-file directory and read every file through the
+  mount, and ``kubectl cp`` of that directory.
+
+Each figure is the best of ``ROUNDS`` runs, each on files not read before (the kernel's
+page cache would otherwise answer). Targets (issue #8): ≥ 5× kubectl cp, ≥ 100 MB/s.
+Everything it made is taken down at the end, also after a failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+NAME = "tpvb"
+TP = (sys.executable, "-c", "from tpengine.cli import main; main()")
+ROUNDS = 2
+BIG = 100 * 1000 * 1000
+SMALL_FILES = 1000
+APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tpvb, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: tpvb}}
+  template:
+    metadata: {labels: {app: tpvb}}
+    spec:
+      containers:
+      - name: web
+        image: ghcr.io/telepresenceio/echo-server:latest
+        ports: [{name: http, containerPort: 8080}]
+        volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tpvb, namespace: default}
+spec:
+  selector: {app: tpvb}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+# In the pod: per round, one big file and one directory of small files.
+MAKE = f"""
+import os
+for r in range({ROUNDS}):
+    for kind in ("mount", "cp"):
+        with open(f"/data/big-{{kind}}{{r}}.bin", "wb") as f:
+            f.write(os.urandom({BIG}))
+        os.mkdir(f"/data/many-{{kind}}{{r}}")
+        for i in range({SMALL_FILES}):
+            with open(f"/data/many-{{kind}}{{r}}/f{{i:04}}", "wb") as f:
+                f.write(os.urandom(1024))
+"""
+# On the laptop: seconds for a sequential read, and for listing + reading small files.
+READ_BIG = """
+import sys, time
+t = time.perf_counter()
+with open(sys.argv[1], "rb", buffering=0) as f:
+    while f.read(1 << 20):
+        pass
+print(time.perf_counter() - t)
+"""
+READ_MANY = """
+import os, sys, time
+t = time.perf_counter()
+n = 0
+for name in os.listdir(sys.argv[1]):
+    with open(os.path.join(sys.argv[1], name), "rb") as f:
+        n += len(f.read())
+print(time.perf_counter() - t)
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+class _Cluster:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+
+    def tp(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TP, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def laptop(self, *argv: str, timeout: float = 300) -> str:
+        """``argv`` on the laptop (``tp local-cluster exec``); its stdout, or BenchError."""
+        result = self.tp("local-cluster", "exec", "--name", NAME, "--", *argv, timeout=timeout)
+        if result.returncode != 0:
+            raise BenchError(f"{' '.join(argv[:3])}…: {result.stderr.strip() or result.stdout}")
+        return result.stdout
+
+
+@contextlib.contextmanager
+def _cluster() -> Iterator[_Cluster]:
+    home = Path(tempfile.mkdtemp(prefix="tpengine-bench-volumes-"))
+    cluster = _Cluster(home)
+    try:
+        up = cluster.tp("local-cluster", "up", "--name", NAME)
+        if up.returncode != 0:
+            raise BenchError(f"tp local-cluster up: {up.stderr.strip() or up.stdout}")
+        yield cluster
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.laptop(*TP, "quit", timeout=60)
+        cluster.tp("local-cluster", "down", "--name", NAME)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _best(seconds: list[float]) -> float:
+    return min(seconds)
+
+
+def _measure(cluster: _Cluster) -> dict[str, float]:
+    kubectl = ("kubectl", "-n", "default")
+    manifest = cluster.home / "app.yaml"
+    manifest.write_text(APP)
+    cluster.laptop(*kubectl, "apply", "-f", str(manifest))
+    cluster.laptop(*kubectl, "rollout", "status", "deployment/tpvb", "--timeout=120s")
+    cluster.laptop(*TP, "connect", "-n", "default")
+    engaged = cluster.laptop(*TP, "intercept", "tpvb", "--port", "8080:http")
+    found = re.search(r"Volume Mount Point\s*: (\S+)", engaged)
+    if not found:
+        raise BenchError(f"tp intercept mounted nothing:\n{engaged}")
+    root = found.group(1)
+    pod = cluster.laptop(*kubectl, "get", "pods", "-l", "app=tpvb", "-o", "name").split()[-1]
+    pod = pod.removeprefix("pod/")
+    cluster.laptop(*kubectl, "exec", pod, "-c", "web", "--", "python3", "-c", MAKE)
+    out = cluster.home / "cp"
+    times: dict[str, list[float]] = {"mount_big": [], "mount_many": [], "cp_big": [], "cp_many": []}
+    for r in range(ROUNDS):
+        big = cluster.laptop("python3", "-c", READ_BIG, f"{root}/data/big-mount{r}.bin")
+        times["mount_big"].append(float(big))
+        many = cluster.laptop("python3", "-c", READ_MANY, f"{root}/data/many-mount{r}")
+        times["mount_many"].append(float(many))
+        for kind, source in (("cp_big", f"big-cp{r}.bin"), ("cp_many", f"many-cp{r}")):
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            started = time.perf_counter()
+            cluster.laptop(*kubectl, "cp", "-c", "web", f"{pod}:/data/{source}", str(out / source))
+            times[kind].append(time.perf_counter() - started)
+    shutil.rmtree(out, ignore_errors=True)
+    return {key: _best(values) for key, values in times.items()}
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        print("volumes: needs root (it brings up a local cluster); skipped")
+        return
+    try:
+        with _cluster() as cluster:
+            best = _measure(cluster)
+    except (BenchError, subprocess.TimeoutExpired) as exc:
+        print(f"volumes: failed: {exc}")
+        return
+    mb = BIG / 1e6
+    mount_mb_s, cp_mb_s = mb / best["mount_big"], mb / best["cp_big"]
+    mount_files, cp_files = SMALL_FILES / best["mount_many"], SMALL_FILES / best["cp_many"]
+    print(f"best of {ROUNDS}, {mb:.0f} MB file and {SMALL_FILES} files of 1 KiB, fresh each run")
+    print(f"{'':34}{'mount':>10}{'kubectl cp':>12}{'ratio':>8}   target")
+    print(
+        f"{'sequential read, MB/s':34}{mount_mb_s:10.1f}{cp_mb_s:12.1f}"
+        f"{mount_mb_s / cp_mb_s:7.1f}×   ≥ 5× and ≥ 100 MB/s"
+    )
+    print(
+        f"{'small files (list + read), files/s':34}{mount_files:10.0f}{cp_files:12.0f}"
+        f"{mount_files / cp_files:7.1f}×   ≥ 5×"
+    )
