@@ -57,16 +57,16 @@ class ChannelCodec:
 
     base64: bool = False
 
-    def encode(self, channel: int, data: bytes) -> bytes | str:
+    def encode(self, channel: int, data: bytes | bytearray) -> bytes | str:
         if self.base64:
             return str(channel) + b64encode(data).decode()
         return bytes([channel]) + data
 
-    def decode(self, message: bytes | str) -> tuple[int, bytes] | None:
+    def decode(self, message: bytes | str) -> tuple[int, bytes | memoryview] | None:
         if not message:
             return None
-        if isinstance(message, bytes):
-            return None if self.base64 else (message[0], message[1:])
+        if isinstance(message, bytes):  # a view: the relay passes the data on uncopied
+            return None if self.base64 else (message[0], memoryview(message)[1:])
         if not self.base64 or not message[0].isdigit():
             return None
         try:
@@ -118,7 +118,7 @@ async def _pod_to_ws(
             data = await stream.receive_some(CHUNK)
             if not data:
                 break
-            await ws.send(codec.encode(channel, bytes(data)))
+            await ws.send(codec.encode(channel, data))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     scope.cancel()  # the pod closed its side: the websocket (one connection) is done

@@ -72,8 +72,10 @@ Using it (engine, manager, agent)
 Engine (client)::
 
     async with open_mux_websocket_url("ws://manager:8081/", request_handler=on_call) as mux:
-        # or: async with open_pod_port_forward(api, pod, 8081, namespace=ns) as pf,
-        #               wrap_mux_client_stream(pf, "traffic-manager.tpengine") as mux:
+        # or raw over a byte stream (the engine, through its port-forward, which is a
+        # websocket already: no second websocket layer and masking on top):
+        # async with open_pod_port_forward(api, pod, 8081, namespace=ns) as pf,
+        #            open_mux_over_stream(pf, role=Role.CLIENT) as mux:
         stream = await mux.open_stream("10.96.12.7", 80, "tcp", tag=b"")  # MuxStream
         flow = await mux.open_stream("10.96.0.10", 53, "udp")            # MuxDatagramFlow
         info = await mux.request("cluster_info", {})                     # JSON in, JSON out
@@ -93,6 +95,10 @@ Manager/agent (server)::
 
     await serve_mux_websocket(on_session, host, port, dial_handler=on_dial,
                               request_handler=on_request)
+
+One port may serve both carriers: :func:`sniff_raw_mux` reads until the first bytes
+show the preamble's ``TPMUX`` (raw tunnel) or anything else (a websocket's ``GET``) and
+returns the stream with those bytes put back (the manager does this on 8081).
 
 Either end may dial the other (intercepts: the manager dials the engine). A
 :class:`MuxStream` is a trio ``HalfCloseableStream`` (``reset()`` aborts it); session calls
