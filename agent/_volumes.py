@@ -34,6 +34,7 @@ from typing import Any
 import trio
 
 from tpengine.fs._protocol import (
+    INLINE_MAX,
     KEEP_MODE,
     KEEP_TIME,
     MAX_CHUNK,
@@ -232,7 +233,7 @@ class Connection:
                     entries.append((name, self._getattr_path(b"/".join((*where.rest, name)))))
                 except OSError:
                     continue  # a mount that is not there (yet) is left out
-            return (entries, int(args[1] + READDIR_PAGE < len(where.children)))
+            return (entries, int(args[1] + READDIR_PAGE < len(where.children)), [])
         if op is Op.OPEN:
             raise OSError(errno.EISDIR, "a directory")
         if op is Op.READLINK:
@@ -320,20 +321,42 @@ def _getattr(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) ->
 
 
 def _readdir(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    first = args[1]
+    first, budget = args[1], min(args[2], MAX_CHUNK // 2)
     dir_fd = openat2_beneath(fd, b"/".join(where.rest), os.O_RDONLY | os.O_DIRECTORY)
     try:
         names = sorted(os.listdir(dir_fd))
-        entries = []
+        entries: list[tuple[bytes, Attr]] = []
+        inline: list[tuple[int, bytes]] = []
         for name in names[first : first + READDIR_PAGE]:
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed since the listing
+            if stat.S_ISREG(st.st_mode) and st.st_size <= min(INLINE_MAX, budget):
+                data = _small_file(dir_fd, name, st.st_size)
+                if data is not None:
+                    inline.append((len(entries), data))
+                    budget -= len(data)
             entries.append((os.fsencode(name), attr_of(st)))
     finally:
         os.close(dir_fd)
-    return (entries, int(first + READDIR_PAGE < len(names)))
+    return (entries, int(first + READDIR_PAGE < len(names)), inline)
+
+
+def _small_file(dir_fd: int, name: str, size: int) -> bytes | None:
+    """A small file's contents for the listing (one round trip lists and reads a
+    directory of config files); None when it cannot be read or changed meanwhile."""
+    try:
+        opened = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None  # not readable by the agent: the client opens it and gets the error
+    try:
+        data = os.read(opened, size + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(opened)
+    return data if len(data) == size else None
 
 
 def _open(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -19,6 +19,7 @@ Everything it made is taken down at the end, also after a failure or Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -128,6 +129,24 @@ def _cluster() -> Iterator[_Cluster]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def _serving_pod(cluster: _Cluster) -> str:
+    """The pod whose agent serves the mount: the one not being deleted (the restart that
+    injected the agent may still be taking the old one down)."""
+    for _ in range(60):
+        listing = cluster.laptop(
+            "kubectl", "-n", "default", "get", "pods", "-l", "app=tpvb", "-o", "json"
+        )
+        live = [
+            p["metadata"]["name"]
+            for p in json.loads(listing)["items"]
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        if len(live) == 1:
+            return str(live[0])
+        time.sleep(0.5)
+    raise BenchError("the engaged workload has no single live pod")
+
+
 def _best(seconds: list[float]) -> float:
     return min(seconds)
 
@@ -144,8 +163,7 @@ def _measure(cluster: _Cluster) -> dict[str, float]:
     if not found:
         raise BenchError(f"tp intercept mounted nothing:\n{engaged}")
     root = found.group(1)
-    pod = cluster.laptop(*kubectl, "get", "pods", "-l", "app=tpvb", "-o", "name").split()[-1]
-    pod = pod.removeprefix("pod/")
+    pod = _serving_pod(cluster)
     cluster.laptop(*kubectl, "exec", pod, "-c", "web", "--", "python3", "-c", MAKE)
     out = cluster.home / "cp"
     times: dict[str, list[float]] = {"mount_big": [], "mount_many": [], "cp_big": [], "cp_many": []}
@@ -173,7 +191,7 @@ def main() -> None:
             best = _measure(cluster)
     except (BenchError, subprocess.TimeoutExpired) as exc:
         print(f"volumes: failed: {exc}")
-        return
+        raise SystemExit(1) from None
     mb = BIG / 1e6
     mount_mb_s, cp_mb_s = mb / best["mount_big"], mb / best["cp_big"]
     mount_files, cp_files = SMALL_FILES / best["mount_many"], SMALL_FILES / best["cp_many"]

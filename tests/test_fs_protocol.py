@@ -45,6 +45,8 @@ SAMPLES = {"I": 7, "Q": 2**40, "q": -1, "b": b"etc/web/x", "A": ATTR, "V": STATF
 def sample(kind: str) -> object:
     if kind == "E":
         return [(b"a", ATTR), (b"b\xff", ATTR)]
+    if kind == "D":
+        return [(0, b"inline"), (1, b"")]
     return SAMPLES[kind]
 
 

@@ -53,12 +53,14 @@ def conn(tmp_path: Path) -> Connection:
 
 
 def test_the_tree_shows_only_the_mount_paths(conn: Connection) -> None:
-    root = ask(conn, Op.READDIR, b"", 0)
+    root = ask(conn, Op.READDIR, b"", 0, 0)
     assert [name for name, _ in root.values[0]] == [b"etc", b"var"]
-    var = ask(conn, Op.READDIR, b"var", 0)
+    var = ask(conn, Op.READDIR, b"var", 0, 0)
     assert [name for name, _ in var.values[0]] == [b"data", b"run"]  # not "unrelated"
-    web = ask(conn, Op.READDIR, b"etc/web", 0)
+    web = ask(conn, Op.READDIR, b"etc/web", 0, 65536)
     names = {name: attr for name, attr in web.values[0]}
+    inline = {web.values[0][i][0]: data for i, data in web.values[2]}
+    assert inline == {b"settings.ini": b"debug = true\n", b"secret": b"s3cret"}  # not links
     assert set(names) == {b"settings.ini", b"secret", b"inside", b"escape"}
     assert stat.S_IMODE(names[b"secret"].mode) == 0o600
     assert stat.S_ISLNK(names[b"inside"].mode)
@@ -224,6 +226,16 @@ async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
             assert caught.value.errno == errno.EROFS
             data = mount_point / "var" / "data"
             assert await in_thread((data / "big.bin").read_bytes) == big
+            small = {f"f{i}": os.urandom(i * 997) for i in range(30)}
+            many = tmp_path / "remote" / "var" / "data" / "many"
+            many.mkdir()
+            for name, content in small.items():
+                (many / name).write_bytes(content)
+
+            def read_listed() -> dict[str, bytes]:  # listed, so read from the listing
+                return {n: (data / "many" / n).read_bytes() for n in os.listdir(data / "many")}
+
+            assert await in_thread(read_listed) == small
             await in_thread(lambda: (data / "local.txt").write_text("from the laptop"))
             remote = tmp_path / "remote" / "var" / "data" / "local.txt"
             assert remote.read_text() == "from the laptop"

@@ -13,8 +13,9 @@ enforces the pod's real owners and modes for every request, so this only makes
 ``default_permissions`` (the kernel's own check) agree with what the user may try.
 
 Sequential reads are read ahead: after two reads in a row, the next ``READ_AHEAD``
-chunks are requested at once, so the wire stays busy instead of paying one round trip
-through manager and agent per 128 KiB (the kernel's own read-ahead stops at 128 KiB).
+units of 1 MiB are requested at once, so the wire stays busy instead of paying one
+round trip through manager and agent per 128 KiB (the kernel's own read-ahead stops
+at 128 KiB).
 OPEN brings the file's first 128 KiB along, so reading a small file is one round trip.
 A handle opened on a connection that has since been replaced (the agent's pod was
 deleted and a new one arrived) fails with EIO; new opens reach the new pod.
@@ -34,13 +35,20 @@ import pyfuse3
 import trio
 
 from tpengine.fs._client import VolumeClient
-from tpengine.fs._protocol import KEEP_MODE, KEEP_TIME, Attr, Op, StatFs, join
+from tpengine.fs._protocol import INLINE_MAX, KEEP_MODE, KEEP_TIME, Attr, Op, StatFs, join
 
 log = logging.getLogger(__name__)
 
 CACHE_TIMEOUT = 1.0
 CHUNK = 128 * 1024
-READ_AHEAD = 8  # chunks in flight ahead of a sequential reader (1 MiB)
+INLINE_BUDGET = 512 * 1024  # bytes of small files one READDIR page may bring
+LOCAL = 0  # the handle of a file served from inline contents (agents number from 1)
+_WRITING = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+assert INLINE_MAX < CHUNK  # an inline file is all there is of it
+#: A sequential reader gets READ_AHEAD units of UNIT bytes requested ahead of it: few,
+#: big requests cost less per byte in every process on the way than many small ones.
+UNIT = 1024 * 1024
+READ_AHEAD = 4
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -95,6 +103,8 @@ class RemoteFs(pyfuse3.Operations):
         self._inodes: dict[bytes, int] = {b"": pyfuse3.ROOT_INODE}
         self._next_inode = pyfuse3.ROOT_INODE + 1
         self._files: dict[int, _OpenFile] = {}
+        #: small files' contents that came with a listing: path -> (bytes, valid until)
+        self._inline: dict[bytes, tuple[bytes, float]] = {}
         self._dirs: dict[int, list[tuple[bytes, Attr]]] = {}
         self._next_fh = 1
         self._uid, self._gid = os.getuid(), os.getgid()
@@ -157,6 +167,7 @@ class RemoteFs(pyfuse3.Operations):
         self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any
     ) -> pyfuse3.EntryAttributes:
         path = self._path(inode)
+        self._inline.pop(path, None)
         result: Attr | None = None
         if fields.update_size:
             (result,) = await self._call(Op.TRUNCATE, path, attr.st_size)
@@ -183,8 +194,13 @@ class RemoteFs(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: Any) -> int:
         path = self._path(inode)
         entries: list[tuple[bytes, Attr]] = []
+        now = trio.current_time()
+        self._inline = {p: v for p, v in self._inline.items() if v[1] > now}
         while True:
-            page, more = await self._call(Op.READDIR, path, len(entries))
+            page, more, inline = await self._call(Op.READDIR, path, len(entries), INLINE_BUDGET)
+            for index, data in inline:
+                if 0 <= index < len(page):
+                    self._inline[join(path, page[index][0])] = (bytes(data), now + CACHE_TIMEOUT)
             entries += page
             if not more or not page:
                 break
@@ -217,7 +233,9 @@ class RemoteFs(pyfuse3.Operations):
 
     @_fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        await self._call(Op.UNLINK, join(self._path(parent_inode), name))
+        path = join(self._path(parent_inode), name)
+        self._inline.pop(path, None)
+        await self._call(Op.UNLINK, path)
 
     @_fuse_errors
     async def rename(
@@ -231,6 +249,7 @@ class RemoteFs(pyfuse3.Operations):
     ) -> None:
         old = join(self._path(parent_inode_old), name_old)
         new = join(self._path(parent_inode_new), name_new)
+        self._inline.clear()
         await self._call(Op.RENAME, old, new, flags)
         self._moved(old, new)
 
@@ -267,11 +286,23 @@ class RemoteFs(pyfuse3.Operations):
     @_fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         path = self._path(inode)
+        cached = self._inline.get(path)
+        if flags & _WRITING:
+            self._inline.pop(path, None)
+        elif cached is not None and cached[1] > trio.current_time():
+            # Listed a moment ago with its contents: no round trip (as attributes are
+            # cached for CACHE_TIMEOUT, so is a small file's data).
+            fh = self._new_fh()
+            file = self._files[fh] = _OpenFile(path, LOCAL, self.client.generation)
+            chunk = file.ahead[-1] = _Chunk()
+            chunk.data = cached[0]
+            chunk.done.set()
+            return pyfuse3.FileInfo(fh=fh)
         (handle, first), generation = await self.client.call(Op.OPEN, path, flags, CHUNK)
         fh = self._new_fh()
         file = self._files[fh] = _OpenFile(path, handle, generation)
         if flags & os.O_ACCMODE != os.O_WRONLY:
-            chunk = file.ahead[0] = _Chunk()  # the first read is answered already
+            chunk = file.ahead[-1] = _Chunk()  # the first reads are answered already
             chunk.data = bytes(first)
             chunk.done.set()
         return pyfuse3.FileInfo(fh=fh)
@@ -281,6 +312,7 @@ class RemoteFs(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         path = join(self._path(parent_inode), name)
+        self._inline.pop(path, None)
         (handle, attr), generation = await self.client.call(Op.CREATE, path, flags, mode)
         fh = self._new_fh()
         self._files[fh] = _OpenFile(path, handle, generation)
@@ -293,38 +325,45 @@ class RemoteFs(pyfuse3.Operations):
         file = self._files.get(fh)
         if file is None:
             raise OSError(errno.EBADF, "no such handle")
-        if file.generation != self.client.generation:
+        if file.generation != self.client.generation and file.handle != LOCAL:
             raise OSError(errno.EIO, "the agent's pod was replaced since the file was opened")
         return file, file.handle
 
     @_fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         file, handle = await self._handle(fh)
-        chunk = file.ahead.pop(off, None)
+        first = file.ahead.get(-1)  # the bytes OPEN brought
+        if first is not None and (off + size <= len(first.data) or len(first.data) < CHUNK):
+            return first.data[off : off + size]  # (all of a file shorter than CHUNK)
         sequential = off == file.next_offset
         file.streak = file.streak + 1 if sequential else 0
         file.next_offset = off + size
-        if not sequential:
-            file.ahead.clear()
-        if file.streak >= 2 and size == CHUNK:
-            self._read_ahead(file, off + size)
+        unit = off // UNIT
+        if file.streak >= 2:
+            self._read_ahead(file, unit)
+        chunk = file.ahead.get(unit)
         if chunk is not None:
             await chunk.done.wait()
-            if chunk.error is None:  # short only at the end of the file
-                return chunk.data[:size]
+            start = off - unit * UNIT
+            data = chunk.data[start : start + size]
+            if chunk.error is None and (len(data) == size or len(chunk.data) < UNIT):
+                return data  # short only at the end of the file
         (data,) = await self._call(Op.READ, handle, off, size, generation=file.generation)
         return bytes(data)
 
-    def _read_ahead(self, file: _OpenFile, start: int) -> None:
-        for offset in range(start, start + READ_AHEAD * CHUNK, CHUNK):
-            if offset not in file.ahead:
-                chunk = file.ahead[offset] = _Chunk()
-                self._nursery.start_soon(self._fetch, file, offset, chunk)
+    def _read_ahead(self, file: _OpenFile, unit: int) -> None:
+        """Units ``unit`` .. ``unit + READ_AHEAD`` requested; the ones before dropped."""
+        for old in [u for u in file.ahead if 0 <= u < unit]:
+            del file.ahead[old]
+        for wanted in range(unit, unit + READ_AHEAD):
+            if wanted not in file.ahead:
+                chunk = file.ahead[wanted] = _Chunk()
+                self._nursery.start_soon(self._fetch, file, wanted, chunk)
 
-    async def _fetch(self, file: _OpenFile, offset: int, chunk: _Chunk) -> None:
+    async def _fetch(self, file: _OpenFile, unit: int, chunk: _Chunk) -> None:
         try:
             (data,) = await self._call(
-                Op.READ, file.handle, offset, CHUNK, generation=file.generation
+                Op.READ, file.handle, unit * UNIT, UNIT, generation=file.generation
             )
             chunk.data = bytes(data)
         except OSError as exc:
@@ -349,8 +388,8 @@ class RemoteFs(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         file = self._files.pop(fh, None)
-        if file is None or file.generation != self.client.generation:
-            return  # its connection is gone, and the handle with it
+        if file is None or file.generation != self.client.generation or file.handle == LOCAL:
+            return  # its connection is gone, and the handle with it (or it had none)
         # Nobody waits for a release (close(2) already returned): no round trip here.
         self._nursery.start_soon(self._release_remote, file)
 

@@ -23,6 +23,7 @@ A     attributes: mode u32 | nlink u32 | uid u32 | gid u32 | size u64 | blocks u
       atime_ns i64 | mtime_ns i64 | ctime_ns i64
 E     directory entries: count u32 | count × (name b | attributes A)
 V     statfs: bsize, frsize, blocks, bfree, bavail, files, ffree, namemax (8 × u64)
+D     inline file contents: count u32 | count × (entry index u32 | data b)
 ====  ==========================================================================
 
 Paths are relative to the mount root (``b""`` is the root), components joined by
@@ -46,6 +47,8 @@ VERSION = 1
 MAX_CHUNK = 1024 * 1024
 #: A directory listing is sent in pages of at most this many entries.
 READDIR_PAGE = 512
+#: Regular files up to this size come with the listing (READDIR's inline budget).
+INLINE_MAX = 64 * 1024
 MAX_FRAME = MAX_CHUNK + 64 * 1024
 REPLY = 0x80
 _HEADER = struct.Struct(">IBI")
@@ -82,7 +85,9 @@ class Op(enum.IntEnum):
 SCHEMAS: dict[Op, tuple[str, str]] = {
     Op.HELLO: ("I", "Ib"),  # version -> version, JSON {"mounts": [{"path", "ro"}]}
     Op.GETATTR: ("b", "A"),  # path (not following a last symlink)
-    Op.READDIR: ("bI", "EI"),  # path, first index -> entries, 1 when more follow
+    # path, first index, inline budget -> entries, 1 when more follow, the contents of
+    # small regular files among them (entry index, bytes) within the budget
+    Op.READDIR: ("bII", "EID"),
     Op.OPEN: ("bII", "Qb"),  # path, open flags, first bytes wanted -> handle, those bytes
     Op.READ: ("QQI", "b"),  # handle, offset, size -> data (short = end of file)
     Op.WRITE: ("QQb", "I"),  # handle, offset, data -> bytes written
@@ -166,6 +171,11 @@ def _encode_field(kind: str, value: Any, out: list[bytes]) -> None:
             out.append(struct.pack(">I", len(name)))
             out.append(bytes(name))
             out.append(_pack_attr(attr))
+    elif kind == "D":
+        out.append(struct.pack(">I", len(value)))
+        for index, data in value:
+            out.append(struct.pack(">II", index, len(data)))
+            out.append(bytes(data))
     elif kind == "V":
         v = value
         out.append(
@@ -240,6 +250,11 @@ class _Reader:
             if count > len(self.data):  # each entry takes bytes: a lie is cheap to spot
                 raise ProtocolViolation("more directory entries than bytes")
             return [(self.field("b"), self.attr()) for _ in range(count)]
+        if kind == "D":
+            (count,) = struct.unpack(">I", self.take(4))
+            if count > len(self.data):
+                raise ProtocolViolation("more inline files than bytes")
+            return [(self.field("I"), self.field("b")) for _ in range(count)]
         if kind == "V":
             return StatFs(**dict(zip(_STATFS_FIELDS, self.unpack(_STATFS), strict=True)))
         raise ProtocolViolation(f"unknown field kind {kind!r}")  # pragma: no cover
