@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e._support import curl, listed_state, rows, tp
+from tests.e2e._support import curl, laptop_handler, listed_state, rows, tp
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -55,27 +55,6 @@ spec:
   ports: [{name: http, port: 80, targetPort: http}]
 """
 
-# The developer's local handler: answers every request with a fixed body; ends when its
-# stdin closes (the test owns it).
-HANDLER = """
-import http.server, sys, threading
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        print("got", self.path, flush=True)
-        body = b"Reply from the laptop\\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 8080), H)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
 FROM_POD = """
 import urllib.request
 for user in ("susan", "bob"):
@@ -109,34 +88,21 @@ def saw_request(handler: subprocess.Popen[str], wanted: str, timeout: float = 15
 @pytest.fixture(scope="module")
 def engaged(cluster: Any) -> Iterator[Any]:
     cluster.kubectl_ok("apply", "-f", "-", input=APP)
-    cluster.kubectl_ok("rollout", "status", "deployment/web", "--timeout=90s")
-    handler = subprocess.Popen(
-        [
-            *cluster.tp_argv,
-            "local-cluster",
-            "exec",
-            "--name",
-            cluster.name,
-            "--",
-            "python3",
-            "-c",
-            HANDLER,
-        ],
-        env=cluster.env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert handler.stdout is not None and handler.stdout.readline().strip() == "ready"
-        connect = tp(cluster, "connect", "-n", "default")
-        assert connect.returncode == 0, connect.stderr
-        cluster.handler = handler
-        yield cluster
+        cluster.kubectl_ok("rollout", "status", "deployment/web", "--timeout=90s")
+        with laptop_handler(cluster, "laptop", "127.0.0.1:8080") as handler:
+            connect = tp(cluster, "connect", "-n", "default")
+            assert connect.returncode == 0, connect.stderr
+            cluster.handler = handler
+            try:
+                yield cluster
+            finally:
+                tp(cluster, "quit")
     finally:
-        tp(cluster, "quit")
-        handler.communicate("", timeout=20)
         cluster.kubectl("delete", "-f", "-", input=APP)
+
+
+LAPTOP = "laptop 8080 GET / user="
 
 
 def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
@@ -164,7 +130,7 @@ def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
 
     # From the laptop: Susan's requests reach the laptop, everyone else's the cluster.
     engaged.kubectl_ok("rollout", "status", "deployment/web", "--timeout=90s")
-    assert curl(engaged, "-H", "x-user: susan", "http://web/") == "Reply from the laptop"
+    assert curl(engaged, "-H", "x-user: susan", "http://web/") == LAPTOP + "susan body=0"
     assert curl(engaged, "http://web/").startswith("Request served by web-")
     assert curl(engaged, "-H", "x-user: bob", "http://web/").startswith("Request served by web-")
 
@@ -173,7 +139,7 @@ def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
     from_pod = engaged.kubectl_ok(
         "exec", pod["metadata"]["name"], "-c", "web", "--", "python3", "-c", FROM_POD
     )
-    assert "susan Reply from the laptop" in from_pod
+    assert f"susan {LAPTOP}susan body=0" in from_pod
     assert "bob Request served by web-" in from_pod
 
     listed = tp(engaged, "list")
@@ -213,7 +179,7 @@ def test_wiretap_copies_while_the_cluster_answers(engaged: Any) -> None:
         # The caller gets the cluster's answer…
         assert curl(engaged, "http://web/wiretapped").startswith("Request served by web-")
         # …and the laptop's handler saw a copy of the request.
-        assert saw_request(engaged.handler, "got /wiretapped")
+        assert saw_request(engaged.handler, "got GET /wiretapped")
     finally:
         tp(engaged, "leave", "web")
 
@@ -253,7 +219,7 @@ def test_replace_removes_the_container_until_leave(engaged: Any) -> None:
     assert ("Replace name", "web") in rows(result.stdout)
     try:
         assert containers_of_web(engaged) == [["traffic-agent"]]
-        assert curl(engaged, "http://web/") == "Reply from the laptop"
+        assert curl(engaged, "http://web/") == LAPTOP + "- body=0"
     finally:
         left = tp(engaged, "leave", "web")
     assert left.returncode == 0, left.stderr

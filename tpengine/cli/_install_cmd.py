@@ -123,25 +123,21 @@ def _uninstall_agents(
     from tpengine.engine._session import SessionError
     from tpengine.kube.agents import (
         AGENT_ANNOTATION,
-        PLURAL,
         AgentRolloutError,
         agent_workloads,
         mark_for_agent,
         wait_rolled_out,
     )
-    from tpengine.kube.objects import get_or_none
-    from tpengine.kube.workloads import WORKLOAD_KINDS
+    from tpengine.kube.objects import get_workload
 
     async def one(api: Any, ns: str, name: str) -> list[dict[str, Any]]:
-        for kind in WORKLOAD_KINDS:
-            found = await get_or_none(api, "apps/v1", ns, f"{PLURAL[kind]}/{name}")
-            if found is not None:
-                found.setdefault("kind", kind)
-                annotations = found["spec"]["template"].get("metadata", {}).get("annotations")
-                if AGENT_ANNOTATION not in (annotations or {}):
-                    raise SessionError(f"{kind} {name} in namespace {ns} has no traffic-agent")
-                return [found]
-        raise SessionError(f"no workload named {name!r} in namespace {ns!r}")
+        found = await get_workload(api, ns, name)
+        if found is None:
+            raise SessionError(f"no workload named {name!r} in namespace {ns!r}")
+        annotations = found["spec"]["template"].get("metadata", {}).get("annotations")
+        if AGENT_ANNOTATION not in (annotations or {}):
+            raise SessionError(f"{found['kind']} {name} in namespace {ns} has no traffic-agent")
+        return [found]
 
     async def run() -> int:
         api, target = await open_api(kubeconfig=kubeconfig, context=context, namespace=namespace)

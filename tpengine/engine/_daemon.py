@@ -19,7 +19,13 @@ import trio
 from tpengine import __version__
 from tpengine.dns import Resolver, UdpUpstream, serve_dns_on
 from tpengine.engine._control import ControlError, Progress, serve_control
-from tpengine.engine._engage import LocalTargets, engage, leave, list_workloads, mount_volumes
+from tpengine.engine._engage import (
+    LocalTargets,
+    engage,
+    engageable_workloads,
+    leave,
+    mount_volumes,
+)
 from tpengine.engine._kube import ensure_manager, open_api, port_forward_connector
 from tpengine.engine._network import serve_tun
 from tpengine.engine._reengage import WAITING_FOR_MANAGER, EngagementMemory, keep_engaged
@@ -224,7 +230,7 @@ class Engine:
             listed, **({"message": WAITING_FOR_MANAGER} if listed is None else {})
         )
         namespace = params.get("namespace") or session.info.namespace
-        workloads = await list_workloads(self.api, namespace)
+        workloads = await engageable_workloads(self.api, namespace)
         return {"namespace": namespace, "workloads": workloads, "engagements": engagements}
 
     async def _env_handler(self, params: dict[str, Any], progress: Progress) -> Any:

@@ -16,15 +16,13 @@ import trio
 from tpengine.engine._session import Session, SessionError
 from tpengine.kube.agents import (
     AGENT_ANNOTATION,
-    PLURAL,
     AgentRolloutError,
     mark_for_agent,
     wait_rolled_out,
 )
-from tpengine.kube.objects import get_or_none
+from tpengine.kube.objects import get_workload, list_workloads
 from tpengine.kube.workloads import (
     ANNOTATION,
-    WORKLOAD_KINDS,
     ResolvedPort,
     ResolveError,
     parse_port,
@@ -73,14 +71,12 @@ class LocalTargets:
 
 
 async def find_workload(api: Any, namespace: str, name: str) -> dict[str, Any]:
-    for kind in WORKLOAD_KINDS:
-        found = await get_or_none(api, "apps/v1", namespace, f"{PLURAL[kind]}/{name}")
-        if found is not None:
-            found.setdefault("kind", kind)
-            return found
-    raise SessionError(
-        f"no workload named {name!r} in namespace {namespace!r} (Deployments, ReplicaSets, StatefulSets)"
-    )
+    found = await get_workload(api, namespace, name)
+    if found is None:
+        raise SessionError(
+            f"no workload named {name!r} in namespace {namespace!r} (Deployments, ReplicaSets, StatefulSets)"
+        )
+    return found
 
 
 def _agent_ports(
@@ -215,37 +211,32 @@ async def _mark_and_roll(api: Any, workload: dict[str, Any], config: dict[str, A
     return False
 
 
-async def list_workloads(api: Any, namespace: str) -> list[dict[str, Any]]:
+async def engageable_workloads(api: Any, namespace: str) -> list[dict[str, Any]]:
     """The namespace's workloads as ``tp list`` shows them: Deployments, StatefulSets and
     the ReplicaSets no Deployment owns, each with whether the agent is installed and, when
     it cannot be engaged, why (no service selects it and it has no port annotation)."""
     async with api.call_api("GET", version="v1", namespace=namespace, url="services") as response:
         services = response.json().get("items", [])
     found = []
-    for kind in WORKLOAD_KINDS:
-        async with api.call_api(
-            "GET", version="apps/v1", namespace=namespace, url=PLURAL[kind]
-        ) as response:
-            items = response.json().get("items", [])
-        for item in items:
-            owners = item["metadata"].get("ownerReferences") or []
-            if kind == "ReplicaSet" and any(o.get("kind") == "Deployment" for o in owners):
-                continue
-            annotations = (
-                item.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations")
-                or {}
-            )
-            found.append(
-                {
-                    "kind": kind,
-                    "name": item["metadata"]["name"],
-                    "namespace": namespace,
-                    "agent_installed": AGENT_ANNOTATION in annotations,
-                    "unable": None
-                    if ANNOTATION in annotations or any(selects(v, item) for v in services)
-                    else f"no service selects it and it has no {ANNOTATION} annotation",
-                }
-            )
+    for item in await list_workloads(api, namespace):
+        kind = item["kind"]
+        owners = item["metadata"].get("ownerReferences") or []
+        if kind == "ReplicaSet" and any(o.get("kind") == "Deployment" for o in owners):
+            continue
+        annotations = (
+            item.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
+        )
+        found.append(
+            {
+                "kind": kind,
+                "name": item["metadata"]["name"],
+                "namespace": namespace,
+                "agent_installed": AGENT_ANNOTATION in annotations,
+                "unable": None
+                if ANNOTATION in annotations or any(selects(v, item) for v in services)
+                else f"no service selects it and it has no {ANNOTATION} annotation",
+            }
+        )
     return sorted(found, key=lambda w: (w["kind"], w["name"]))
 
 

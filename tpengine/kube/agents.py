@@ -16,12 +16,11 @@ from typing import Any
 
 import trio
 
-from tpengine.kube.objects import get_or_none, rolled_out
-from tpengine.kube.workloads import WORKLOAD_KINDS
+from tpengine.kube.objects import WORKLOAD_PLURALS, get_or_none, list_workloads, rolled_out
 
 AGENT_ANNOTATION = "tpengine.io/agent"
 RESTART_ANNOTATION = "tpengine.io/restartedAt"
-PLURAL = {"Deployment": "deployments", "ReplicaSet": "replicasets", "StatefulSet": "statefulsets"}
+PLURAL = WORKLOAD_PLURALS
 
 
 class AgentRolloutError(Exception):
@@ -132,15 +131,8 @@ async def wait_rolled_out(api: Any, workload: dict[str, Any], timeout_s: float =
 
 async def agent_workloads(api: Any, namespace: str | None) -> list[dict[str, Any]]:
     """The workloads that carry the agent's mark, in ``namespace`` or (None) everywhere."""
-    found = []
-    for kind in WORKLOAD_KINDS:
-        async with api.call_api(
-            "GET", version="apps/v1", namespace=namespace, url=PLURAL[kind]
-        ) as response:
-            items = response.json().get("items", [])
-        for item in items:
-            template = item.get("spec", {}).get("template", {})
-            if AGENT_ANNOTATION in (template.get("metadata", {}).get("annotations") or {}):
-                item.setdefault("kind", kind)
-                found.append(item)
-    return found
+    return [
+        w
+        for w in await list_workloads(api, namespace)
+        if AGENT_ANNOTATION in (w["spec"]["template"].get("metadata", {}).get("annotations") or {})
+    ]

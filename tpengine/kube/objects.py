@@ -43,3 +43,36 @@ def rolled_out(workload: dict[str, Any]) -> bool:
         and status.get("availableReplicas", 0) >= want
         and status.get("replicas", 0) == status.get("updatedReplicas", 0)
     )
+
+
+#: The workload kinds tpengine engages, with their resource names (apps/v1).
+WORKLOAD_PLURALS = {
+    "Deployment": "deployments",
+    "ReplicaSet": "replicasets",
+    "StatefulSet": "statefulsets",
+}
+
+
+async def get_workload(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    """The workload called ``name`` (Deployments first, as Telepresence looks), its
+    ``kind`` filled in; None when there is none."""
+    for kind, plural in WORKLOAD_PLURALS.items():
+        found = await get_or_none(api, "apps/v1", namespace, f"{plural}/{name}")
+        if found is not None:
+            found.setdefault("kind", kind)
+            return found
+    return None
+
+
+async def list_workloads(api: Any, namespace: str | None) -> list[dict[str, Any]]:
+    """Every workload of ``namespace`` (None: of all namespaces), ``kind`` filled in."""
+    found = []
+    for kind, plural in WORKLOAD_PLURALS.items():
+        async with api.call_api(
+            "GET", version="apps/v1", namespace=namespace, url=plural
+        ) as response:
+            items = response.json().get("items", [])
+        for item in items:
+            item.setdefault("kind", kind)
+            found.append(item)
+    return found
