@@ -176,11 +176,8 @@ class Session:
             self._state_changed = trio.Event()
 
     def _qualify(self, host: str) -> str:
-        try:
-            ipaddress.ip_address(host)
+        if _is_ip_literal(host):  # every TUN connection: inet_pton is ~10x ip_address
             return host
-        except ValueError:
-            pass
         verdict = self.policy.classify(host)
         return verdict.cluster_names[0] if verdict.cluster_names else host
 
@@ -267,6 +264,16 @@ class Session:
             result = await mux.request("remain", {})
             if not result.get("ok"):
                 await self._arrive(mux)  # the manager forgot us (restarted): arrive again
+
+
+def _is_ip_literal(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 _CONNECTION_ERRORS = (

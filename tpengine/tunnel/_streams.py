@@ -136,18 +136,23 @@ class MuxStream(trio.abc.HalfCloseableStream):
             if max_bytes < 1:
                 raise ValueError("max_bytes must be >= 1")
         with self._recv_busy:
-            await trio.lowlevel.checkpoint()
-            while True:
-                if self._closed:
-                    raise trio.ClosedResourceError("stream was closed")
-                if self._buf:
-                    return self._take(max_bytes)
-                if self._broken is not None:
-                    raise trio.BrokenResourceError(self._broken)
-                if self._eof:
-                    return b""
+            # One scheduling point either way: waiting is one, so only a read that
+            # finds data (or an end) ready needs its own checkpoint.
+            if self._has_news():
+                await trio.lowlevel.checkpoint()
+            while not self._has_news():
                 self._readable = trio.Event()
                 await self._readable.wait()
+            if self._closed:
+                raise trio.ClosedResourceError("stream was closed")
+            if self._buf:
+                return self._take(max_bytes)
+            if self._broken is not None:
+                raise trio.BrokenResourceError(self._broken)
+            return b""  # the peer's FIN
+
+    def _has_news(self) -> bool:
+        return bool(self._closed or self._buf or self._broken is not None or self._eof)
 
     def _take(self, max_bytes: int | None) -> bytes:
         head, offset = self._buf[0], self._offset
