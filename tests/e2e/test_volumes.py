@@ -229,3 +229,26 @@ def test_agent_pod_deleted_mid_read_gives_eio_then_recovers(mounted: tuple[Any, 
     mounts = cluster.laptop("cat", "/proc/self/mounts").stdout
     assert root not in mounts
     assert cluster.laptop("test", "-e", root).returncode != 0  # the temp dir is gone too
+
+
+def test_a_killed_engine_leaves_no_mount_behind(mounted: tuple[Any, str]) -> None:
+    cluster, _ = mounted
+    engaged = tp(cluster, "ingest", "tpv-vol", "--mount", "/tmp/tpv-ingest")
+    assert engaged.returncode == 0, engaged.stderr
+    assert "Volume Mount Point: /tmp/tpv-ingest" in engaged.stdout
+    # ingest mounts read-only
+    write = cluster.laptop("sh", "-c", "echo x > /tmp/tpv-ingest/data/nope")
+    assert "Read-only file system" in write.stderr
+    status = json.loads(tp(cluster, "status", "--output", "json").stdout)
+    assert "/tmp/tpv-ingest" in cluster.laptop("cat", "/proc/self/mounts").stdout
+    cluster.laptop("kill", "-9", str(status["engine"]["pid"]))
+    # The helper sees the engine go and unmounts what it registered.
+    gone = (
+        "import time\n"
+        "for _ in range(50):\n"
+        "    if '/tmp/tpv-ingest' not in open('/proc/self/mounts').read():\n"
+        "        print('gone'); break\n"
+        "    time.sleep(0.2)\n"
+    )
+    assert cluster.laptop("python3", "-c", gone).stdout.strip() == "gone"
+    cluster.laptop("rmdir", "/tmp/tpv-ingest")

@@ -159,6 +159,10 @@ class RemoteFs(pyfuse3.Operations):
     @_fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         path = self._path(inode)
+        if self._stale(path):
+            # The kernel asks this on a read from an open file too (to check its size):
+            # the file that was opened is gone with its pod, whatever the new pod has.
+            raise OSError(errno.EIO, "the agent's pod was replaced since the file was opened")
         (attr,) = await self._call(Op.GETATTR, path)
         return self._entry(path, attr)
 
@@ -317,6 +321,14 @@ class RemoteFs(pyfuse3.Operations):
         fh = self._new_fh()
         self._files[fh] = _OpenFile(path, handle, generation)
         return pyfuse3.FileInfo(fh=fh), self._entry(path, attr)
+
+    def _stale(self, path: bytes) -> bool:
+        """Whether ``path`` is open through a handle of an agent that is gone."""
+        current = self.client.generation
+        return any(
+            f.path == path and f.handle != LOCAL and f.generation != current
+            for f in self._files.values()
+        )
 
     async def _handle(self, fh: int) -> tuple[_OpenFile, int]:
         """The file and its handle; EIO when the handle was opened on a connection that

@@ -59,6 +59,7 @@ class Helper:
         self._routes: set[tuple[str, Any]] = set()
         self._mounts: set[str] = set()
         self._greeted = False
+        self._peer_uid: int | None = None
 
     def serve(self) -> None:
         try:
@@ -152,8 +153,8 @@ class Helper:
             case Mount(register=False, path=path):
                 if path not in self._mounts:
                     raise BadRequest(f"{path} was not registered by this engine")
-                _system.unmount(path)
                 self._mounts.discard(path)
+                _system.unmount(path, uid=self._engine_uid())
                 return {"ok": True}, []
             case Bye():
                 # Undo before answering: the engine waits for this reply, so when it
@@ -162,11 +163,22 @@ class Helper:
                 return {"ok": True, "bye": True}, []
         raise BadRequest("unhandled request")  # pragma: no cover - the match is exhaustive
 
+    def _engine_uid(self) -> int | None:
+        """Whose FUSE mounts may be unmounted: the engine's (None when unknown: then any
+        FUSE mount on a registered path, and still nothing else)."""
+        if self._peer_uid is None:
+            try:
+                self._peer_uid = peer_uid(self._sock)
+            except OSError:
+                return None
+        return self._peer_uid
+
     def undo_all(self) -> None:
         """Remove everything this helper made, newest first; log and go on past failures."""
         steps: list[tuple[str, Callable[[], None]]] = []
         steps += [
-            (f"unmount {p}", functools.partial(_system.unmount, p)) for p in sorted(self._mounts)
+            (f"unmount {p}", functools.partial(_system.unmount, p, uid=self._engine_uid()))
+            for p in sorted(self._mounts)
         ]
         steps.append(("restore DNS", self._resolv.restore))
         steps += [

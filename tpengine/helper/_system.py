@@ -10,6 +10,7 @@ import ctypes
 import errno
 import ipaddress
 import os
+import re
 import socket
 
 from pyroute2 import IPRoute
@@ -60,8 +61,44 @@ def delete_link(device: str) -> None:
             ipr.link("del", index=found[0])
 
 
-def unmount(path: str) -> None:
-    """Lazy unmount (MNT_DETACH), so a busy or dead FUSE mount still goes away."""
+def fuse_owner(path: str, mountinfo: str | None = None) -> int | None:
+    """The ``user_id`` of the FUSE file system mounted on ``path`` (the topmost mount
+    there, proc(5) /proc/self/mountinfo), or None when the topmost is not FUSE or there
+    is no mount on it."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+    owner: int | None = None
+    found = False
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts, tail = fields.split(), rest.split()
+        if len(parts) < 5 or len(tail) < 3:
+            continue
+        # Mount points are octal-escaped: a space is \040 (proc(5)).
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+        if point != path:
+            continue
+        found = True
+        owner = None  # a later line is a mount on top: it decides
+        if tail[0] == "fuse" or tail[0].startswith("fuse."):
+            options = dict(o.partition("=")[::2] for o in tail[2].split(","))
+            if options.get("user_id", "").isdigit():
+                owner = int(options["user_id"])
+    return owner if found else None
+
+
+def unmount(path: str, *, uid: int | None = None) -> None:
+    """Lazy unmount (MNT_DETACH) of a FUSE mount, so a busy or dead one still goes away;
+    only FUSE (never whatever else is mounted on a path the engine named: EPERM) and,
+    with ``uid``, only one that user made (the engine's own)."""
+    owner = fuse_owner(path)
+    if owner is None:
+        if os.path.ismount(path):
+            raise OSError(errno.EPERM, f"umount {path}: not a FUSE mount")
+        return  # not mounted (any more)
+    if uid is not None and owner != uid:
+        raise OSError(errno.EPERM, f"umount {path}: a FUSE mount of uid {owner}")
     if _libc.umount2(os.fsencode(path), _MNT_DETACH) != 0:
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more)
