@@ -135,6 +135,7 @@ class Agent:
     async def _manager_loop(self) -> None:
         delay = FIRST_BACKOFF
         while True:
+            arrivals = self.arrivals
             try:
                 async with open_mux_websocket_url(
                     self.config.manager_url,
@@ -142,12 +143,15 @@ class Agent:
                     dial_handler=self._on_dial,
                 ) as mux:
                     await self._serve_tunnel(mux)
-                    delay = FIRST_BACKOFF
             except Exception as exc:
                 log.info("tunnel to the manager %s: %s", self.config.manager_url, _why(exc))
             finally:
                 self.mux = None
                 self._set_engagements([])  # nobody to route to: the app takes it all
+            if self.arrivals > arrivals:
+                # A tunnel that had arrived was lost (however it ended: a restarted manager
+                # closes it or drops it): its successor starts from the shortest wait.
+                delay = FIRST_BACKOFF
             await trio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 
