@@ -48,7 +48,7 @@ assert INLINE_MAX < CHUNK  # an inline file is all there is of it
 #: A sequential reader gets READ_AHEAD units of UNIT bytes requested ahead of it: few,
 #: big requests cost less per byte in every process on the way than many small ones.
 UNIT = 1024 * 1024
-READ_AHEAD = 4
+READ_AHEAD = 16
 P = ParamSpec("P")
 T = TypeVar("T")
 
