@@ -264,5 +264,5 @@ def test_a_stale_build_is_never_imported(tmp_path: Path) -> None:
     (pkg / ".mypyc-stamp").write_text("0123 python=x mypy=y\n")  # an older build
     assert run("lenient") == "False source"
     assert run("strict") == "RuntimeWarning"  # and it says so
-    (pkg / ".mypyc-stamp").write_text(sources_digest(pkg) + " python=x mypy=y\n")
+    (pkg / ".mypyc-stamp").write_text(sources_digest("tpwpkg", pkg) + " python=x mypy=y\n")
     assert run("lenient") == "ImportError"  # current: the build is what gets imported

@@ -2,11 +2,12 @@
 
 Run as a script, never imported by the package: ``python tpengine/wire/_build.py``.
 The pure-Python sources stay the source of truth; the compiled modules are a cache of
-them. Each package listed in ``GROUPS`` becomes one mypyc group: a shared library
-``<package>/_native__mypyc.*.so`` plus one small ``<module>.*.so`` per source module,
-which Python's import system prefers over the ``.py`` next to it. ``_compiled.py``
-(imported first by each package's ``__init__``) ignores them all when any source in the
-group changed after the build, so a stale build never runs.
+them. Each package of ``_compiled.GROUPS`` is built on its own (one mypyc run each, so
+one group calls another through Python and each may fall back to its sources alone): a
+shared library ``<package>/_native__mypyc.*.so`` plus one small ``<module>.*.so`` per
+source module, which Python's import system prefers over the ``.py`` next to it.
+``_compiled.py`` (imported first by each package's ``__init__``) ignores them all when
+any source of the group changed after the build, so a stale build never runs.
 
 Up to date (the stamp holds the hash of every source, Python's and mypy's versions):
 nothing is done. Otherwise the group is built in a temporary directory and each
@@ -16,6 +17,7 @@ mapped keeps it intact (overwriting a mapped ``.so`` in place would crash it).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -27,16 +29,17 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Modules never compiled: the build itself, the loader guard, and the package
-#: ``__init__`` (it must run interpreted to choose between the build and the sources).
-NOT_COMPILED = frozenset({"__init__.py", "_build.py", "_compiled.py"})
-GROUPS = ("tpengine/wire",)
 STAMP = ".mypyc-stamp"
 SO_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 
 def sources(package: str) -> list[Path]:
-    return sorted(p for p in (ROOT / package).glob("*.py") if p.name not in NOT_COMPILED)
+    found: list[Path] = _compiled().compiled_sources(package, _directory(package))
+    return found
+
+
+def _directory(package: str) -> Path:
+    return ROOT.joinpath(*package.split("."))
 
 
 def stamp_text(package: str) -> str:
@@ -45,9 +48,10 @@ def stamp_text(package: str) -> str:
     import mypy.version
 
     toolchain = f"python={sys.version.split()[0]} mypy={mypy.version.__version__}"
-    return f"{_compiled().sources_digest(ROOT / package)} {toolchain}\n"
+    return f"{_compiled().sources_digest(package, _directory(package))} {toolchain}\n"
 
 
+@functools.cache
 def _compiled() -> ModuleType:
     """``_compiled.py`` loaded by path: importing the package would load its build."""
     spec = importlib.util.spec_from_file_location(
@@ -60,12 +64,12 @@ def _compiled() -> ModuleType:
 
 
 def artifacts(package: str) -> list[Path]:
-    d = ROOT / package
+    d = _directory(package)
     return [d / f"_native__mypyc{SO_SUFFIX}"] + [d / (p.stem + SO_SUFFIX) for p in sources(package)]
 
 
 def up_to_date(package: str) -> bool:
-    stamp = ROOT / package / STAMP
+    stamp = _directory(package) / STAMP
     try:
         recorded = stamp.read_text()
     except FileNotFoundError:
@@ -77,7 +81,7 @@ def build(package: str) -> None:
     from mypyc.build import mypycify
     from setuptools import setup
 
-    group = package.replace("/", ".") + "._native"
+    group = package + "._native"
     paths = [str(p) for p in sources(package)]
     (ROOT / "build").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tpw-mypyc-", dir=ROOT / "build") as tmp:
@@ -104,20 +108,21 @@ def build(package: str) -> None:
             staged = target.with_name(target.name + ".tmp")
             shutil.copyfile(made, staged)
             os.replace(staged, target)  # atomic: a mapped old library stays valid
-    (ROOT / package / STAMP).write_text(stamp_text(package))
+    (_directory(package) / STAMP).write_text(stamp_text(package))
 
 
 def clean(package: str) -> None:
-    for path in [*artifacts(package), ROOT / package / STAMP]:
+    for path in [*artifacts(package), _directory(package) / STAMP]:
         path.unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> int:
+    groups = list(_compiled().GROUPS)
     if argv == ["--clean"]:
-        for package in GROUPS:
+        for package in groups:
             clean(package)
         return 0
-    for package in GROUPS:
+    for package in argv or groups:
         if up_to_date(package):
             continue
         started = time.monotonic()

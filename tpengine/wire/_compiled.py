@@ -21,7 +21,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-_NOT_COMPILED = frozenset({"__init__.py", "_build.py", "_compiled.py"})
+#: What ``_build.py`` compiles: per package, the modules left as Python — the package
+#: ``__init__`` (it chooses the build), the build and this guard, and modules whose
+#: code is mostly trio (compiling those gains little and mypyc's rules cost much there).
+GROUPS: dict[str, frozenset[str]] = {
+    "tpengine.wire": frozenset({"__init__.py", "_build.py", "_compiled.py"}),
+    "tpengine.netstack": frozenset(
+        {
+            "__init__.py",
+            "_stack.py",
+            "_stream.py",
+            "_device.py",
+            "_udp_flow.py",
+            "tun.py",
+            "pcap.py",
+        }
+    ),
+}
 _STAMP = ".mypyc-stamp"
 _SO_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
@@ -41,12 +57,17 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source)
 
 
-def sources_digest(directory: Path) -> str:
+def compiled_sources(package: str, directory: Path) -> list[Path]:
+    """The modules of ``package`` (in ``directory``) that ``_build.py`` compiles."""
+    skip = GROUPS.get(package, GROUPS["tpengine.wire"])
+    return sorted(p for p in directory.glob("*.py") if p.name not in skip)
+
+
+def sources_digest(package: str, directory: Path) -> str:
     """The hash of a group's sources, as ``_build.py`` records it in the stamp."""
     h = hashlib.sha256()
-    for path in sorted(directory.glob("*.py")):
-        if path.name not in _NOT_COMPILED:
-            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in compiled_sources(package, directory):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
@@ -60,9 +81,9 @@ def select_build(package: str, directory: str) -> bool:
         recorded = (d / _STAMP).read_text().split()[0]
     except (OSError, IndexError):
         recorded = ""
-    if recorded == sources_digest(d):
+    if recorded == sources_digest(package, d):
         return True
-    modules = {f"{package}.{p.stem}": p for p in d.glob("*.py") if p.name not in _NOT_COMPILED}
+    modules = {f"{package}.{p.stem}": p for p in compiled_sources(package, d)}
     sys.meta_path.insert(0, _SourceFinder(modules))
     warnings.warn(
         f"{package}: the mypyc build is older than the sources; running the Python "

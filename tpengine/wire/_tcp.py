@@ -112,18 +112,26 @@ class TcpOptions(NamedTuple):
 _NO_OPTIONS: Final = TcpOptions()
 
 
+def _linux_timestamps(raw: bytes) -> tuple[int, int] | None:
+    """(TSval, TSecr) of exactly NOP NOP TIMESTAMPS, read byte by byte (compiled)."""
+    if raw[0] != 1 or raw[1] != 1 or raw[2] != 8 or raw[3] != 10:
+        return None
+    tsval = raw[4] << 24 | raw[5] << 16 | raw[6] << 8 | raw[7]
+    return tsval, raw[8] << 24 | raw[9] << 16 | raw[10] << 8 | raw[11]
+
+
 def parse_tcp_options(raw: Buffer) -> TcpOptions:
     """Decode TCP options; unknown kinds are skipped, EOL ends the list."""
     n = len(raw)
     if n == 0:
         return _NO_OPTIONS
-    if n == 12 and raw[0] == 1 and raw[1] == 1 and raw[2] == 8 and raw[3] == 10:
-        # Linux data segments: NOP NOP TIMESTAMPS (RFC 7323 Appendix A layout)
+    if n == 12:  # Linux data segments: NOP NOP TIMESTAMPS (RFC 7323 Appendix A)
         if NATIVE and type(raw) is bytes:
-            tsval = raw[4] << 24 | raw[5] << 16 | raw[6] << 8 | raw[7]
-            tsecr = raw[8] << 24 | raw[9] << 16 | raw[10] << 8 | raw[11]
-            return _new(TcpOptions, (None, None, False, (), (tsval, tsecr)))
-        return _new(TcpOptions, (None, None, False, (), _TS.unpack_from(raw, 4)))
+            ts = _linux_timestamps(raw)
+            if ts is not None:
+                return _new(TcpOptions, (None, None, False, (), ts))
+        elif raw[0] == 1 and raw[1] == 1 and raw[2] == 8 and raw[3] == 10:
+            return _new(TcpOptions, (None, None, False, (), _TS.unpack_from(raw, 4)))
     mss = wscale = ts = None
     sack_ok = False
     blocks: tuple[tuple[int, int], ...] = ()
