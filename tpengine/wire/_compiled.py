@@ -26,17 +26,6 @@ from types import ModuleType
 #: code is mostly trio (compiling those gains little and mypyc's rules cost much there).
 GROUPS: dict[str, frozenset[str]] = {
     "tpengine.wire": frozenset({"__init__.py", "_build.py", "_compiled.py"}),
-    "tpengine.netstack": frozenset(
-        {
-            "__init__.py",
-            "_stack.py",
-            "_stream.py",
-            "_device.py",
-            "_udp_flow.py",
-            "tun.py",
-            "pcap.py",
-        }
-    ),
 }
 _STAMP = ".mypyc-stamp"
 _SO_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
