@@ -163,7 +163,18 @@ async def cluster(pod_handlers: dict[str, object], **fake: bool) -> AsyncIterato
         nursery.cancel_scope.cancel()
 
 
-async def test_bytes_flow_both_ways_through_the_port_forward() -> None:
+@pytest.fixture(params=["thin", "httpx"])
+def carrier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Our own websocket client, or kr8s's httpx-ws (which the port-forward uses when a
+    proxy is configured: the fake API server is plain http, so httpx goes direct)."""
+    if request.param == "httpx":
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    return str(request.param)
+
+
+async def test_bytes_flow_both_ways_through_the_port_forward(carrier: str) -> None:
     payload = random.Random(3).randbytes(700_000)
     async with (
         cluster({"web": _echo}) as api,
@@ -180,7 +191,7 @@ async def test_bytes_flow_both_ways_through_the_port_forward() -> None:
             await stream.send_all(b"more")
 
 
-async def test_pod_closing_is_end_of_stream() -> None:
+async def test_pod_closing_is_end_of_stream(carrier: str) -> None:
     async def hello_and_close(stream: trio.SocketStream) -> None:
         await stream.send_all(b"hello from the pod")
 
@@ -195,7 +206,7 @@ async def test_pod_closing_is_end_of_stream() -> None:
         assert got == b"hello from the pod"
 
 
-async def test_error_channel_becomes_a_clear_exception() -> None:
+async def test_error_channel_becomes_a_clear_exception(carrier: str) -> None:
     async with cluster({}) as api, open_pod_port_forward(api, "broken", 80) as stream:
         with pytest.raises(PortForwardError) as info:
             await stream.receive_some()
@@ -203,7 +214,7 @@ async def test_error_channel_becomes_a_clear_exception() -> None:
     assert "connection refused" in str(info.value) and "pod/broken:80" in str(info.value)
 
 
-async def test_missing_pod_is_refused_with_the_servers_message() -> None:
+async def test_missing_pod_is_refused_with_the_servers_message(carrier: str) -> None:
     async with cluster({}) as api:
         with pytest.raises(PortForwardError, match="pod/nope:80 .* HTTP 404: no such pod"):
             async with open_pod_port_forward(api, "nope", 80):

@@ -316,17 +316,10 @@ async def _handshake(
         headers.append(("Authorization", f"Bearer {token}"))
     conn = h11.Connection(our_role=h11.CLIENT)
     await stream.send_all(conn.send(h11.Request(method="GET", target=target, headers=headers)))
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(65536)))
-            continue
-        if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-            break
-        if isinstance(event, h11.Response):
-            raise UpgradeRefused(event.status_code, await _body(conn, stream))
-        if isinstance(event, h11.ConnectionClosed):
-            raise trio.BrokenResourceError("the API server closed the connection")
+    try:
+        event = await _response(conn, stream)
+    except h11.RemoteProtocolError as exc:
+        raise WebSocketError(f"the server's HTTP answer is malformed: {exc}") from None
     answer = {k.decode().lower(): v.decode() for k, v in event.headers}
     if answer.get("sec-websocket-accept") != accept_key(key):
         raise WebSocketError("the server's Sec-WebSocket-Accept does not match (RFC 6455 §4.1)")
@@ -337,11 +330,28 @@ async def _handshake(
     return WebSocketClient(stream, chosen, bytes(head))
 
 
+async def _response(conn: h11.Connection, stream: trio.abc.Stream) -> h11.InformationalResponse:
+    """The 101 answering our upgrade; :class:`UpgradeRefused` for any other status."""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(65536)))
+        elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+            return event
+        elif isinstance(event, h11.Response):
+            raise UpgradeRefused(event.status_code, await _body(conn, stream))
+        elif isinstance(event, h11.ConnectionClosed):
+            raise trio.BrokenResourceError("the API server closed the connection")
+
+
 async def _body(conn: h11.Connection, stream: trio.abc.Stream) -> bytes:
     body = b""
     with trio.move_on_after(5):
         while len(body) < MAX_REFUSAL_BODY:
-            event = conn.next_event()
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                break  # the status alone explains the refusal
             if event is h11.NEED_DATA:
                 data = bytes(await stream.receive_some(65536))
                 conn.receive_data(data)
