@@ -41,7 +41,7 @@ from ._replace import serve_replaced_ports
 from ._streams import ReplayStream, Sniffed, classify, sniff
 from ._topod import serve_pod_dial
 from ._udp import serve_udp_port
-from ._volumes import MountSpec, VolumeServer, serve_volumes
+from ._volumes import MOUNTS_ROOT, MountSpec, VolumeServer, serve_volumes
 from ._wiretap import FLUSH_TIMEOUT, Copier, CopyStats, HttpCopies
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,10 @@ class Agent:
         self._changed = trio.Event()
         self._reported: dict[str, float] = {}  # engagement id -> when its error was pushed
         self._port_names = {p.name: p.app_port for p in config.ports if p.name}
-        self.volumes = VolumeServer([MountSpec(path=p, read_only=ro) for p, ro in config.mounts])
+        self.volumes = VolumeServer(
+            [MountSpec(path=p, read_only=ro) for p, ro in config.mounts],
+            root=config.mounts_root or MOUNTS_ROOT,
+        )
 
     # -- state ------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class AgentConfig:
     app_env: Mapping[str, str] = field(default_factory=dict)
     #: the app container's mountPaths and whether each is read-only (served as volumes)
     mounts: tuple[tuple[str, bool], ...] = ()
+    mounts_root: str = ""  # where the webhook mounted them in this container ("": default)
 
     def arrive_payload(self) -> dict[str, Any]:
         """The ``agent_arrive`` request of the contract."""
@@ -97,6 +98,9 @@ def load_config(environ: Mapping[str, str]) -> AgentConfig:
             raise ConfigError(f"TP_AGENT_CONFIG ports: agent_port {spec.agent_port} twice")
         seen.add(key)
     mounts = _mounts(data.get("mounts", []))
+    mounts_root = data.get("mounts_root", "")
+    if not isinstance(mounts_root, str) or (mounts_root and not mounts_root.startswith("/")):
+        raise ConfigError("TP_AGENT_CONFIG mounts_root must be an absolute path")
     app_env = {
         name[len(ENV_PREFIX) :]: value
         for name, value in environ.items()
@@ -112,6 +116,7 @@ def load_config(environ: Mapping[str, str]) -> AgentConfig:
         pod_ip=environ.get("TP_POD_IP", ""),
         app_env=app_env,
         mounts=mounts,
+        mounts_root=mounts_root,
     )
 
 

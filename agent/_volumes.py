@@ -1,7 +1,7 @@
 """The app container's volumes, served to the engaging client (``tpengine.fs`` protocol).
 
 The webhook mounts each of the app container's volumeMounts in the agent container under
-``MOUNTS_ROOT`` (``/tel_app_mounts/<mountPath>``, read-only where the app's is) and lists
+``MOUNTS_ROOT`` (``/tmp/tel_app_mounts/<mountPath>``, read-only where the app's is) and lists
 the mountPaths in the agent's configuration. The engine dials the agent (host
 ``VOLUMES_HOST``) and sends requests on that one stream; this module answers them.
 
@@ -53,7 +53,7 @@ from tpengine.fs._protocol import (
 
 log = logging.getLogger(__name__)
 
-MOUNTS_ROOT = "/tel_app_mounts"
+MOUNTS_ROOT = "/tmp/tel_app_mounts"  # the config's mounts_root says where, if elsewhere
 _SYS_OPENAT2 = 437  # the same number on every architecture (asm-generic, Linux 5.6)
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_BENEATH = 0x08

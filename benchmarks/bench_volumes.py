@@ -49,7 +49,7 @@ spec:
       - name: web
         image: ghcr.io/telepresenceio/echo-server:latest
         ports: [{name: http, containerPort: 8080}]
-        volumeMounts: [{name: data, mountPath: /data}]
+        volumeMounts: [{name: data, mountPath: /var/tpvb-data}]
       volumes: [{name: data, emptyDir: {}}]
 ---
 apiVersion: v1
@@ -64,11 +64,11 @@ MAKE = f"""
 import os
 for r in range({ROUNDS}):
     for kind in ("mount", "cp"):
-        with open(f"/data/big-{{kind}}{{r}}.bin", "wb") as f:
+        with open(f"/var/tpvb-data/big-{{kind}}{{r}}.bin", "wb") as f:
             f.write(os.urandom({BIG}))
-        os.mkdir(f"/data/many-{{kind}}{{r}}")
+        os.mkdir(f"/var/tpvb-data/many-{{kind}}{{r}}")
         for i in range({SMALL_FILES}):
-            with open(f"/data/many-{{kind}}{{r}}/f{{i:04}}", "wb") as f:
+            with open(f"/var/tpvb-data/many-{{kind}}{{r}}/f{{i:04}}", "wb") as f:
                 f.write(os.urandom(1024))
 """
 # On the laptop: seconds for a sequential read, and for listing + reading small files.
@@ -168,15 +168,17 @@ def _measure(cluster: _Cluster) -> dict[str, float]:
     out = cluster.home / "cp"
     times: dict[str, list[float]] = {"mount_big": [], "mount_many": [], "cp_big": [], "cp_many": []}
     for r in range(ROUNDS):
-        big = cluster.laptop("python3", "-c", READ_BIG, f"{root}/data/big-mount{r}.bin")
+        big = cluster.laptop("python3", "-c", READ_BIG, f"{root}/var/tpvb-data/big-mount{r}.bin")
         times["mount_big"].append(float(big))
-        many = cluster.laptop("python3", "-c", READ_MANY, f"{root}/data/many-mount{r}")
+        many = cluster.laptop("python3", "-c", READ_MANY, f"{root}/var/tpvb-data/many-mount{r}")
         times["mount_many"].append(float(many))
         for kind, source in (("cp_big", f"big-cp{r}.bin"), ("cp_many", f"many-cp{r}")):
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             started = time.perf_counter()
-            cluster.laptop(*kubectl, "cp", "-c", "web", f"{pod}:/data/{source}", str(out / source))
+            cluster.laptop(
+                *kubectl, "cp", "-c", "web", f"{pod}:/var/tpvb-data/{source}", str(out / source)
+            )
             times[kind].append(time.perf_counter() - started)
     shutil.rmtree(out, ignore_errors=True)
     return {key: _best(values) for key, values in times.items()}

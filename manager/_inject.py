@@ -14,9 +14,11 @@ Telepresence's injection, as the reference describes it:
   ``tp-agent-init`` with NET_ADMIN installs REDIRECT rules from the app port to the
   agent's, exempting the agent's own uid so its connections to the app are not looped.
 - the app container's volumeMounts, mounted again in the agent under ``MOUNTS_ROOT``
-  (``/tel_app_mounts/<mountPath>``, as Telepresence does; read-only where the app's is,
-  subPath kept) and listed in the config (``mounts``), so the agent can serve them to
-  the engaging client (``tp intercept --mount``).
+  (``/tmp/tel_app_mounts/<mountPath>``; Telepresence uses ``/tel_app_mounts``, but a new
+  top-level directory is one that runtimes without images, like the local cluster,
+  must make on the host; read-only where the app's is, subPath kept) and listed in the
+  config (``mounts``, ``mounts_root``), so the agent can serve them to the engaging
+  client (``tp intercept --mount``).
 The pod template itself is never patched with the agent: only pods, at admission.
 """
 
@@ -32,7 +34,7 @@ INIT_CONTAINER = "tp-agent-init"
 ENV_PREFIX = "TP_APP_ENV_"
 AGENT_UID = 7777
 FIRST_AGENT_PORT = 9900
-MOUNTS_ROOT = "/tel_app_mounts"
+MOUNTS_ROOT = "/tmp/tel_app_mounts"
 _REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -131,6 +133,7 @@ def agent_container(spec: AgentSpec, app: dict[str, Any]) -> dict[str, Any]:
         config["mounts"] = [
             {"path": m["mountPath"].removeprefix(MOUNTS_ROOT), "ro": m["readOnly"]} for m in mounts
         ]
+        config["mounts_root"] = MOUNTS_ROOT
     field_env = [
         {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
         for name, path in (

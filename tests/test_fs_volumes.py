@@ -1,5 +1,5 @@
 """The agent's volume server and the engine's client and FUSE file system, without a
-cluster: a directory tree stands for /tel_app_mounts, a memory stream for the tunnel."""
+cluster: a directory tree stands for the agent's mounts root, a memory stream for the tunnel."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ spec:
         volumeMounts:
         - {name: settings, mountPath: /etc/tpv, readOnly: true}
         - {name: secret, mountPath: /var/run/secrets/tpv}
-        - {name: scratch, mountPath: /data}
+        - {name: scratch, mountPath: /var/tpv-data}
       volumes:
       - {name: settings, configMap: {name: tpv-settings, defaultMode: 0444}}
       - {name: secret, secret: {secretName: tpv-secret, defaultMode: 0604}}
@@ -76,7 +76,7 @@ try:
     facts["readonly_write"] = "allowed"
 except OSError as exc:
     facts["readonly_write"] = errno.errorcode[exc.errno]
-with open(root + "/data/from-laptop.txt", "w") as f:
+with open(root + "/var/tpv-data/from-laptop.txt", "w") as f:
     f.write("written on the laptop")
 print(json.dumps(facts))
 """
@@ -84,12 +84,12 @@ print(json.dumps(facts))
 MAKE_DATA = """
 import os, random
 random.seed(8)
-with open("/data/big.bin", "wb") as f:
+with open("/var/tpv-data/big.bin", "wb") as f:
     for _ in range(100):
         f.write(random.randbytes(1 << 20))
-os.mkdir("/data/many")
+os.mkdir("/var/tpv-data/many")
 for i in range(1000):
-    with open(f"/data/many/f{i:04}.txt", "w") as f:
+    with open(f"/var/tpv-data/many/f{i:04}.txt", "w") as f:
         f.write(f"file {i}\\n" * (i % 7 + 1))
 """
 
@@ -97,13 +97,13 @@ DIGESTS = """
 import hashlib, os, sys
 root = sys.argv[1]
 h = hashlib.sha256()
-with open(root + "/data/big.bin", "rb") as f:
+with open(root + "/var/tpv-data/big.bin", "rb") as f:
     while chunk := f.read(1 << 20):
         h.update(chunk)
 many = hashlib.sha256()
-names = sorted(os.listdir(root + "/data/many"))
+names = sorted(os.listdir(root + "/var/tpv-data/many"))
 for name in names:
-    with open(root + "/data/many/" + name, "rb") as f:
+    with open(root + "/var/tpv-data/many/" + name, "rb") as f:
         many.update(name.encode() + f.read())
 print(h.hexdigest(), len(names), many.hexdigest())
 """
@@ -111,7 +111,7 @@ print(h.hexdigest(), len(names), many.hexdigest())
 # Reads the big file slowly until it ends or fails; says how.
 SLOW_READER = """
 import errno, sys, time
-with open(sys.argv[1] + "/data/big.bin", "rb", buffering=0) as f:
+with open(sys.argv[1] + "/var/tpv-data/big.bin", "rb", buffering=0) as f:
     print("reading", flush=True)
     try:
         while f.read(1 << 20):
@@ -172,14 +172,18 @@ def test_volumes_appear_with_contents_and_modes(mounted: tuple[Any, str]) -> Non
         cluster, "stat", "-L", "-c", "%a", "/etc/tpv/settings.ini", "/var/run/secrets/tpv/token"
     ).split()
     assert [facts["settings_mode"], facts["token_mode"]] == [f"0o{m}" for m in in_pod]
-    assert "etc" in facts["top"] and "data" in facts["top"]
+    assert facts["top"] == ["etc", "var"]
     assert facts["readonly_write"] == "EROFS"
     # The file written on the laptop is the app's to read.
-    assert in_app(cluster, "cat", "/data/from-laptop.txt") == "written on the laptop"
+    assert in_app(cluster, "cat", "/var/tpv-data/from-laptop.txt") == "written on the laptop"
     env = cluster.laptop("cat", "/tmp/tpv-vol.env").stdout
     assert f"TELEPRESENCE_ROOT={root}" in env.splitlines()
     mounts = next(x for x in env.splitlines() if x.startswith("TELEPRESENCE_MOUNTS="))
-    assert set(mounts.partition("=")[2].split(":")) >= {"/etc/tpv", "/var/run/secrets/tpv", "/data"}
+    assert set(mounts.partition("=")[2].split(":")) >= {
+        "/etc/tpv",
+        "/var/run/secrets/tpv",
+        "/var/tpv-data",
+    }
 
 
 def test_a_big_file_and_many_small_files_read_intact(mounted: tuple[Any, str]) -> None:
@@ -237,7 +241,7 @@ def test_a_killed_engine_leaves_no_mount_behind(mounted: tuple[Any, str]) -> Non
     assert engaged.returncode == 0, engaged.stderr
     assert "Volume Mount Point: /tmp/tpv-ingest" in engaged.stdout
     # ingest mounts read-only
-    write = cluster.laptop("sh", "-c", "echo x > /tmp/tpv-ingest/data/nope")
+    write = cluster.laptop("sh", "-c", "echo x > /tmp/tpv-ingest/var/tpv-data/nope")
     assert "Read-only file system" in write.stderr
     status = json.loads(tp(cluster, "status", "--output", "json").stdout)
     assert "/tmp/tpv-ingest" in cluster.laptop("cat", "/proc/self/mounts").stdout

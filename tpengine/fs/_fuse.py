@@ -64,6 +64,7 @@ def _fuse_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, An
         except pyfuse3.FUSEError:
             raise
         except OSError as exc:
+            log.debug("volumes: %s: %s", fn.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except Exception:
             log.exception("volumes: %s failed", fn.__name__)
@@ -159,11 +160,17 @@ class RemoteFs(pyfuse3.Operations):
     @_fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         path = self._path(inode)
-        if self._stale(path):
+        error: OSError | None = None
+        try:
+            (attr,), generation = await self.client.call(Op.GETATTR, path)
+        except OSError as exc:  # say, ENOENT from a new pod
+            error, generation = exc, self.client.generation
+        if self._stale(path, generation):
             # The kernel asks this on a read from an open file too (to check its size):
             # the file that was opened is gone with its pod, whatever the new pod has.
             raise OSError(errno.EIO, "the agent's pod was replaced since the file was opened")
-        (attr,) = await self._call(Op.GETATTR, path)
+        if error is not None:
+            raise error
         return self._entry(path, attr)
 
     @_fuse_errors
@@ -322,9 +329,9 @@ class RemoteFs(pyfuse3.Operations):
         self._files[fh] = _OpenFile(path, handle, generation)
         return pyfuse3.FileInfo(fh=fh), self._entry(path, attr)
 
-    def _stale(self, path: bytes) -> bool:
-        """Whether ``path`` is open through a handle of an agent that is gone."""
-        current = self.client.generation
+    def _stale(self, path: bytes, current: int) -> bool:
+        """Whether ``path`` is open through a handle of an agent other than the one of
+        generation ``current`` (the one that answered)."""
         return any(
             f.path == path and f.handle != LOCAL and f.generation != current
             for f in self._files.values()
@@ -391,7 +398,9 @@ class RemoteFs(pyfuse3.Operations):
         return int(written)
 
     async def flush(self, fh: int) -> None:
-        return None
+        # Nothing to do at close(2) (writes are not buffered here): ENOSYS tells the
+        # kernel never to send FLUSH again, one request less per file (fuse(4)).
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @_fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
