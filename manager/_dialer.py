@@ -50,6 +50,18 @@ def classify_os_error(exc: OSError) -> DialFailure:
     return DialFailure.UNREACHABLE
 
 
+def _literal(host: str, port: int) -> list[tuple[int, int, int, str, tuple[str, int]]]:
+    """The one address of an IP literal (most dials: the laptop's TUN saw an address),
+    without getaddrinfo's machinery; [] for a name."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+    return []
+
+
 async def dial_tcp(host: str, port: int, *, connect_timeout: float = 10.0) -> trio.SocketStream:
     """Connect to ``host:port`` (an IP or a cluster DNS name) or raise :class:`DialError`.
 
@@ -58,7 +70,9 @@ async def dial_tcp(host: str, port: int, *, connect_timeout: float = 10.0) -> tr
     """
     try:
         with trio.fail_after(connect_timeout):
-            infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = _literal(host, port) or await trio.socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
             first_error: OSError | None = None
             for family, kind, proto, _, address in infos:
                 sock = trio.socket.socket(family, kind, proto)
