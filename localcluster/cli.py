@@ -8,6 +8,7 @@ Everything one cluster makes is named after it and recorded in its state dir
     server.pid        the daemon's pid          server.log  its log
     laptop.pid        the laptop holder's pid   laptop.log  its log
     laptop<k>.pid     laptop k's holder (k ≥ 2, ``up --laptops N``), laptop<k>.log
+    laptop<k>-cache/  XDG_CACHE_HOME of laptop k's commands (tp's logs of that developer)
     ready             written by the daemon once the API serves
     audit.log         the API server's audit log (JSON lines)
     pids/<pod uid>    pids of each pod's sandbox (for `down` after a daemon crash)
@@ -595,4 +596,10 @@ def exec_argv(
     venv_bin = str(Path(sys.executable).parent)
     if venv_bin not in env.get("PATH", "").split(os.pathsep):
         env["PATH"] = os.pathsep.join(p for p in (env.get("PATH"), venv_bin) if p)
+    if laptop != 1:
+        # Another developer's machine keeps its own logs (tp's engine.log, helper.log):
+        # two engines appending to one file would be one confusing story.
+        cache = state_dir(name) / f"laptop{laptop}-cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        env["XDG_CACHE_HOME"] = str(cache)
     return argv, env

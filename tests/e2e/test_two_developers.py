@@ -144,6 +144,8 @@ def test_each_laptop_is_its_own_machine(two_laptops: Any) -> None:
         for laptop in (1, 2)
     }
     assert len(sessions) == 2 and None not in sessions
+    # …each with its own logs, as on two machines.
+    assert (two_laptops.state_dir / "laptop2-cache" / "tpengine" / "logs" / "engine.log").exists()
 
 
 def test_two_developers_with_different_headers_share_a_workload(two_laptops: Any) -> None:
