@@ -194,12 +194,24 @@ def test_engagement_survives_its_pods_restart(susan: Any) -> None:
     old = rise_pod(susan)
     susan.kubectl_ok("delete", "pod", old, "--wait=false")
     susan.kubectl_ok("wait", "--for=delete", f"pod/{old}", "--timeout=60s")
-    # No agent of rise is connected now: tp list says the engagement waits for one.
-    [engagement] = listed(susan)
-    assert engagement["name"] == "rise" and engagement["state"] in ("WAITING", "ACTIVE")
     susan.kubectl_ok("rollout", "status", "deployment/rise", "--timeout=60s")
     assert rise_pod(susan) != old
     susan_reaches(susan, LAPTOP, within=10)
+
+
+def test_tp_list_shows_the_engagement_waiting_while_no_pod_carries_it(susan: Any) -> None:
+    susan.kubectl_ok("scale", "deployment/rise", "--replicas=0")
+    try:
+        susan.kubectl_ok("wait", "--for=delete", "pod", "-l", "app=rise", "--timeout=60s")
+        [engagement] = listed(susan)
+        assert (engagement["name"], engagement["state"]) == ("rise", "WAITING")
+        assert engagement["message"] == "waiting for the traffic-agent to arrive"
+    finally:
+        susan.kubectl_ok("scale", "deployment/rise", "--replicas=1")
+    susan.kubectl_ok("rollout", "status", "deployment/rise", "--timeout=60s")
+    susan_reaches(susan, LAPTOP, within=10)
+    [engagement] = listed(susan)
+    assert engagement["state"] == "ACTIVE", engagement
 
 
 def test_a_silent_clients_engagements_are_removed(susan: Any) -> None:
