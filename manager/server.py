@@ -175,18 +175,18 @@ class Manager:
             except (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError, OSError):
                 nursery.cancel_scope.cancel()
                 return
-            await self._serve_tunnel(request)
+            await self._serve_tunnel(request, peer)
             nursery.cancel_scope.cancel()
 
-    async def _serve_tunnel(self, request: trio_websocket.WebSocketRequest) -> None:
+    async def _serve_tunnel(self, request: trio_websocket.WebSocketRequest, peer: str) -> None:
         # A ConnectionClosed escaping this handler would take the whole server down.
         try:
             subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
             ws = await request.accept(subprotocol=subprotocol)
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError) as exc:
-            log.info("tunnel from %s ended: %s", request.remote, exc)
+            log.info("tunnel from %s ended: %s", peer, exc)
             return
-        await self._run_tunnel(functools.partial(open_mux_over_websocket, ws), str(request.remote))
+        await self._run_tunnel(functools.partial(open_mux_over_websocket, ws), peer)
 
     async def _run_tunnel(
         self, opening: Callable[..., AbstractAsyncContextManager[MuxSession]], peer: str
