@@ -113,3 +113,36 @@ async def test_tp_list_shows_what_the_manager_does_not_have_yet() -> None:
         {"name": "web", "state": "ACTIVE"}
     ]
     assert memory.forget("web") is not None and memory.merge_listing(None) == []
+
+
+async def test_a_port_taken_meanwhile_is_reported_not_retaken(nursery: trio.Nursery) -> None:
+    port, scope = await start_manager(nursery)
+    url = f"ws://127.0.0.1:{port}/"
+    memory = EngagementMemory()
+    info = SessionInfo(namespace="default", manager_namespace="tpengine")
+    unfiltered = {**REQUEST, "name": "bobs", "filter": {}}
+    async with (
+        open_session_with(functools.partial(open_mux_websocket_url, url), info) as session,
+        trio.open_nursery() as tasks,
+    ):
+        tasks.start_soon(keep_engaged, session, memory)
+        with trio.fail_after(10):
+            await tasks.start(functools.partial(hold_agent, url))
+            await engage(await session._current_mux(), memory)
+            scope.cancel()
+            await session.wait_state_changed()  # reconnecting (backoff ≥ 0.25 s)…
+            await start_manager(nursery, port)
+            await tasks.start(functools.partial(hold_agent, url))
+            async with open_mux_websocket_url(url) as bob:
+                # …meanwhile Bob takes every request of the port.
+                await bob.request("arrive", {"user": "bob", "host": "laptop2"})
+                assert (await bob.request("engage", unfiltered))["state"] == "ACTIVE"
+                await session.wait_connected()
+                # Re-engaging is refused; the engine learns it from the manager's reply.
+                while "web" not in memory.problems:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                listed = await (await session._current_mux()).request("engagements", {})
+                [failed] = memory.merge_listing(listed)
+                assert failed["state"] == "FAILED"
+                assert "already intercepted by bob@laptop2" in failed["message"]
+        tasks.cancel_scope.cancel()
