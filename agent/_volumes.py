@@ -141,6 +141,7 @@ class VolumeServer:
     def __init__(self, mounts: Sequence[MountSpec], root: str = MOUNTS_ROOT) -> None:
         self.mounts = sorted(mounts, key=lambda m: len(m.parts), reverse=True)
         self.root = root
+        self.sessions: dict[bytes, _Handles] = {}  # client token -> its open files
 
     def hello_json(self) -> bytes:
         mounts = [{"path": m.path, "ro": m.read_only} for m in self.mounts]
@@ -167,18 +168,44 @@ class VolumeServer:
         return os.open(self.root.rstrip("/") + mount.path, os.O_PATH | os.O_CLOEXEC)
 
 
+class _Handles:
+    """Open files of one client (all its connections that said the same token)."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, tuple[int, bool]] = {}  # handle -> (fd, read-only mount)
+        self.next = 1
+        self.users = 0
+
+
 class Connection:
-    """The state of one client connection: its open file handles."""
+    """The state of one client connection: its open file handles (shared with the
+    client's other connections that gave the same token in HELLO)."""
 
     def __init__(self, server: VolumeServer) -> None:
         self.server = server
-        self.handles: dict[int, tuple[int, bool]] = {}  # handle -> (fd, read-only mount)
-        self._next_handle = 1
+        self._table = _Handles()
+        self._table.users = 1
+        self._token = b""
+
+    @property
+    def handles(self) -> dict[int, tuple[int, bool]]:
+        return self._table.open
+
+    def _join(self, token: bytes) -> None:
+        if not token or self._token or self._table.open:
+            return  # no token, or too late: this connection keeps its own handles
+        self._token = token
+        self._table = self.server.sessions.setdefault(token, _Handles())
+        self._table.users += 1
 
     def close(self) -> None:
-        for fd, _ in self.handles.values():
+        self._table.users -= 1
+        if self._table.users > 0:
+            return  # the client's other connections still use them
+        for fd, _ in self._table.open.values():
             os.close(fd)
-        self.handles.clear()
+        self._table.open.clear()
+        self.server.sessions.pop(self._token, None)
 
     def answer(self, request: Request) -> bytes:
         """The encoded reply to one request (errors as errno, never an exception)."""
@@ -196,6 +223,7 @@ class Connection:
     def _dispatch(self, request: Request) -> tuple[Any, ...]:
         op, args = request.op, request.args
         if op is Op.HELLO:
+            self._join(bytes(args[1][:64]))
             return (VERSION, self.server.hello_json())
         if op is Op.STATFS:
             return (self._statfs(),)
@@ -268,8 +296,8 @@ class Connection:
         )
 
     def _new_handle(self, fd: int, read_only: bool) -> int:
-        handle = self._next_handle
-        self._next_handle += 1
+        handle = self._table.next
+        self._table.next += 1
         self.handles[handle] = (fd, read_only)
         return handle
 

@@ -89,6 +89,20 @@ def test_read_only_volumes_and_the_tree_above_them_refuse_writes(conn: Connectio
         assert ask(conn, op, *args).errno == errno.EROFS, op
 
 
+def test_connections_with_one_token_share_file_handles(tmp_path: Path) -> None:
+    server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "mounts")))
+    first, second, other = Connection(server), Connection(server), Connection(server)
+    for conn, token in ((first, b"t1"), (second, b"t1"), (other, b"t2")):
+        assert ask(conn, Op.HELLO, 1, token).errno == 0
+    handle, _ = ask(first, Op.OPEN, b"etc/web/settings.ini", os.O_RDONLY, 0).values
+    assert ask(second, Op.READ, handle, 0, 5).values == (b"debug",)
+    assert ask(other, Op.READ, handle, 0, 5).errno == errno.EBADF  # another client's
+    first.close()
+    assert ask(second, Op.READ, handle, 8, 4).values == (b"true",)  # still open
+    second.close()
+    assert list(server.sessions) == [b"t2"]
+
+
 def test_writes_in_a_writable_volume(conn: Connection, tmp_path: Path) -> None:
     handle, attr = ask(conn, Op.CREATE, b"var/data/out.txt", os.O_WRONLY, 0o640).values
     assert stat.S_IMODE(attr.mode) == 0o640
@@ -186,7 +200,7 @@ class _HangingStream(trio.abc.Stream):
 
 
 def test_a_hello_frame_encodes() -> None:
-    assert encode_request(1, Op.HELLO, 1)[4] == Op.HELLO
+    assert encode_request(1, Op.HELLO, 1, b"token")[4] == Op.HELLO
 
 
 # -- the FUSE file system, mounted for real ------------------------------------------------

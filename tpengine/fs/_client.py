@@ -67,16 +67,19 @@ class VolumeClient:
         self,
         connect: Connect,
         *,
+        streams: int = 1,
         request_timeout: float = 15.0,
         connect_timeout: float = 5.0,
         retry_every: float = 1.0,
     ) -> None:
         self._connect = connect
+        self.streams = streams
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.retry_every = retry_every
-        self._link: _Link | None = None
+        self._links: list[_Link] = []
         self._next_id = 1
+        self._next_read = 0
         self._generation = 0
         self._changed = trio.Event()
         self.last_error = ""
@@ -87,12 +90,12 @@ class VolumeClient:
 
     @property
     def connected(self) -> bool:
-        return self._link is not None and not self._link.broken
+        return bool(self._links) and not any(link.broken for link in self._links)
 
     @property
     def mounts(self) -> list[dict[str, Any]]:
         """The mountPaths the agent serves: [{"path": "/etc/web", "ro": false}, …]."""
-        return self._link.mounts if self._link is not None else []
+        return self._links[0].mounts if self._links else []
 
     async def wait_changed(self) -> None:
         """Until the next connect, break or failed dial."""
@@ -103,38 +106,51 @@ class VolumeClient:
         self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep a connection up (dial, read, re-dial after a break), forever."""
+        """Keep ``streams`` streams to one agent up (dial, read, re-dial all after any
+        of them broke: they share the agent's file handles), forever."""
         task_status.started()
         while True:
+            streams: list[trio.abc.Stream] = []
             try:
                 with trio.fail_after(self.connect_timeout):
-                    stream = await self._connect()
+                    while len(streams) < self.streams:
+                        streams.append(await self._connect())
             except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 log.info("volumes: cannot reach the agent: %s", self.last_error)
+                await _close_all(streams)
                 self._notify()  # waiters give up with EIO rather than wait for us
                 await trio.sleep(self.retry_every)
                 continue
             self._generation += 1
-            link = _Link(stream, self._generation)
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._read, link, nursery.cancel_scope)
-                    if await self._hello(link):
-                        self._link = link
-                        self.last_error = ""
-                        self._notify()
-                        log.info("volumes: connected (generation %d)", link.generation)
-            finally:
-                link.fail_all()
-                self._link = None
-                self._notify()
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+            await self._serve([_Link(stream, self._generation) for stream in streams])
             await trio.sleep(self.retry_every)
 
-    async def _hello(self, link: _Link) -> bool:
-        reply = await self._roundtrip(link, Op.HELLO, (VERSION,))
+    async def _serve(self, links: list[_Link]) -> None:
+        token = os.urandom(16)
+        try:
+            async with trio.open_nursery() as nursery:
+                for link in links:  # any of them ending ends them all
+                    nursery.start_soon(self._read, link, nursery.cancel_scope)
+                for link in links:
+                    if not await self._hello(link, token):
+                        nursery.cancel_scope.cancel()
+                        return
+                self._links = links
+                self.last_error = ""
+                self._notify()
+                log.info(
+                    "volumes: connected (generation %d, %d streams)", self._generation, len(links)
+                )
+        finally:
+            for link in links:
+                link.fail_all()
+            self._links = []
+            self._notify()
+            await _close_all([link.stream for link in links])
+
+    async def _hello(self, link: _Link, token: bytes) -> bool:
+        reply = await self._roundtrip(link, Op.HELLO, (VERSION, token))
         if reply is None or reply.errno:
             log.info("volumes: the agent did not answer HELLO")
             return False
@@ -184,17 +200,21 @@ class VolumeClient:
         link.pending.pop(request_id, None)
         return call.reply
 
-    async def _current(self) -> _Link:
-        """The live link, waiting for a dial in progress (at most connect_timeout)."""
+    async def _current(self, op: Op) -> _Link:
+        """A live link, waiting for a dial in progress (at most connect_timeout): reads
+        take turns on all streams, everything else goes on the first (in order)."""
         with trio.move_on_after(self.connect_timeout):
-            while self._link is None or self._link.broken:
+            while not self.connected:
                 await self._changed.wait()
-                if self._link is None and self.last_error:
+                if not self._links and self.last_error:
                     break
-        link = self._link
-        if link is None or link.broken:
+        links = self._links
+        if not links or any(link.broken for link in links):
             raise OSError(errno.EIO, f"the agent is not reachable: {self.last_error or 'no link'}")
-        return link
+        if op is not Op.READ:
+            return links[0]
+        self._next_read = (self._next_read + 1) % len(links)
+        return links[self._next_read]
 
     async def call(
         self, op: Op, *args: Any, generation: int | None = None
@@ -203,7 +223,7 @@ class VolumeClient:
         the agent's errno, or EIO when the link broke or the reply did not come, or
         when ``generation`` (of a file handle) is not the current link's: a handle
         means nothing to another agent."""
-        link = await self._current()
+        link = await self._current(op)
         if generation is not None and generation != link.generation:
             raise OSError(errno.EIO, "the agent's pod was replaced since the file was opened")
         reply = await self._roundtrip(link, op, args)
@@ -212,3 +232,9 @@ class VolumeClient:
         if reply.errno:
             raise OSError(reply.errno, os.strerror(reply.errno))
         return reply.values, link.generation
+
+
+async def _close_all(streams: list[trio.abc.Stream]) -> None:
+    with trio.CancelScope(shield=True):
+        for stream in streams:
+            await stream.aclose()

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 Register = Callable[[str], Awaitable[None]]
 #: How long a new mount waits for the agent's first answer (the pod is ready by then).
 FIRST_CONTACT = 10.0
+#: Streams to the agent per mount: reads take turns on them, so more than one stream
+#: window of data is on its way at once (the tunnel's per-stream flow control).
+STREAMS = 3
 
 
 def agent_connector(
@@ -140,7 +143,7 @@ class VolumeMounts:
             name=name,
             mount_point=path,
             read_only=read_only,
-            client=VolumeClient(connect),
+            client=VolumeClient(connect, streams=STREAMS),
             created=created,
         )
         self.active[name] = mount

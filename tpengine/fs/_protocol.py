@@ -83,7 +83,9 @@ class Op(enum.IntEnum):
 
 # op -> (request fields, reply fields)
 SCHEMAS: dict[Op, tuple[str, str]] = {
-    Op.HELLO: ("I", "Ib"),  # version -> version, JSON {"mounts": [{"path", "ro"}]}
+    # version, client token (connections with one token share file handles: a client
+    # may spread reads over several streams) -> version, JSON {"mounts": [{path, ro}]}
+    Op.HELLO: ("Ib", "Ib"),
     Op.GETATTR: ("b", "A"),  # path (not following a last symlink)
     # path, first index, inline budget -> entries, 1 when more follow, the contents of
     # small regular files among them (entry index, bytes) within the budget
