@@ -259,3 +259,27 @@ async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
             await mounts.unmount("web")
         assert not await in_thread(mount_point.is_mount)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.root
+async def test_a_mount_unmounted_from_outside_ends_and_is_forgotten(tmp_path: Path) -> None:
+    import ctypes
+
+    server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
+
+    async def connect() -> trio.abc.Stream:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_volumes, server_end, server)
+        return client_end
+
+    async with trio.open_nursery() as nursery:
+        mounts = VolumeMounts()
+        await nursery.start(mounts.run)
+        await mounts.mount("web", connect, path=str(tmp_path / "mnt"), read_only=True)
+        mount = mounts.active["web"]
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.umount2(os.fsencode(tmp_path / "mnt"), 2) == 0  # umount -l by the user
+        with trio.fail_after(10):
+            await mount.finished.wait()
+        assert mounts.active == {}
+        nursery.cancel_scope.cancel()

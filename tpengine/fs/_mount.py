@@ -23,11 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyfuse3
 import trio
 
 from tpengine.fs._client import Connect, VolumeClient
-from tpengine.fs._fuse import RemoteFs
 from tpengine.fs._protocol import VOLUMES_HOST, VOLUMES_PORT
 
 log = logging.getLogger(__name__)
@@ -89,6 +87,8 @@ class VolumeMount:
 
 
 def fuse_options(read_only: bool) -> set[str]:
+    import pyfuse3
+
     options = set(pyfuse3.default_options) | {
         "fsname=tpengine",
         "subtype=tpengine",
@@ -123,6 +123,12 @@ class VolumeMounts:
     ) -> dict[str, Any]:
         if self._nursery is None:
             raise MountError("volumes are mounted only by an engine that tp connect started")
+        try:
+            import pyfuse3  # noqa: F401  (the `fuse` extra)
+        except ImportError as exc:
+            raise MountError(
+                f"FUSE is not available ({exc}): install tpengine[fuse] and libfuse3"
+            ) from None
         if self.active:
             other = next(iter(self.active))
             raise MountError(
@@ -175,6 +181,10 @@ class VolumeMounts:
     async def _serve(self, mount: VolumeMount, *, task_status: trio.TaskStatus[None]) -> None:
         try:
             with mount.scope:
+                import pyfuse3
+
+                from tpengine.fs._fuse import RemoteFs
+
                 async with trio.open_nursery() as nursery:
                     await nursery.start(mount.client.run)
                     await _first_contact(mount)
@@ -191,9 +201,10 @@ class VolumeMounts:
                     try:
                         log.info("volumes of %s mounted on %s", mount.name, mount.mount_point)
                         task_status.started()
-                        await pyfuse3.main()
+                        await pyfuse3.main()  # returns when unmounted from outside
                     finally:
                         pyfuse3.close(unmount=True)
+                        nursery.cancel_scope.cancel()  # the client's dialling too
         finally:
             await self._cleanup(mount)
 
