@@ -394,7 +394,7 @@ def up(
             # More laptops for a running cluster: added beside the others, nothing restarts.
             _add_laptops(name, state_dir(name), range(have + 1, laptops + 1), echo)
         echo(
-            f"Local cluster {name} is up with {max(have, laptops)} laptop(s) "
+            f"Local cluster {name} is already up with {max(have, laptops)} laptop(s) "
             f"(kubeconfig: {current.kubeconfig})"
         )
         return
