@@ -392,10 +392,7 @@ def _open(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) -> tu
     flags = args[1] & _OPEN_FLAGS
     if read_only and flags & _WRITE_FLAGS:
         raise OSError(errno.EROFS, "read-only volume")
-    if not where.rest:  # a mount of one file (subPath): reopen it through its O_PATH fd
-        opened = os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
-    else:
-        opened = openat2_beneath(fd, b"/".join(where.rest), flags)
+    opened = _open_file(fd, where, flags)
     is_dir = stat.S_ISDIR(os.fstat(opened).st_mode)
     if is_dir and flags & os.O_ACCMODE != os.O_RDONLY:
         os.close(opened)
@@ -412,7 +409,18 @@ def _create(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) -> 
     mode = args[2] & 0o7777
 
     def create(parent: int, name: bytes) -> int:
-        opened = os.open(name, flags, mode, dir_fd=parent)
+        try:
+            opened = os.open(name, flags | os.O_EXCL, mode, dir_fd=parent)
+        except FileExistsError:
+            if flags & os.O_EXCL:
+                raise
+            # There after all (made meanwhile): opened as it is, its mode kept (open(2)).
+            # O_NONBLOCK: a FIFO must not block the agent (no effect on regular files).
+            opened = os.open(name, (flags & ~os.O_CREAT) | os.O_NONBLOCK, dir_fd=parent)
+            if not stat.S_ISREG(os.fstat(opened).st_mode):
+                os.close(opened)
+                raise OSError(errno.EOPNOTSUPP, "special files are not served") from None
+            return opened
         os.fchmod(opened, mode)  # exactly the mode asked for, whatever the agent's umask
         return opened
 
@@ -457,8 +465,22 @@ def _rename(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) -> 
     return ()
 
 
+def _open_file(fd: int, where: _Where, flags: int) -> int:
+    """Open a regular file or directory below the mount. FIFOs, sockets and devices are
+    refused (EOPNOTSUPP): opening one may block, and requests are answered inline."""
+    probe = openat2_beneath(fd, b"/".join(where.rest), os.O_PATH) if where.rest else os.dup(fd)
+    try:
+        mode = os.fstat(probe).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise OSError(errno.EOPNOTSUPP, "special files are not served")
+        # The very inode checked: reopened through its O_PATH descriptor (proc(5)).
+        return os.open(f"/proc/self/fd/{probe}", flags | os.O_CLOEXEC)
+    finally:
+        os.close(probe)
+
+
 def _truncate(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    opened = openat2_beneath(fd, b"/".join(where.rest), os.O_WRONLY)
+    opened = _open_file(fd, where, os.O_WRONLY)
     try:
         os.ftruncate(opened, args[1])
         return (attr_of(os.fstat(opened)),)

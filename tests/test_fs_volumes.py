@@ -118,6 +118,8 @@ def test_writes_in_a_writable_volume(conn: Connection, tmp_path: Path) -> None:
     assert ask(conn, Op.MKDIR, b"var/data/sub", 0o700).errno == 0
     assert sorted(os.listdir(data)) == ["link", "moved", "sub"]
     assert ask(conn, Op.RMDIR, b"var/data").errno == errno.EBUSY
+    os.mkfifo(data / "fifo")  # opening it would block the agent: refused
+    assert ask(conn, Op.OPEN, b"var/data/fifo", os.O_RDONLY, 0).errno == errno.EOPNOTSUPP
 
 
 async def test_requests_in_flight_fail_with_eio_when_the_stream_breaks(
