@@ -300,6 +300,7 @@ def main() -> None:
         print("bench connect needs root (network namespaces, routes, sshd): skipped")
         return
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     try:
         with _sigterm_interrupts(), local_cluster() as cluster:
             print(f"local cluster {cluster.name} up ({time.perf_counter() - started:.1f} s)")
@@ -314,7 +315,9 @@ def main() -> None:
     except BenchError as exc:
         print(f"bench connect: {exc}; everything it made is removed", file=sys.stderr)
         raise SystemExit(1) from None
-    print(f"measured in {time.perf_counter() - started:.0f} s; cluster {cluster.name} is down\n")
+    print(f"measured in {time.perf_counter() - started:.0f} s; cluster {cluster.name} is down")
+    # On a shared 2-core machine the other figures mean little without this one.
+    print(f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n")
     print_table(direct, ssh, tp)
 
 
