@@ -80,6 +80,15 @@ with open(sys.argv[1], "rb", buffering=0) as f:
         pass
 print(time.perf_counter() - t)
 """
+WRITE_BIG = """
+import os, sys, time
+data = open(sys.argv[2], "rb").read()
+t = time.perf_counter()
+with open(sys.argv[1], "wb", buffering=0) as f:
+    for i in range(0, len(data), 1 << 20):
+        f.write(data[i : i + (1 << 20)])
+print(time.perf_counter() - t)
+"""
 READ_MANY = """
 import os, sys, time
 t = time.perf_counter()
@@ -166,8 +175,21 @@ def _measure(cluster: _Cluster) -> dict[str, float]:
     pod = _serving_pod(cluster)
     cluster.laptop(*kubectl, "exec", pod, "-c", "web", "--", "python3", "-c", MAKE)
     out = cluster.home / "cp"
-    times: dict[str, list[float]] = {"mount_big": [], "mount_many": [], "cp_big": [], "cp_many": []}
+    times: dict[str, list[float]] = {
+        key: [] for key in ("mount_big", "mount_many", "cp_big", "cp_many", "mount_up", "cp_up")
+    }
+    upload = cluster.home / "upload.bin"
+    upload.write_bytes(os.urandom(BIG))
     for r in range(ROUNDS):
+        up = cluster.laptop(
+            "python3", "-c", WRITE_BIG, f"{root}/var/tpvb-data/up-mount{r}.bin", str(upload)
+        )
+        times["mount_up"].append(float(up))
+        started = time.perf_counter()
+        cluster.laptop(
+            *kubectl, "cp", "-c", "web", str(upload), f"{pod}:/var/tpvb-data/up-cp{r}.bin"
+        )
+        times["cp_up"].append(time.perf_counter() - started)
         big = cluster.laptop("python3", "-c", READ_BIG, f"{root}/var/tpvb-data/big-mount{r}.bin")
         times["mount_big"].append(float(big))
         many = cluster.laptop("python3", "-c", READ_MANY, f"{root}/var/tpvb-data/many-mount{r}")
@@ -206,4 +228,9 @@ def main() -> None:
     print(
         f"{'small files (list + read), files/s':34}{mount_files:10.0f}{cp_files:12.0f}"
         f"{mount_files / cp_files:7.1f}×   ≥ 5×"
+    )
+    up_mb_s, cp_up_mb_s = mb / best["mount_up"], mb / best["cp_up"]
+    print(
+        f"{'sequential write, MB/s':34}{up_mb_s:10.1f}{cp_up_mb_s:12.1f}"
+        f"{up_mb_s / cp_up_mb_s:7.1f}×   (no target)"
     )
