@@ -63,7 +63,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 8080), H)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 8081), H)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 print("ready", flush=True)
 sys.stdin.read()
@@ -127,6 +127,13 @@ def susan_reaches(cluster: Any, wanted: str, *, within: float) -> float:
     return answered(start_asking(cluster, wanted, within=within), wanted, within)
 
 
+def to_pod_answers(cluster: Any) -> str:
+    """Who answers the laptop's localhost:8080 (``--to-pod 8080``): the pod's own app."""
+    result = cluster.laptop("curl", "-sS", "--max-time", "10", "http://127.0.0.1:8080/")
+    assert result.returncode == 0, result.stderr
+    return str(result.stdout).splitlines()[0]
+
+
 def listed(cluster: Any) -> list[dict[str, Any]]:
     result = tp(cluster, "list", "-o", "json")
     assert result.returncode == 0, result.stderr
@@ -161,7 +168,15 @@ def susan(cluster: Any) -> Iterator[Any]:
         manager_env(cluster, f"TP_SESSION_TIMEOUT={SESSION_TIMEOUT}")
         timeout_set = True
         engaged = tp(
-            cluster, "intercept", "rise", "--port", "8080:http", "--http-header", "x-user=susan"
+            cluster,
+            "intercept",
+            "rise",
+            "--port",
+            "8081:http",
+            "--http-header",
+            "x-user=susan",
+            "--to-pod",
+            "8080",  # the laptop's localhost:8080 reaches the engaged pod's app
         )
         assert engaged.returncode == 0, engaged.stderr
         cluster.kubectl_ok("rollout", "status", "deployment/rise", "--timeout=90s")
@@ -188,6 +203,7 @@ def test_engagement_survives_a_manager_restart(susan: Any) -> None:
     answered(asking, LAPTOP, 10)
     [engagement] = listed(susan)
     assert engagement["state"] == "ACTIVE", engagement
+    assert to_pod_answers(susan) == f"Request served by {rise_pod(susan)}"
 
 
 def test_engagement_survives_its_pods_restart(susan: Any) -> None:
@@ -195,8 +211,11 @@ def test_engagement_survives_its_pods_restart(susan: Any) -> None:
     susan.kubectl_ok("delete", "pod", old, "--wait=false")
     susan.kubectl_ok("wait", "--for=delete", f"pod/{old}", "--timeout=60s")
     susan.kubectl_ok("rollout", "status", "deployment/rise", "--timeout=60s")
-    assert rise_pod(susan) != old
+    new = rise_pod(susan)
+    assert new != old
     susan_reaches(susan, LAPTOP, within=10)
+    # --to-pod follows the engagement to the new pod.
+    assert to_pod_answers(susan) == f"Request served by {new}"
 
 
 def test_tp_list_shows_the_engagement_waiting_while_no_pod_carries_it(susan: Any) -> None:

@@ -41,7 +41,7 @@ from tpengine.helper import HelperClient, HelperError
 from tpengine.helper._resolvconf import nameservers_of
 from tpengine.netstack import open_netstack
 from tpengine.netstack.tun import TunDevice, TunOffloads
-from tpengine.tunnel import MuxDatagramFlow, MuxStream, TunnelError
+from tpengine.tunnel import DialRejected, MuxDatagramFlow, MuxStream, RejectReason, TunnelError
 
 log = logging.getLogger("tp-engine")
 
@@ -78,9 +78,9 @@ class Engine:
         self.tun_name = ""
         self.api: Any = None
         self.targets = LocalTargets()
-        from tpengine.fs import VolumeMounts
+        from tpengine.fs import MountProcesses
 
-        self.volumes = VolumeMounts(
+        self.volumes = MountProcesses(
             register=helper.register_mount if helper else None,
             unregister=helper.unmount if helper else None,
         )
@@ -172,7 +172,8 @@ class Engine:
             raise ControlError(
                 "--to-pod needs a running pod with its traffic-agent", "engage-failed"
             )
-        tag = f"agent:{engagement['namespace']}/{pods[0]['name']}".encode()
+        namespace, name = engagement["namespace"], engagement["name"]
+        pod = [str(pods[0]["name"])]  # the engaged pod now: it follows a restarted pod
         try:
             bound = await open_to_pod_sockets(ports)
         except ToPodError as exc:
@@ -183,9 +184,23 @@ class Engine:
                 mux = await session._current_mux()
             except SessionError as exc:
                 raise trio.BrokenResourceError(str(exc)) from None
-            if proto == "udp":
-                return await mux.open_stream(LOCALHOST, port, "udp", tag=tag)
-            return await mux.open_stream(LOCALHOST, port, tag=tag)
+            for attempt in (1, 2):
+                tag = f"agent:{namespace}/{pod[0]}".encode()
+                try:
+                    if proto == "udp":
+                        return await mux.open_stream(LOCALHOST, port, "udp", tag=tag)
+                    return await mux.open_stream(LOCALHOST, port, tag=tag)
+                except DialRejected as exc:
+                    # The pod was replaced (its agent is gone): ask which pod carries the
+                    # engagement now and try that one once.
+                    if attempt == 2 or exc.reason is not RejectReason.UNREACHABLE:
+                        raise
+                    listed = await mux.request("engagements", {})
+                    found: dict[str, Any] = next((e for e in listed if e.get("name") == name), {})
+                    if not found.get("pods"):
+                        raise
+                    pod[0] = str(found["pods"][0]["name"])
+            raise AssertionError("unreachable")
 
         scope = trio.CancelScope()
         self._to_pod[engagement["name"]] = scope
