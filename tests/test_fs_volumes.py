@@ -285,3 +285,38 @@ async def test_a_mount_unmounted_from_outside_ends_and_is_forgotten(tmp_path: Pa
             await mount.finished.wait()
         assert mounts.active == {}
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.root
+async def test_each_mount_in_its_own_process_two_at_once(tmp_path: Path) -> None:
+    from tpengine.fs._process import MountProcesses
+
+    server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
+
+    async def connect() -> trio.abc.Stream:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_volumes, server_end, server)
+        return client_end
+
+    async with trio.open_nursery() as nursery:
+        mounts = MountProcesses()
+        await nursery.start(mounts.run)
+        first = await mounts.mount("one", connect, path=str(tmp_path / "one"), read_only=False)
+        second = await mounts.mount("two", connect, path=None, read_only=True)
+        try:
+            assert first["mounts"] == ["/etc/web", "/var/data", "/var/run/secrets/token"]
+            for root in (first["mount_point"], second["mount_point"]):
+                settings = Path(root) / "etc" / "web" / "settings.ini"
+                assert await in_thread(settings.read_text) == "debug = true\n"
+            written = Path(first["mount_point"]) / "var" / "data" / "x"
+            await in_thread(lambda: written.write_text("from one"))
+            with pytest.raises(OSError) as caught:
+                await in_thread(
+                    lambda: (Path(second["mount_point"]) / "var/data/y").write_text("no")
+                )
+            assert caught.value.errno == errno.EROFS
+        finally:
+            await mounts.unmount_all()
+        assert not await in_thread((tmp_path / "one").is_mount)
+        assert not await in_thread(Path(second["mount_point"]).exists)  # its temp dir too
+        nursery.cancel_scope.cancel()

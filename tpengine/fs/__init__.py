@@ -1,8 +1,9 @@
 """tpengine.fs — an engaged container's volumes on the laptop (FUSE), and the compact
 file protocol the engine and the traffic-agent speak for them (``_protocol``).
 
-The FUSE parts (``VolumeMounts``, ``MountError``) load pyfuse3 on first use only, so the
-agent, which serves the protocol, never needs libfuse."""
+The FUSE parts (``VolumeMounts``: in this process; ``MountProcesses``: one child process
+per mount, what the engine uses) load pyfuse3 on first use only, so the agent, which
+serves the protocol, never needs libfuse."""
 
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from tpengine.fs._protocol import (
 
 if TYPE_CHECKING:
     from tpengine.fs._mount import MountError, VolumeMount, VolumeMounts
+    from tpengine.fs._process import MountProcesses
 
 __all__ = [
     "VOLUMES_HOST",
@@ -30,6 +32,7 @@ __all__ = [
     "Attr",
     "FrameDecoder",
     "MountError",
+    "MountProcesses",
     "Op",
     "ProtocolViolation",
     "Reply",
@@ -48,4 +51,8 @@ def __getattr__(name: str) -> Any:
         from tpengine.fs import _mount
 
         return getattr(_mount, name)
+    if name == "MountProcesses":
+        from tpengine.fs import _process
+
+        return _process.MountProcesses
     raise AttributeError(name)
