@@ -8,8 +8,9 @@ point *before* it is mounted (``register_mount``): if the engine dies (even SIGK
 helper unmounts it lazily, so no dead "Transport endpoint is not connected" directory is
 left behind; ``unmount`` after a clean unmount only makes it forget the path.
 
-pyfuse3 serves one file system per process, so one engagement at a time has its volumes
-mounted; another engagement says why it has none instead of failing.
+pyfuse3 serves one file system per process, so ``VolumeMounts`` holds one mount at a
+time (another says why it cannot); the engine runs each mount in a child process of
+its own (``tpengine.fs._process``), which uses ``VolumeMounts`` inside.
 """
 
 from __future__ import annotations
