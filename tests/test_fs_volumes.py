@@ -208,6 +208,14 @@ def test_a_hello_frame_encodes() -> None:
 # -- the FUSE file system, mounted for real ------------------------------------------------
 
 
+def mounted(path: Path) -> bool:
+    """Whether a FUSE file system, live or dead, is mounted on ``path`` (mountinfo: a
+    dead one fails stat(2), so Path.is_mount would say no)."""
+    from tpengine.helper._system import fuse_owner
+
+    return fuse_owner(str(path)) is not None
+
+
 async def in_thread(fn: Callable[[], Any]) -> Any:
     return await trio.to_thread.run_sync(fn)
 
@@ -259,7 +267,7 @@ async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
                 await mounts.mount("other", connect, path=None, read_only=True)
         finally:
             await mounts.unmount("web")
-        assert not await in_thread(mount_point.is_mount)
+        assert not mounted(mount_point)
         nursery.cancel_scope.cancel()
 
 
@@ -317,6 +325,32 @@ async def test_each_mount_in_its_own_process_two_at_once(tmp_path: Path) -> None
             assert caught.value.errno == errno.EROFS
         finally:
             await mounts.unmount_all()
-        assert not await in_thread((tmp_path / "one").is_mount)
+        assert not mounted(tmp_path / "one")
         assert not await in_thread(Path(second["mount_point"]).exists)  # its temp dir too
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.root
+async def test_a_killed_mount_process_leaves_no_dead_mount(tmp_path: Path) -> None:
+    import signal
+
+    from tpengine.fs._process import MountProcesses
+
+    server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
+
+    async def connect() -> trio.abc.Stream:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_volumes, server_end, server)
+        return client_end
+
+    async with trio.open_nursery() as nursery:
+        mounts = MountProcesses()
+        await nursery.start(mounts.run)
+        await mounts.mount("one", connect, path=str(tmp_path / "one"), read_only=True)
+        child = mounts.active["one"]
+        assert child.process is not None
+        child.process.send_signal(signal.SIGKILL)
+        with trio.fail_after(10):
+            await child.finished.wait()
+        assert not mounted(tmp_path / "one")
         nursery.cancel_scope.cancel()

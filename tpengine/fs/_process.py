@@ -151,6 +151,7 @@ class MountProcesses:
 
     async def _cleanup(self, child: _Child) -> None:
         with trio.CancelScope(shield=True):
+            await _unmount_leftover(child.mount_point)
             if self._unregister is not None:
                 try:
                     await self._unregister(child.mount_point)
@@ -162,6 +163,19 @@ class MountProcesses:
             self.active.pop(child.name, None)
             child.finished.set()
             log.info("volumes of %s unmounted from %s", child.name, child.mount_point)
+
+
+async def _unmount_leftover(path: str) -> None:
+    """A child that was killed leaves its FUSE mount dead ("Transport endpoint is not
+    connected"): take it down lazily, as ``fusermount3 -u -z`` does for its user."""
+    from tpengine.helper._system import fuse_owner
+
+    try:
+        if fuse_owner(path) is None:
+            return
+        await trio.run_process(["fusermount3", "-u", "-z", path], check=False)
+    except OSError as exc:
+        log.warning("volumes: cannot unmount %s: %s", path, exc)
 
 
 async def _run_process(
