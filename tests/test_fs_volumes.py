@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,19 @@ MOUNTS = [
     MountSpec(path="/var/data"),
     MountSpec(path="/var/run/secrets/token"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def no_mount_left(tmp_path: Path) -> Iterator[None]:
+    """Whatever a test mounted under its tmp_path goes, also when it failed."""
+    yield
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if f" {tmp_path}/" in line]
+    for point in reversed(points):
+        libc.umount2(os.fsencode(point), 2)  # MNT_DETACH
 
 
 def make_tree(root: Path) -> Path:
