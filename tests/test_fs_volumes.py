@@ -202,7 +202,7 @@ class _HangingStream(trio.abc.Stream):
             await self.hold.wait()
             await self.inner.aclose()
             return b""
-        return data
+        return bytes(data)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.inner.send_all(data)
