@@ -2,21 +2,23 @@
 
 Started by ``tp local-cluster up`` inside ``<name>-laptop`` and a new mount namespace
 (``unshare --mount --propagation slave``: host mounts still propagate in, the laptop's
-own never leak out). It bind-mounts the cluster-owned ``/etc/netns/<name>-laptop/
+own never leak out) and UTS namespace (its host name is its netns name). It bind-mounts the cluster-owned ``/etc/netns/<name>-laptop/
 resolv.conf`` over ``/etc/resolv.conf``, then answers a few test names on
 127.0.0.53:53 (``laptop.test``: this laptop's own address, ``node.test``) and NXDOMAIN
 for everything else: the laptop has no uplink, so there is nothing to forward to.
 ``tp local-cluster exec [--laptop K]`` enters this process's netns and mount namespace.
 Each laptop (``up --laptops N``) has its own holder, resolv.conf and resolver.
 
-    python -m localcluster.node._laptop --resolv FILE [--address 198.18.0.6]
+    python -m localcluster.node._laptop --resolv FILE [--address 198.18.0.6] [--hostname tp-laptop2]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -64,7 +66,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--resolv", required=True)
     parser.add_argument("--address", default=LAPTOP_IP, help="this laptop's own address")
+    parser.add_argument("--hostname", help="this laptop's host name (in its own UTS namespace)")
     args = parser.parse_args()
+    if args.hostname:
+        # A developer's machine has its own name: tp's client names (user@host) tell
+        # two laptops apart. Only in a UTS namespace of its own, never the host's name.
+        parent = f"/proc/{os.getppid()}/ns/uts"  # tp local-cluster up, in the host's
+        if os.stat("/proc/self/ns/uts").st_ino == os.stat(parent).st_ino:
+            sys.exit("--hostname needs a UTS namespace of its own (unshare --uts)")
+        socket.sethostname(args.hostname)
     # In place of /etc/resolv.conf for every process of the laptop (DESIGN.md, "the laptop").
     subprocess.run(["mount", "--bind", args.resolv, "/etc/resolv.conf"], check=True)
     trio.run(main_async, args.address)

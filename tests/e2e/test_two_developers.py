@@ -157,6 +157,22 @@ def test_two_developers_with_different_headers_share_a_workload(two_laptops: Any
     bob = tp(cluster, 2, "intercept", "duo", "--port", "8080:http", "--http-header", "x-user=bob")
     assert bob.returncode == 0, bob.stderr
     assert ("State", "ACTIVE") in rows(bob.stdout)
+    # Bob cannot take Susan's requests; the refusal names her machine (each laptop has
+    # its own host name).
+    taken = tp(
+        cluster,
+        2,
+        "intercept",
+        "duo-2",
+        "--workload",
+        "duo",
+        "--port",
+        "8080:http",
+        "--http-header",
+        "x-user=susan",
+    )
+    assert taken.returncode != 0
+    assert f"already intercepted by root@{cluster.name}-laptop ('duo'" in taken.stderr, taken.stderr
     try:
         # From inside the cluster, through the Service, and from each laptop.
         for answered in (from_pod(cluster), on_laptop(cluster, 1), on_laptop(cluster, 2)):
