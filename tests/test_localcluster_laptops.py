@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +72,9 @@ def test_each_laptops_resolver_names_its_own_address() -> None:
 
 @pytest.mark.root
 def test_a_second_laptop_lives_and_dies_with_its_cluster(tmp_path: Path) -> None:
-    """Up with two laptops: the second reaches the API server and nothing of 10/8;
-    status lists both; down leaves nothing of either."""
+    """Up with two laptops: the second reaches the API server and nothing of 10/8, has
+    its own host name; status lists both, and says broken when one's holder dies; down
+    leaves nothing of either."""
     if os.geteuid() != 0:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("needs root; under CI=true this fails, not skips")
@@ -113,9 +116,18 @@ def test_a_second_laptop_lives_and_dies_with_its_cluster(tmp_path: Path) -> None
         [first, second] = status()["laptops"]
         assert (second["netns"], second["address"]) == ("tpdlt-laptop2", "198.18.0.6")
         assert first["pid"] and second["pid"] and status()["state"] == "running"
+        hostname = tp("local-cluster", "exec", "--name", "tpdlt", "--laptop", "2", "--", "hostname")
+        assert hostname.stdout.strip() == "tpdlt-laptop2"  # its own machine name
+        # Status stays honest: a laptop whose holder died makes the cluster broken.
+        os.kill(second["pid"], signal.SIGKILL)
+        for _ in range(200):
+            broken = status()
+            if broken["state"] == "broken":
+                break
+            time.sleep(0.05)
+        assert broken["state"] == "broken" and broken["laptops"][1]["pid"] is None
     finally:
         down = tp("local-cluster", "down", "--name", "tpdlt")
     assert "Removed network namespace tpdlt-laptop2" in down.stdout
-    assert "Removed laptop 2 holder" in down.stdout
     assert not [ns for ns in os.listdir("/run/netns") if ns.startswith("tpdlt-")]
     assert not Path("/etc/netns/tpdlt-laptop2").exists()
