@@ -30,7 +30,6 @@ __all__ = ["TcpView", "parse_tcp_view", "tcp_view_of"]
 
 _V4TCPX: Final = struct.Struct("!xBHHHBBH4s4sHHIIxBHHH")  # IPv4 + TCP, no offset bytes
 _unpack_v4tcpx = _V4TCPX.unpack_from
-_NO_PAYLOAD: Final = memoryview(b"")  # pure ACKs, most packets: no view to make
 
 
 class TcpView:
@@ -149,7 +148,7 @@ def _parse_v4_bytes(p: bytes, o: int, verify_checksum: bool) -> TcpView:
         p[t + 16] << 8 | p[t + 17],
         p[t + 18] << 8 | p[t + 19],
         b"" if hlen == 20 else p[t + 20 : t + hlen],
-        memoryview(p)[t + hlen : o + total] if o + total > t + hlen else _NO_PAYLOAD,
+        memoryview(p)[t + hlen : o + total],
     )
 
 
