@@ -10,6 +10,13 @@ Telepresence's rules, as the reference states them:
 - several ingests of one container are allowed;
 - a replace takes the whole container: it conflicts with any intercept or replace of it.
 A refusal names who holds the port.
+
+Lifecycle. The registry lives in the manager's memory only. An engagement is ACTIVE while
+an agent of its workload is connected and WAITING otherwise (first injection, its pod
+restarting: the successor's ``agent_arrive`` hands it over). It ends with ``leave``, or
+with its client's session: ``depart`` (``tp quit``) or silence past the session timeout
+(``TP_SESSION_TIMEOUT``). A restarted manager knows none: each client arrives anew and
+re-sends its own (``tpengine.engine._reengage``), which passes the same conflict rules.
 """
 
 from __future__ import annotations
