@@ -27,6 +27,8 @@ from urllib.parse import urlencode, urlsplit
 import h11
 import trio
 
+from tpengine.kube._tls import TlsClientStream
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _DATA_OPCODES = (TEXT, BINARY)
@@ -418,12 +420,10 @@ async def open_api_websocket(
         return
 
 
-async def _tls(stream: trio.SocketStream, auth: Any, hostname: str) -> trio.SSLStream[Any]:
+async def _tls(stream: trio.SocketStream, auth: Any, hostname: str) -> TlsClientStream:
     context = await auth.ssl_context()
     if not isinstance(context, ssl.SSLContext):  # kr8s: True means default verification
         context = ssl.create_default_context()
-    tls = trio.SSLStream(
-        stream, context, server_hostname=auth.tls_server_name or hostname, https_compatible=True
-    )
+    tls = TlsClientStream(stream, context, server_hostname=auth.tls_server_name or hostname)
     await tls.do_handshake()
     return tls

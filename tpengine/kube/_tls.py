@@ -1,0 +1,188 @@
+"""A client TLS stream for the port-forward's connection to the API server.
+
+``trio.SSLStream`` is general (renegotiation, handshakes from either side, several
+tasks racing for the transport) and pays for it on every TLS record: a retry loop, a
+lock and a scheduling point each. One TLS record holds at most 16 KiB (RFC 8446 §5.1),
+so a bulk download through the port-forward costs 64 of those per MB. This stream
+drives an :class:`ssl.SSLObject` over memory BIOs from the task that reads and the task
+that writes (one of each at a time), and hands out every record the socket already
+delivered in one ``receive_some``.
+
+What it keeps: certificate and hostname checks (the context's, with ``server_hostname``
+for SNI), TLS 1.3 post-handshake messages (session tickets, KeyUpdate: whatever the
+read produces for the peer is sent at once), close_notify both ways, and a ragged EOF
+read as end of stream (``https_compatible`` in trio's terms: the API server's HTTP
+framing says where data ends). Client side only; no renegotiation (TLS 1.3 has none).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import trio
+
+#: Bytes read from the socket at once (many TLS records).
+RECEIVE_SIZE = 256 * 1024
+
+
+class _OneAtATime:
+    __slots__ = ("_held", "_what")
+
+    def __init__(self, what: str) -> None:
+        self._held = False
+        self._what = what
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(f"another task is already {self._what}")
+        self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._held = False
+
+
+class TlsClientStream(trio.abc.Stream):
+    def __init__(
+        self, transport: trio.abc.Stream, context: ssl.SSLContext, server_hostname: str | None
+    ) -> None:
+        self.transport = transport
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
+        )
+        self._send_lock = trio.StrictFIFOLock()  # one ordered writer of the outgoing BIO
+        self._sending = _OneAtATime("sending on this TLS stream")
+        self._receiving = _OneAtATime("receiving on this TLS stream")
+        self._broken: str | None = None
+        self._closed = False
+
+    async def do_handshake(self) -> None:
+        """RFC 8446 §4: until the server's Finished (certificate checked by the context)."""
+        while True:
+            try:
+                self._ssl.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                if not await self._fill():
+                    raise trio.BrokenResourceError(
+                        "the server closed during the TLS handshake"
+                    ) from None
+                continue
+            except ssl.SSLError as exc:  # SSLCertVerificationError among them
+                raise trio.BrokenResourceError(f"TLS handshake failed: {exc}") from exc
+            break
+        await self._flush()
+
+    async def _fill(self) -> bool:
+        """Feed what the socket has (waiting for it); False at the socket's EOF."""
+        data = await self.transport.receive_some(RECEIVE_SIZE)
+        if not data:
+            self._incoming.write_eof()
+            return False
+        self._incoming.write(data)
+        return True
+
+    async def _flush(self) -> None:
+        """Send what the TLS object produced, in order: whoever holds the lock sends all
+        of the outgoing BIO, so bytes leave in the order they were produced."""
+        if not self._outgoing.pending:
+            return
+        try:
+            self._send_lock.acquire_nowait()  # free: no scheduling point of its own
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        try:
+            data = self._outgoing.read()
+            if data:
+                await self.transport.send_all(data)
+        except BaseException:
+            # Some of a record may have left: the stream cannot be used any more.
+            self._broken = "TLS stream broken by an interrupted send"
+            raise
+        finally:
+            self._send_lock.release()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("TLS stream was closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError(self._broken)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        with self._sending:
+            self._check()
+            try:
+                self._ssl.write(data)  # all of it, as records, into the outgoing BIO
+            except ssl.SSLError as exc:
+                self._broken = f"TLS error: {exc}"
+                raise trio.BrokenResourceError(self._broken) from exc
+            if self._outgoing.pending:
+                await self._flush()
+            else:
+                await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        with self._sending:
+            self._check()
+            await self.transport.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        with self._receiving:
+            self._check()
+            limit = RECEIVE_SIZE if max_bytes is None else max_bytes
+            if limit < 1:
+                raise ValueError("max_bytes must be >= 1")
+            waited = eof = False
+            while True:
+                try:
+                    first = self._ssl.read(limit)
+                except ssl.SSLWantReadError:
+                    if eof:
+                        return b""
+                    await self._flush()  # e.g. our answer to a KeyUpdate (RFC 8446 §4.6.3)
+                    waited = True
+                    eof = not await self._fill()  # at EOF the next read says how it ended
+                    continue
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    if not waited:
+                        await trio.lowlevel.checkpoint()
+                    return b""  # close_notify, or a ragged EOF (see the module doc)
+                except ssl.SSLError as exc:
+                    self._broken = f"TLS error: {exc}"
+                    raise trio.BrokenResourceError(self._broken) from exc
+                break
+            chunks, total = [first], len(first)
+            while total < limit:  # records that are already here: no I/O, no yield
+                try:
+                    more = self._ssl.read(limit - total)
+                except ssl.SSLError:
+                    break  # want-read, or an end/error that the next call reports
+                if not more:
+                    break
+                chunks.append(more)
+                total += len(more)
+            if self._outgoing.pending:
+                await self._flush()
+            elif not waited:
+                await trio.lowlevel.checkpoint()
+            return first if len(chunks) == 1 else b"".join(chunks)
+
+    async def aclose(self) -> None:
+        """close_notify (RFC 8446 §6.1) without waiting for the server's, then close."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            if self._broken is None:
+                try:
+                    self._ssl.unwrap()
+                except ssl.SSLError:
+                    pass  # want-read: the server's close_notify is not waited for
+                try:
+                    await self._flush()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+        await trio.aclose_forcefully(self.transport)
