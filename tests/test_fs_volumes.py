@@ -367,3 +367,27 @@ async def test_a_killed_mount_process_leaves_no_dead_mount(tmp_path: Path) -> No
             await child.finished.wait()
         assert not mounted(tmp_path / "one")
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.root
+async def test_quitting_unmounts_through_the_mount_process(tmp_path: Path) -> None:
+    from tpengine.fs._process import MountProcesses
+
+    server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
+
+    async def connect() -> trio.abc.Stream:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        outer.start_soon(serve_volumes, server_end, server)
+        return client_end
+
+    async with trio.open_nursery() as outer:
+        mounts = MountProcesses()
+        with trio.CancelScope() as engine:  # the engine's nursery, cancelled by tp quit
+            async with trio.open_nursery() as nursery:
+                await nursery.start(mounts.run)
+                await mounts.mount("one", connect, path=str(tmp_path / "one"), read_only=True)
+                process = mounts.active["one"].process
+                engine.cancel()
+        assert process is not None and process.returncode == 0  # it exited by itself
+        assert not mounted(tmp_path / "one")
+        outer.cancel_scope.cancel()

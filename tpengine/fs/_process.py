@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,9 +187,13 @@ async def _run_process(
     try:
         await process.wait()
     finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:  # cancelled (tp quit): unmount, then exit
+                process.send_signal(signal.SIGTERM)
+                with trio.move_on_after(5):
+                    await process.wait()
+            if process.returncode is None:
+                process.kill()
                 await process.wait()
 
 
@@ -256,22 +261,21 @@ async def _pass_stream(
 # -- the child ------------------------------------------------------------------------------
 
 
-async def _until_stopped(lifeline_fd: int) -> None:
+async def _until_stopped(signals: AsyncIterator[int], lifeline_fd: int) -> None:
     """Until SIGTERM/SIGINT, or EOF on the lifeline (the engine died)."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
 
-            async def signalled() -> None:
-                async for _ in signals:
-                    break
-                nursery.cancel_scope.cancel()
+        async def signalled() -> None:
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()
 
-            async def orphaned() -> None:
-                await trio.lowlevel.wait_readable(lifeline_fd)
-                nursery.cancel_scope.cancel()
+        async def orphaned() -> None:
+            await trio.lowlevel.wait_readable(lifeline_fd)
+            nursery.cancel_scope.cancel()
 
-            nursery.start_soon(signalled)
-            nursery.start_soon(orphaned)
+        nursery.start_soon(signalled)
+        nursery.start_soon(orphaned)
 
 
 async def serve_child(control_fd: int, lifeline_fd: int, mount_point: str, read_only: bool) -> None:
@@ -301,17 +305,19 @@ async def serve_child(control_fd: int, lifeline_fd: int, mount_point: str, read_
         return trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=fds[0])))
 
     mounts = VolumeMounts()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(mounts.run)
-        try:
-            info = await mounts.mount("volumes", connect, path=mount_point, read_only=read_only)
-        except MountError as exc:
-            await control.send(json.dumps({"op": "failed", "error": str(exc)}).encode())
-            return
-        await control.send(json.dumps({"op": "mounted", **info}).encode())
-        await _until_stopped(lifeline_fd)
-        await mounts.unmount("volumes")
-        nursery.cancel_scope.cancel()
+    # SIGTERM handled from the start: it may come the moment "mounted" is read.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mounts.run)
+            try:
+                info = await mounts.mount("volumes", connect, path=mount_point, read_only=read_only)
+            except MountError as exc:
+                await control.send(json.dumps({"op": "failed", "error": str(exc)}).encode())
+                return
+            await control.send(json.dumps({"op": "mounted", **info}).encode())
+            await _until_stopped(signals, lifeline_fd)
+            await mounts.unmount("volumes")
+            nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> None:
