@@ -23,8 +23,10 @@ from tpengine.wire import (
     TcpOptions,
     TcpView,
     build_tcp_packet,
+    parse_ip_packet,
     parse_tcp_packet,
     parse_tcp_view,
+    tcp_view_of,
 )
 from tpengine.wire._checksum import sum_words, word_sum
 from tpengine.wire._compiled import sources_digest
@@ -116,6 +118,18 @@ def test_view_agrees_with_the_layered_parse(packet: bytes) -> None:
 
 
 @pytest.mark.parametrize("packet", SAMPLES, ids=lambda p: f"{len(p)}B")
+@pytest.mark.parametrize("packet", SAMPLES, ids=lambda p: f"{len(p)}B")
+def test_view_of_a_split_packet_is_the_same(packet: bytes) -> None:
+    # the netstack's path for reassembled datagrams and complete checksums
+    assert _fields(tcp_view_of(parse_ip_packet(packet))) == _fields(parse_tcp_view(packet))
+
+
+def test_view_of_a_split_packet_refuses_other_protocols() -> None:
+    udp = raw(IP(src="10.0.0.1", dst="10.0.0.2", proto=17) / b"12345678")
+    with pytest.raises(MalformedPacket, match="not TCP"):
+        tcp_view_of(parse_ip_packet(udp))
+
+
 def test_view_truncated_at_every_length_is_malformed(packet: bytes) -> None:
     for cut in range(len(packet)):
         for data in (packet[:cut], bytes(10) + packet[:cut]):
