@@ -118,7 +118,6 @@ def test_view_agrees_with_the_layered_parse(packet: bytes) -> None:
 
 
 @pytest.mark.parametrize("packet", SAMPLES, ids=lambda p: f"{len(p)}B")
-@pytest.mark.parametrize("packet", SAMPLES, ids=lambda p: f"{len(p)}B")
 def test_view_of_a_split_packet_is_the_same(packet: bytes) -> None:
     # the netstack's path for reassembled datagrams and complete checksums
     assert _fields(tcp_view_of(parse_ip_packet(packet))) == _fields(parse_tcp_view(packet))
@@ -130,6 +129,7 @@ def test_view_of_a_split_packet_refuses_other_protocols() -> None:
         tcp_view_of(parse_ip_packet(udp))
 
 
+@pytest.mark.parametrize("packet", SAMPLES, ids=lambda p: f"{len(p)}B")
 def test_view_truncated_at_every_length_is_malformed(packet: bytes) -> None:
     for cut in range(len(packet)):
         for data in (packet[:cut], bytes(10) + packet[:cut]):
