@@ -150,6 +150,14 @@ class EngagementRegistry:
 
     def check(self, new: Engagement) -> None:
         """Raise EngagementConflict when ``new`` cannot coexist with what is registered."""
+        mine = self.find(new.session_id, new.name)
+        if mine is not None and mine.kind != new.kind:
+            # Telepresence refuses a second engagement by an existing name, whatever kind;
+            # the same kind again moves it (another port), as `intercept` documents.
+            raise EngagementConflict(
+                f"{new.name!r} is already a {mine.kind.value} of {mine.workload}; "
+                f"tp leave {new.name} first, or give this {new.kind.value} another name"
+            )
         for held in self.of_workload(new.namespace, new.workload):
             if held.session_id == new.session_id and held.name == new.name:
                 continue  # the same engagement again (e.g. another port): replaced below

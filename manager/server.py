@@ -328,7 +328,10 @@ class Manager:
         except EngagementConflict as exc:
             return {"error": str(exc), "code": "conflict"}
         await self._push_engagements(engagement.namespace, engagement.workload)
-        with trio.move_on_after(self.settings.agent_wait):
+        # A client that still has to restart the workload's pods asks first and waits for
+        # the agents itself ("wait": false): a refused engagement then changes nothing.
+        wait = self.settings.agent_wait if payload.get("wait", True) else 0
+        with trio.move_on_after(wait):
             while not self.agents.of_workload(engagement.namespace, engagement.workload):
                 await self._agents_changed.wait()
         if self.engagements.get(engagement.id) is not engagement:

@@ -151,6 +151,17 @@ def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
     assert conflict.returncode != 0
     assert "already intercepted by" in conflict.stderr
 
+    # A refused replace changes nothing: the same pods keep their app container.
+    pods_before = live_pods(engaged)
+    refused = tp(engaged, "replace", "web-r", "--workload", "web", "--port", "8081:http")
+    assert refused.returncode != 0
+    assert "intercept 'web' by" in refused.stderr, refused.stderr
+    assert live_pods(engaged) == pods_before
+    # Another kind under an existing name is refused too (leave it first).
+    renamed = tp(engaged, "wiretap", "web", "--port", "8081:http")
+    assert renamed.returncode != 0
+    assert "'web' is already a intercept of web; tp leave web first" in renamed.stderr
+
     assert tp(engaged, "leave", "web").returncode == 0
     assert curl(engaged, "-H", "x-user: susan", "http://web/").startswith("Request served by web-")
     after = tp(engaged, "list").stdout
@@ -202,6 +213,16 @@ def test_ingest_borrows_the_environment_and_moves_no_traffic(engaged: Any, tmp_p
         )
     finally:
         tp(engaged, "leave", "web")
+
+
+def live_pods(cluster: Any) -> dict[str, list[str]]:
+    """The web pods that are not terminating, with their containers."""
+    pods = json.loads(cluster.kubectl_ok("get", "pods", "-l", "app=web", "-o", "json"))["items"]
+    return {
+        p["metadata"]["name"]: sorted(c["name"] for c in p["spec"]["containers"])
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+    }
 
 
 def containers_of_web(cluster: Any) -> list[list[str]]:

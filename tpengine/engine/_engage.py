@@ -31,9 +31,14 @@ from tpengine.kube.workloads import (
     selects,
 )
 from tpengine.splice import splice
-from tpengine.tunnel import IncomingDial, RejectReason
+from tpengine.tunnel import IncomingDial, RejectReason, TunnelError
 
 log = logging.getLogger(__name__)
+
+#: How long an engagement waits for its workload's agent after the rollout.
+AGENT_WAIT = 15.0
+#: How long undoing a failed engagement may take (it may restore a replaced container).
+UNDO_TIMEOUT = 90.0
 
 
 @dataclass
@@ -146,7 +151,6 @@ async def engage(
     }
     if kind == "replace":
         agent_config["replace"] = True  # the webhook leaves the app container out
-    restarted = await _mark_and_roll(api, workload, agent_config)
     address = params.get("address") or "127.0.0.1"
     request = {
         "kind": kind,
@@ -170,15 +174,45 @@ async def engage(
             for p in resolved
         ],
     }
+    # The manager first (it refuses conflicts), the workload after: a refused engagement
+    # leaves the workload as it was; a workload that fails to roll out is given back.
     mux = await session._current_mux()
-    result: dict[str, Any] = await mux.request("engage", request)
+    result: dict[str, Any] = await mux.request("engage", {**request, "wait": False})
     if "error" in result:
         raise SessionError(result["error"])
     targets.allowed[name] = {(address, p.local) for p in resolved}
     if kind == "replace":
-        agent_config.pop("replace")
-        targets.replaced[name] = (workload, agent_config)
+        targets.replaced[name] = (
+            workload,
+            {k: v for k, v in agent_config.items() if k != "replace"},
+        )
+    try:
+        restarted = await _mark_and_roll(api, workload, agent_config)
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(UNDO_TIMEOUT):
+            try:
+                await leave(api, session, targets, name)
+            except (SessionError, TunnelError, trio.BrokenResourceError) as exc:
+                log.warning("could not undo engagement %s: %s", name, exc)
+        raise
+    result = await _settled(session, name, result)
     result["restarted"] = restarted
+    return result
+
+
+async def _settled(session: Session, name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The engagement as the manager sees it once an agent of the workload is there (the
+    restarted pods' agents arrive a moment after the rollout), or as it is after
+    ``AGENT_WAIT`` seconds (WAITING, with the reason)."""
+    with trio.move_on_after(AGENT_WAIT):
+        while True:
+            mux = await session._current_mux()
+            for engagement in await mux.request("engagements", {}):
+                if engagement.get("name") == name:
+                    result = engagement
+            if result.get("state") != "WAITING":
+                return result
+            await trio.sleep(0.1)
     return result
 
 
