@@ -83,6 +83,7 @@ def build(package: str) -> None:
 
     group = package + "._native"
     paths = [str(p) for p in sources(package)]
+    stamp = stamp_text(package)  # before compiling: an edit meanwhile leaves it stale
     (ROOT / "build").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tpw-mypyc-", dir=ROOT / "build") as tmp:
         cwd = os.getcwd()
@@ -108,7 +109,7 @@ def build(package: str) -> None:
             staged = target.with_name(target.name + ".tmp")
             shutil.copyfile(made, staged)
             os.replace(staged, target)  # atomic: a mapped old library stays valid
-    (_directory(package) / STAMP).write_text(stamp_text(package))
+    (_directory(package) / STAMP).write_text(stamp)
 
 
 def clean(package: str) -> None:
