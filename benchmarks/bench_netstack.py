@@ -26,6 +26,7 @@ import trio
 
 from benchmarks.bench_tun import measure_raw_rates
 from tests.netstack._netns import in_netns, open_test_tun, run_in_netns
+from tpengine import wire
 from tpengine.netstack import NetstackConfig, PendingConnection, TcpConfig, open_netstack
 
 # The kernel end: one process, one thread, all its connections multiplexed with
@@ -349,6 +350,8 @@ async def _idle_rss(count: int = 10_000) -> tuple[float, int]:
 
 
 async def _run() -> None:
+    build = "compiled with mypyc" if wire.COMPILED else "pure Python (not compiled: ./dev setup)"
+    print(f"tpengine.wire build: {build}; tpengine.netstack: pure Python")
     total = 256 << 20
     raw = await measure_raw_rates(total)
     mib = total >> 20
