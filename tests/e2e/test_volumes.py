@@ -158,6 +158,7 @@ def mounted(cluster: Any) -> Iterator[tuple[Any, str]]:
     finally:
         tp(cluster, "quit")
         cluster.laptop("rm", "-f", "/tmp/tpv-vol.env")
+        cluster.laptop("rmdir", "/tmp/tpv-ingest")  # made by the last test's --mount PATH
         cluster.kubectl("delete", "-f", "-", input=APP)
 
 
@@ -255,4 +256,3 @@ def test_a_killed_engine_leaves_no_mount_behind(mounted: tuple[Any, str]) -> Non
         "    time.sleep(0.2)\n"
     )
     assert cluster.laptop("python3", "-c", gone).stdout.strip() == "gone"
-    cluster.laptop("rmdir", "/tmp/tpv-ingest")
