@@ -198,6 +198,10 @@ def _rename_probe_port(probe: dict[str, Any] | None, renames: dict[str, str]) ->
     return False
 
 
+#: On pods that the webhook started without their app container (tp replace).
+REPLACED_LABEL = "tpengine.io/replaced"
+
+
 def agent_patch(pod: dict[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
     """JSONPatch operations (RFC 6902) that inject the agent into ``pod``; [] when the
     pod already has one (a webhook may be called again: reinvocationPolicy)."""
@@ -237,4 +241,12 @@ def agent_patch(pod: dict[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
             "value": "true",
         }
     )
+    if spec.replace:
+        # Marks the pods to give their app container back once no replace holds them
+        # (manager._restore finds them by this label).
+        if pod.get("metadata", {}).get("labels") is None:
+            ops.append({"op": "add", "path": "/metadata/labels", "value": {}})
+        ops.append(
+            {"op": "add", "path": f"/metadata/labels/{_escape(REPLACED_LABEL)}", "value": "true"}
+        )
     return ops

@@ -9,6 +9,7 @@ silent for ``session_timeout`` loses its session and everything it held.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,11 +24,12 @@ from manager._agents import AgentInfo, AgentRegistry
 from manager._cluster import ClusterWatcher
 from manager._dialer import DialError, DialFailure, dial_tcp, open_udp
 from manager._engage import decide_injection, engagement_from_request
-from manager._engagements import Engagement, EngagementConflict, EngagementRegistry
+from manager._engagements import Engagement, EngagementConflict, EngagementRegistry, Kind
 from manager._health import serve_health
 from manager._inject import AgentSpec
 from manager._lookup import ClusterLookup
 from manager._relay import relay_dial
+from manager._restore import restore_replaced
 from manager._sessions import ClientSession, SessionRegistry
 from manager._webhook import serve_webhook
 from tpengine import __version__
@@ -98,6 +100,7 @@ class Manager:
     ) -> None:
         self.settings = settings
         self.sessions = SessionRegistry(timeout=settings.session_timeout)
+        self._engagements_ended = trio.Event()
         self.cluster = ClusterWatcher(api=api, namespace=settings.namespace)
         self.lookup = lookup or ClusterLookup()
         self.agents = AgentRegistry()
@@ -110,6 +113,15 @@ class Manager:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.cluster.run)
             nursery.start_soon(self._expire_sessions)
+            nursery.start_soon(
+                functools.partial(
+                    restore_replaced,
+                    self.cluster.api,
+                    self._replaced_now,
+                    lambda: self._engagements_ended,
+                    grace=self.settings.session_timeout,
+                )
+            )
             tls = tls_from_environment()
             if tls is not None:
                 await nursery.start(
@@ -315,8 +327,19 @@ class Manager:
         return {"session_id": conn.session_id, "manager_version": __version__}
 
     def _decide(self, pod: dict[str, Any], namespace: str) -> AgentSpec | None:
-        return decide_injection(
+        spec = decide_injection(
             pod, namespace, image=self.settings.agent_image, manager_url=self.settings.manager_url
+        )
+        if spec is not None and spec.replace and not self._replaced_now(namespace, spec.workload):
+            # The template still says replace, but nobody replaces it now (the client
+            # left without restoring it): the pod keeps its app container.
+            log.info("no replace holds %s/%s: its new pod keeps the app", namespace, spec.workload)
+            spec = dataclasses.replace(spec, replace=False)
+        return spec
+
+    def _replaced_now(self, namespace: str, workload: str) -> bool:
+        return any(
+            e.kind is Kind.REPLACE for e in self.engagements.of_workload(namespace, workload)
         )
 
     async def _engage(self, session: ClientSession, payload: dict[str, Any]) -> dict[str, Any]:
@@ -385,6 +408,9 @@ class Manager:
                 log.info("cannot tell agent %s: %s", agent.info.pod, exc)
 
     async def _drop_engagements(self, gone: list[Engagement]) -> None:
+        if any(e.kind is Kind.REPLACE for e in gone):
+            self._engagements_ended.set()  # manager._restore looks for orphaned pods now
+            self._engagements_ended = trio.Event()
         for workload in {(e.namespace, e.workload) for e in gone}:
             await self._push_engagements(*workload)
 

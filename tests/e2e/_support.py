@@ -77,3 +77,11 @@ def rows(output: str) -> list[tuple[str, str]]:
         if sep and line.startswith("   ") and key.strip():
             found.append((key.strip(), value.strip()))
     return found
+
+
+def manager_env(cluster: Any, *setting: str) -> None:
+    """``kubectl set env`` on the traffic-manager (``NAME=VALUE`` or ``NAME-``), rolled out."""
+    cluster.kubectl_ok("set", "env", "-n", "tpengine", "deployment/traffic-manager", *setting)
+    cluster.kubectl_ok(
+        "rollout", "status", "-n", "tpengine", "deployment/traffic-manager", "--timeout=90s"
+    )

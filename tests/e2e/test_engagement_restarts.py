@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e._support import manager_env
+
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 TP = (sys.executable, "-c", "from tpengine.cli import main; main()")
@@ -140,13 +142,6 @@ def listed(cluster: Any) -> list[dict[str, Any]]:
     engagements = list(json.loads(result.stdout)["engagements"])
     print("tp list:", [(e["name"], e["state"], e.get("message")) for e in engagements])
     return engagements
-
-
-def manager_env(cluster: Any, *setting: str) -> None:
-    cluster.kubectl_ok("set", "env", "-n", "tpengine", "deployment/traffic-manager", *setting)
-    cluster.kubectl_ok(
-        "rollout", "status", "-n", "tpengine", "deployment/traffic-manager", "--timeout=90s"
-    )
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,14 @@ roles allow nothing it does not use."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from typing import Any
 
 import pytest
 
-from tests.e2e._support import TP
+from tests.e2e._support import TP, manager_env, tp
 from tpengine.kube.manifests import manager_manifests
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -25,6 +28,66 @@ def _verb_and_resource(entry: dict[str, Any]) -> tuple[str, str]:
     if verb == "get" and not entry.get("name"):
         verb = "list"
     return verb, resource
+
+
+STILL = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: still, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: still}}
+  template:
+    metadata: {labels: {app: still}}
+    spec:
+      containers:
+      - name: still
+        image: ghcr.io/telepresenceio/echo-server:latest
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: still, namespace: default}
+spec:
+  selector: {app: still}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+SESSION_TIMEOUT = 12  # the engine says `remain` every 10 s: a live client never expires
+
+
+def containers_of_still(cluster: Any) -> list[str]:
+    pods = json.loads(cluster.kubectl_ok("get", "pods", "-l", "app=still", "-o", "json"))
+    live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    return sorted(c["name"] for p in live for c in p["spec"]["containers"])
+
+
+def test_a_silent_clients_replaced_pods_get_their_app_back(cluster: Any) -> None:
+    """The developer's laptop goes silent while replacing: once the manager ends its
+    session, the pods get their app container back (the manager deletes them; the
+    webhook, with no replace live, keeps the app). This is the manager's one write."""
+    cluster.kubectl_ok("apply", "-f", "-", input=STILL)
+    try:
+        cluster.kubectl_ok("rollout", "status", "deployment/still", "--timeout=90s")
+        assert tp(cluster, "connect", "-n", "default").returncode == 0  # installs the manager
+        manager_env(cluster, f"TP_SESSION_TIMEOUT={SESSION_TIMEOUT}")  # the engine reconnects
+        replaced = tp(cluster, "replace", "still", "--port", "18085:http", "--mount", "false")
+        assert replaced.returncode == 0, replaced.stderr
+        assert containers_of_still(cluster) == ["traffic-agent"]
+        engine = int(json.loads(tp(cluster, "status", "-o", "json").stdout)["engine"]["pid"])
+        os.kill(engine, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + SESSION_TIMEOUT + 30
+            while containers_of_still(cluster) != ["still", "traffic-agent"]:
+                assert time.monotonic() < deadline, containers_of_still(cluster)
+                time.sleep(0.5)
+        finally:
+            os.kill(engine, signal.SIGCONT)
+    finally:
+        tp(cluster, "quit")
+        cluster.kubectl("delete", "-f", "-", input=STILL)
+        cluster.kubectl(
+            "set", "env", "-n", "tpengine", "deploy/traffic-manager", "TP_SESSION_TIMEOUT-"
+        )
 
 
 def test_manager_uses_exactly_what_its_roles_allow(cluster: Any) -> None:
@@ -52,5 +115,7 @@ def test_manager_uses_exactly_what_its_roles_allow(cluster: Any) -> None:
         assert (verb, resource, scope) in allowed or (verb, resource, "cluster") in allowed, (
             f"the manager called {verb} {resource} in {scope} without a role allowing it"
         )
-    unused = {rule for rule in allowed if rule not in calls}
+    # A cluster-wide rule is used by a call in any namespace.
+    used = calls | {(verb, resource, "cluster") for verb, resource, _ in calls}
+    unused = {rule for rule in allowed if rule not in used}
     assert not unused, f"roles allow more than the manager uses: {sorted(unused)}"

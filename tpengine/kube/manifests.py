@@ -77,7 +77,11 @@ def manager_manifests(
                     "apiGroups": [""],
                     "resources": ["pods", "namespaces", "nodes", "services"],
                     "verbs": ["list"],
-                }
+                },
+                # A replaced pod whose replace ended without its client (crashed, gone
+                # silent) is deleted so its controller brings the app container back;
+                # the manager changes no workload (manager/_restore.py).
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]},
             ],
         },
         {
