@@ -236,23 +236,34 @@ def test_agent_pod_deleted_mid_read_gives_eio_then_recovers(mounted: tuple[Any, 
     assert cluster.laptop("test", "-e", root).returncode != 0  # the temp dir is gone too
 
 
-def test_a_killed_engine_leaves_no_mount_behind(mounted: tuple[Any, str]) -> None:
+def test_two_mounts_at_once_and_a_killed_engine_leaves_none(mounted: tuple[Any, str]) -> None:
     cluster, _ = mounted
-    engaged = tp(cluster, "ingest", "tpv-vol", "--mount", "/tmp/tpv-ingest")
+    intercepted = tp(cluster, "intercept", "tpv-vol", "--port", "8080:http")
+    assert intercepted.returncode == 0, intercepted.stderr
+    found = re.search(r"Volume Mount Point\s*: (\S+)", intercepted.stdout)
+    assert found, intercepted.stdout
+    temp = found.group(1)
+    engaged = tp(
+        cluster, "ingest", "tpv-ingest", "--workload", "tpv-vol", "--mount", "/tmp/tpv-ingest"
+    )
     assert engaged.returncode == 0, engaged.stderr
     assert "Volume Mount Point: /tmp/tpv-ingest" in engaged.stdout
-    # ingest mounts read-only
+    # ingest mounts read-only; both mounts serve the pod's files
     write = cluster.laptop("sh", "-c", "echo x > /tmp/tpv-ingest/var/tpv-data/nope")
     assert "Read-only file system" in write.stderr
+    for root in (temp, "/tmp/tpv-ingest"):
+        settings = cluster.laptop("cat", f"{root}/etc/tpv/settings.ini").stdout
+        assert "hello from the configMap" in settings
     status = json.loads(tp(cluster, "status", "--output", "json").stdout)
-    assert "/tmp/tpv-ingest" in cluster.laptop("cat", "/proc/self/mounts").stdout
     cluster.laptop("kill", "-9", str(status["engine"]["pid"]))
-    # The helper sees the engine go and unmounts what it registered.
+    # The mount processes and the helper see the engine go: no mount is left, and the
+    # temp dir the engine made is gone too.
     gone = (
-        "import time\n"
+        "import os, sys, time\n"
         "for _ in range(50):\n"
-        "    if '/tmp/tpv-ingest' not in open('/proc/self/mounts').read():\n"
+        "    mounts = open('/proc/self/mounts').read()\n"
+        "    if not any(p in mounts for p in sys.argv[1:]) and not os.path.exists(sys.argv[1]):\n"
         "        print('gone'); break\n"
         "    time.sleep(0.2)\n"
     )
-    assert cluster.laptop("python3", "-c", gone).stdout.strip() == "gone"
+    assert cluster.laptop("python3", "-c", gone, temp, "/tmp/tpv-ingest").stdout.strip() == "gone"

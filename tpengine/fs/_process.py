@@ -132,6 +132,7 @@ class MountProcesses:
                     await self._register(child.mount_point)
                 argv = [sys.executable, "-m", "tpengine.fs", "--control-fd", str(theirs.fileno())]
                 argv += ["--lifeline-fd", str(life_r), *(["--read-only"] if read_only else [])]
+                argv += ["--remove-dir"] if child.created else []
                 async with trio.open_nursery() as nursery:
                     child.process = await nursery.start(
                         _run_process, [*argv, child.mount_point], (theirs.fileno(), life_r)
@@ -278,7 +279,9 @@ async def _until_stopped(signals: AsyncIterator[int], lifeline_fd: int) -> None:
         nursery.start_soon(orphaned)
 
 
-async def serve_child(control_fd: int, lifeline_fd: int, mount_point: str, read_only: bool) -> None:
+async def serve_child(
+    control_fd: int, lifeline_fd: int, mount_point: str, read_only: bool, remove_dir: bool = False
+) -> None:
     """The child's life: mount, report, serve until SIGTERM (or the engine's death)."""
     from tpengine.fs._mount import VolumeMounts
 
@@ -317,6 +320,9 @@ async def serve_child(control_fd: int, lifeline_fd: int, mount_point: str, read_
             await control.send(json.dumps({"op": "mounted", **info}).encode())
             await _until_stopped(signals, lifeline_fd)
             await mounts.unmount("volumes")
+            if remove_dir:  # a temp dir the engine made: gone too, even if the engine is
+                with contextlib.suppress(OSError):
+                    os.rmdir(mount_point)
             nursery.cancel_scope.cancel()
 
 
@@ -327,7 +333,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--lifeline-fd", type=int, required=True)
     parser.add_argument("--read-only", action="store_true")
+    parser.add_argument("--remove-dir", action="store_true", help="rmdir it after unmounting")
     parser.add_argument("mount_point")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s tpfs %(levelname)s %(message)s")
-    trio.run(serve_child, args.control_fd, args.lifeline_fd, args.mount_point, args.read_only)
+    trio.run(
+        serve_child,
+        args.control_fd,
+        args.lifeline_fd,
+        args.mount_point,
+        args.read_only,
+        args.remove_dir,
+    )
