@@ -283,3 +283,82 @@ def test_pure_ack_stays_inside_a_shrunken_peer_window() -> None:
     (ack,) = [s for s in out if not s.payload]
     assert ack.seq == DATA_START  # SND.UNA + SND.WND, not SND.NXT
     assert ack.ack == peer.snd_nxt
+
+
+def test_peer_reneging_on_sacked_data_is_retransmitted() -> None:
+    """The peer SACKed data, then dropped it (Linux prunes its out-of-order queue when
+    its receive buffer overflows, as with a 4 KiB SO_RCVBUF): the cumulative ACK stops
+    inside the SACKed block. Those bytes must go out again, not wait forever."""
+    ep, peer = lossy_setup(sack=True)
+    payloads = send_segments(ep, 10, 1.0)
+    s = DATA_START
+    # Segment 1 is lost; the peer holds 2..9 and says so.
+    for got in range(2, 10):
+        ep.receive(peer.segment(ack=s + MSS, sack=((s + 2 * MSS, s + (got + 1) * MSS),)), 1.1)
+    (rexmit,) = ep.segments_to_send(1.1)
+    assert rexmit.seq == s + MSS
+    # Segment 1 arrives, but the peer pruned 5..9 meanwhile: the ACK stops at 5.
+    ep.receive(peer.segment(ack=s + 5 * MSS), 1.2)
+    deadline = 1.2
+    got: dict[int, bytes] = {}
+    for _ in range(3):
+        for seg in ep.segments_to_send(deadline):
+            got[(seg.seq - s) // MSS] = bytes(seg.payload)
+        if 5 in got:
+            break
+        t = ep.get_timer()
+        assert t is not None, "nothing outstanding is timed"
+        deadline = t
+        ep.handle_timer(deadline)
+    assert got.get(5) == payloads[5]
+    assert deadline == 1.2  # with the ACK that shows it, still in SACK recovery
+
+
+def test_timeout_forgets_sacks() -> None:
+    """RFC 6675 §5.1, RFC 2018 §8: after an RTO the SACKs no longer count; bytes the
+    peer SACKed and then dropped go out again with the rest of the lost flight."""
+    ep, peer = lossy_setup(sack=True)
+    payloads = send_segments(ep, 10, 1.0)
+    s = DATA_START
+    for got in range(2, 10):
+        ep.receive(peer.segment(ack=s + MSS, sack=((s + 2 * MSS, s + (got + 1) * MSS),)), 1.1)
+    (rexmit,) = ep.segments_to_send(1.1)
+    assert rexmit.seq == s + MSS
+    # Silence: the retransmission and the peer's buffer are lost; the RTO fires.
+    t = ep.get_timer()
+    assert t is not None
+    ep.handle_timer(t)
+    (again,) = ep.segments_to_send(t)  # cwnd is one segment again (RFC 5681 (5))
+    assert again.seq == s + MSS
+    ep.receive(peer.segment(ack=s + 2 * MSS), t + 0.1)
+    out = ep.segments_to_send(t + 0.1)
+    # Slow start from one segment: the ACK of one opens room for two (RFC 5681 §3.1).
+    assert [((seg.seq - s) // MSS, bytes(seg.payload)) for seg in out] == [
+        (2, payloads[2]),
+        (3, payloads[3]),
+    ]
+
+
+def test_window_update_after_a_stall_resends_at_once() -> None:
+    """The peer dropped what we sent although its window had room (a receiver short
+    of buffer memory), and closed its window; our retransmissions back off to seconds.
+    When it reads and opens the window again, the data goes out with that ACK, not
+    after the backed-off timer; its unchanged answers to dropped segments don't."""
+    ep, peer = lossy_setup(sack=True)
+    payloads = send_segments(ep, 4, 1.0)
+    s = DATA_START
+    ep.receive(peer.segment(ack=s, window=0), 1.05)  # dropped all four: window 0
+    t = 1.0
+    for _ in range(4):  # RTOs at 0.3, 0.6, 1.2, 2.4 s: each retransmission dropped
+        t = ep.get_timer() or 0.0
+        ep.handle_timer(t)
+        (probe,) = ep.segments_to_send(t)
+        assert probe.seq == s
+        ep.receive(peer.segment(ack=s, window=0), t + 0.001)
+        assert ep.segments_to_send(t + 0.001) == []  # no ping-pong on the same window
+    backed_off = ep.get_timer()
+    assert backed_off is not None and backed_off - t > 4  # RTO 4.8 s now
+    ep.receive(peer.segment(ack=s, window=512), t + 0.5)  # the peer read: window opens
+    out = ep.segments_to_send(t + 0.5)
+    assert [seg.seq for seg in out] == [s]
+    assert bytes(out[0].payload) == payloads[0]

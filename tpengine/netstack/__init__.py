@@ -21,6 +21,14 @@ own ``aclose``/``send_eof``. ``stream.abort()`` resets. Closing the stack resets
 connection still open. Nothing here knows about Kubernetes.
 """
 
+from tpengine.wire._compiled import select_build
+
+#: Whether this process runs the mypyc build of the sans-IO core (``./dev`` compiles
+#: it, see ``tpengine/wire/_build.py``; a build older than the sources is set aside).
+COMPILED: bool = select_build(__name__, __path__[0])
+
+# ruff: noqa: E402  (the build is chosen before any module of the package is imported)
+
 from ._config import TcpConfig
 from ._device import NetstackStats
 from ._errors import LocalProtocolError, ProtocolViolation
@@ -43,6 +51,7 @@ from ._udp_flow import UdpFlow
 
 __all__ = [
     "ACK",
+    "COMPILED",
     "FIN",
     "PSH",
     "RST",

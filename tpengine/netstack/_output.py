@@ -455,8 +455,11 @@ class TcpOutput:
             self._reset("retransmission timed out", send_rst=True)
             return
         else:
-            # RFC 5681 (4)/(5), RFC 6675 §5.1: everything outstanding counts as lost;
-            # resend it in order (skipping what the peer SACKed) starting from cwnd=1.
+            # RFC 5681 (4)/(5): everything outstanding counts as lost; resend it in
+            # order starting from cwnd=1. RFC 6675 §5.1, RFC 2018 §8: the timeout may
+            # mean the peer reneged on its SACKs, so they are forgotten (skipping
+            # "SACKed" bytes the peer dropped would stall the connection for good).
+            self._scoreboard.clear()
             self._cc.on_timeout(self.snd_max - self.snd_una)
             self._in_recovery = self._recovery_after_timeout = True
             self._recovery_point = self.snd_max

@@ -23,6 +23,7 @@ from ._state import RECEIVING, SENDING, TcpState, Trigger
 S = TcpState
 _HALF = 1 << 31
 _CHALLENGE_ACKS_PER_SECOND = 10
+_RENEGING_DELAY = 0.01  # Linux: max(SRTT/2, 10 ms) before resending reneged data
 
 
 def _ts_before(a: int, b: int) -> bool:
@@ -275,9 +276,10 @@ class TcpEndpoint(TcpOutput):
             self._queue_ack(now)  # RFC 5961 §5.2: far too old
             return False
         window = seg.window << self.snd_wscale
-        window_changed = False
+        window_changed = window_opened = False
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             window_changed = window != self.snd_wnd
+            window_opened = window > self.snd_wnd
             self.snd_wnd = window
             self.snd_wl1 = seq
             self.snd_wl2 = ack
@@ -297,8 +299,33 @@ class TcpEndpoint(TcpOutput):
             and (not window_changed or seg.sack_blocks)
         ):
             self._on_duplicate_ack()  # RFC 5681 §2, "DUPLICATE ACKNOWLEDGMENT"
+        if window_opened and self._retries and self._in_recovery:
+            self._resend_after_stall(now)
+        if self._scoreboard and self._scoreboard.is_sacked(self.snd_una):
+            self._on_reneging(now)
         self._check_sack_loss()
         return True
+
+    def _resend_after_stall(self, now: float) -> None:
+        """A window update while our retransmission timer is backed off: the peer is
+        alive and has room again, so what it dropped goes out now, not after the
+        backed-off RTO (seconds). Only a window that grew triggers this: the peer's
+        answer to a segment it drops carries the same window, so no ACK ping-pong."""
+        self._rxt_next = self.snd_una
+        self._rxt_end = max(self._rxt_end, self.snd_una + self.send_mss)
+        self._force_rxt = True
+        self._rto_at = now + self._rtt.rto
+
+    def _on_reneging(self, now: float) -> None:
+        """The cumulative ACK stops at data the peer SACKed: it discarded it (RFC 2018
+        §8 allows that; Linux prunes its out-of-order queue when the receive buffer
+        overflows). Forget every SACK and retransmit from SND.UNA after a short wait,
+        as Linux does (tcp_check_sack_reneging), so a late ACK still in flight can
+        arrive first. The data stays in our buffer until cumulatively acknowledged."""
+        self._scoreboard.clear()
+        self._rxt_next = self.snd_una
+        srtt = self._rtt.srtt or 0.0
+        self._rto_at = now + max(srtt / 2, _RENEGING_DELAY)
 
     def _record_sack(self, blocks: tuple[tuple[int, int], ...], ack: int) -> None:
         una = max(ack, self.snd_una)
@@ -318,6 +345,10 @@ class TcpEndpoint(TcpOutput):
         self._scoreboard.acknowledge(ack)
         self._retries = 0
         self._dupacks = 0
+        if not self._in_recovery or self._recovery_after_timeout:
+            # After a timeout, slow start again from one segment (RFC 5681 §3.1, (5)):
+            # cwnd grows with each ACK while the rest of the lost flight goes out.
+            self._cc.on_ack(acked)
         if self._in_recovery:
             if ack >= self._recovery_point:
                 self._in_recovery = False  # full ACK: recovery is over (RFC 6582 §3.2 (3))
@@ -328,8 +359,6 @@ class TcpEndpoint(TcpOutput):
                 if not self.sack_ok:
                     # NewReno partial ACK (RFC 6582 §3.2 (3)): resend the next hole.
                     self._rxt_next, self._rxt_end = ack, ack + self.send_mss
-        else:
-            self._cc.on_ack(acked)
         # RFC 6298 (5.2), (5.3): stop the timer when all is acknowledged, else restart.
         self._rto_at = None if self.snd_una == self.snd_max else now + self._rtt.rto
         if self._fin_sent and ack == self._fin_seq + 1:
