@@ -30,12 +30,13 @@ DUAL_SERVER = str(Path(__file__).with_name("dual_server.py"))
 
 
 @contextlib.contextmanager
-def laptop_handler(cluster: Any, label: str, *addresses: str) -> Iterator[subprocess.Popen[str]]:
+def laptop_handler(
+    cluster: Any, label: str, *addresses: str, laptop: int = 1
+) -> Iterator[subprocess.Popen[str]]:
     """The developer's local handler: ``dual_server.py LABEL ADDRESS…`` in the laptop,
     answering ``LABEL PORT METHOD PATH …``; stopped (its stdin closed) on exit."""
     handler = subprocess.Popen(
-        [*cluster.tp_argv, "local-cluster", "exec", "--name", cluster.name, "--"]
-        + [sys.executable, DUAL_SERVER, label, *addresses],
+        cluster.laptop_argv(sys.executable, DUAL_SERVER, label, *addresses, laptop=laptop),
         env=cluster.env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

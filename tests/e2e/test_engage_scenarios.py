@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.root, pytest.mark.e2e]
 IMAGE = "tpengine/tpengine:0.1.0"
 
 
-def dual_app(name: str, *ports: tuple[str, int], extra: str = "") -> str:
+def dual_app(
+    name: str, *ports: tuple[str, int], extra: str = "", namespace: str = "default"
+) -> str:
     """Deployment NAME running dual_server.py labelled ``cluster`` on the given named ports,
     and a Service NAME exposing each (port 80, 81, …)."""
     container_ports = ", ".join(f"{{name: {n}, containerPort: {p}}}" for n, p in ports)
@@ -36,7 +38,7 @@ def dual_app(name: str, *ports: tuple[str, int], extra: str = "") -> str:
     return f"""
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: {name}, namespace: default}}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   replicas: 1
   selector: {{matchLabels: {{app: {name}}}}}
@@ -52,7 +54,7 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {{name: {name}, namespace: default}}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   selector: {{app: {name}}}
   ports: [{service_ports}]
@@ -525,3 +527,22 @@ def test_replace_stops_the_apps_background_work_and_leave_restores_the_spec(
         again = tp(connected, "uninstall", "--agent", "worker", "-n", "default")
         assert again.returncode != 0
         assert "Deployment worker in namespace default has no traffic-agent" in again.stderr
+
+
+def test_a_workload_in_another_namespace(connected: Any) -> None:
+    """``-n`` engages a workload outside the connected namespace (Telepresence 2.28)."""
+    manifests = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n" + dual_app(
+        "away", ("http", 8080), namespace="team"
+    )
+    with (
+        applied(connected, manifests),
+        laptop_handler(connected, "laptop", "127.0.0.1:18080"),
+    ):
+        connected.kubectl_ok("rollout", "status", "-n", "team", "deploy/away", "--timeout=90s")
+        missing = tp(connected, "intercept", "away", "--port", "18080:http")
+        assert missing.returncode != 0
+        assert "no workload named 'away' in namespace 'default'" in missing.stderr
+        engage_ok(connected, "intercept", "away", "-n", "team", "--port", "18080:http")
+        assert curl(connected, "http://away.team/") == "laptop 18080 GET / user=- body=0"
+        assert tp(connected, "leave", "away").returncode == 0
+        assert curl(connected, "http://away.team/").startswith("cluster 8080")

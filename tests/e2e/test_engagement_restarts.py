@@ -11,6 +11,7 @@ that quits takes them with it. Every check is made from a pod, through the Servi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e._support import manager_env
+from tests.e2e._support import laptop_handler, manager_env
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 TP = (sys.executable, "-c", "from tpengine.cli import main; main()")
 SESSION_TIMEOUT = 15  # the engine says `remain` every 10 s: a live client never expires
-LAPTOP = "Reply from the laptop"
+LAPTOP = "laptop 8081 GET / user=susan"  # tests/e2e/dual_server.py on the laptop
 CLUSTER = "Request served by rise-"
 
 APP = """
@@ -51,24 +52,6 @@ metadata: {name: rise, namespace: default}
 spec:
   selector: {app: rise}
   ports: [{name: http, port: 80, targetPort: http}]
-"""
-
-HANDLER = """
-import http.server, sys, threading
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = b"Reply from the laptop\\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 8081), H)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
 """
 
 # Run inside a pod: ask as Susan until the answer starts with argv[1]; print how long it
@@ -147,16 +130,12 @@ def listed(cluster: Any) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def susan(cluster: Any) -> Iterator[Any]:
     cluster.kubectl_ok("apply", "-f", "-", input=APP)
-    handler = subprocess.Popen(
-        cluster.laptop_argv("python3", "-c", HANDLER),
-        env=cluster.env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     timeout_set = False
-    try:
-        assert handler.stdout is not None and handler.stdout.readline().strip() == "ready"
+    with contextlib.ExitStack() as stack:  # undone in reverse: quit, handler, app, setting
+        stack.callback(lambda: timeout_set and manager_env(cluster, "TP_SESSION_TIMEOUT-"))
+        stack.callback(cluster.kubectl, "delete", "-f", "-", input=APP)
+        stack.enter_context(laptop_handler(cluster, "laptop", "127.0.0.1:8081"))
+        stack.callback(tp, cluster, "quit")
         cluster.kubectl_ok("rollout", "status", "deployment/rise", "--timeout=90s")
         connected = tp(cluster, "connect", "-n", "default")  # installs the manager if needed
         assert connected.returncode == 0, connected.stderr
@@ -177,12 +156,6 @@ def susan(cluster: Any) -> Iterator[Any]:
         cluster.kubectl_ok("rollout", "status", "deployment/rise", "--timeout=90s")
         susan_reaches(cluster, LAPTOP, within=10)
         yield cluster
-    finally:
-        tp(cluster, "quit")
-        handler.communicate("", timeout=20)
-        cluster.kubectl("delete", "-f", "-", input=APP)
-        if timeout_set:
-            manager_env(cluster, "TP_SESSION_TIMEOUT-")
 
 
 def test_engagement_survives_a_manager_restart(susan: Any) -> None:
