@@ -268,6 +268,13 @@ def _check_pod_spec(spec: Any, where: str, errors: list[str]) -> None:
                 elif key.endswith("ontainers"):
                     for sub in ("ports", "env", "envFrom", "volumeMounts", "command", "args"):
                         _expect(item.get(sub), list, f"{where}.{key}.{sub}", errors)
+                    for sub in ("command", "args"):
+                        for word in item.get(sub) or [] if isinstance(item.get(sub), list) else []:
+                            if not isinstance(word, str):  # []string in the Go type
+                                errors.append(
+                                    f"json: cannot unmarshal {_json_type(word)} into Go struct "
+                                    f"field Container.{where}.{key}.{sub} of type string"
+                                )
                     for sub in ("resources", "securityContext", "readinessProbe", "livenessProbe"):
                         _expect(item.get(sub), dict, f"{where}.{key}.{sub}", errors)
                     for entry in (item.get("ports") or []) + (item.get("env") or []):

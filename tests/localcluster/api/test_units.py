@@ -466,3 +466,19 @@ async def test_endpoint_slices_list_terminating_pods(nursery: trio.Nursery) -> N
         await trio.sleep(0.02)
     assert conditions() == [{"ready": False, "serving": True, "terminating": True}]
     assert "subsets" not in store.get("endpoints", "default", "x")
+
+
+def test_a_number_in_a_containers_command_is_refused_like_the_real_decoder() -> None:
+    from localcluster.apiserver._resources import RESOURCES
+    from localcluster.apiserver._validation import check_shape
+
+    [info] = [r for r in RESOURCES if r.name == "deployments"]
+    container = {"name": "app", "image": "x", "command": ["python3", "server.py", 8080]}
+    deployment = {
+        "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [container]}}},
+    }
+    with pytest.raises(BadRequest, match="cannot unmarshal number into Go struct field"):
+        check_shape(info, deployment)
+    container["command"] = ["python3", "server.py", "8080"]
+    check_shape(info, deployment)
