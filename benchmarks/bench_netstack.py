@@ -27,7 +27,7 @@ import trio
 from benchmarks.bench_tun import measure_raw_rates
 from tests.netstack._netns import in_netns, open_test_tun, run_in_netns
 from tpengine import wire
-from tpengine.netstack import NetstackConfig, PendingConnection, TcpConfig, open_netstack
+from tpengine.netstack import COMPILED, NetstackConfig, PendingConnection, TcpConfig, open_netstack
 
 # The kernel end: one process, one thread, all its connections multiplexed with
 # selectors, so the stack under test competes with one peer process for the two
@@ -350,8 +350,11 @@ async def _idle_rss(count: int = 10_000) -> tuple[float, int]:
 
 
 async def _run() -> None:
-    build = "compiled with mypyc" if wire.COMPILED else "pure Python (not compiled: ./dev setup)"
-    print(f"tpengine.wire build: {build}; tpengine.netstack: pure Python")
+    def build(compiled: bool) -> str:
+        return "compiled with mypyc" if compiled else "pure Python (not compiled: ./dev setup)"
+
+    print(f"tpengine.wire build: {build(wire.COMPILED)}; tpengine.netstack: {build(COMPILED)}")
+    print(f"load average (1 min) at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     total = 256 << 20
     raw = await measure_raw_rates(total)
     mib = total >> 20
