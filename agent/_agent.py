@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
+QUICK_BACKOFF = 1.0
+QUICK_RETRIES_FOR = 30.0
 ARRIVE_TIMEOUT = 30.0
 REPORT_EVERY = 10.0
 
@@ -137,6 +139,7 @@ class Agent:
 
     async def _manager_loop(self) -> None:
         delay = FIRST_BACKOFF
+        lost_at = trio.current_time()
         while True:
             arrivals = self.arrivals
             try:
@@ -154,9 +157,11 @@ class Agent:
             if self.arrivals > arrivals:
                 # A tunnel that had arrived was lost (however it ended: a restarted manager
                 # closes it or drops it): its successor starts from the shortest wait.
-                delay = FIRST_BACKOFF
+                delay, lost_at = FIRST_BACKOFF, trio.current_time()
             await trio.sleep(delay)
-            delay = min(delay * 2, self.max_backoff)
+            # At least every second for a while: a replaced manager is back within seconds.
+            quick = trio.current_time() - lost_at < QUICK_RETRIES_FOR
+            delay = min(delay * 2, QUICK_BACKOFF if quick else self.max_backoff)
 
     async def _serve_tunnel(self, mux: MuxSession) -> None:
         # Subscribe before arriving, so a change made right after the reply is not lost.
