@@ -362,3 +362,25 @@ def test_window_update_after_a_stall_resends_at_once() -> None:
     out = ep.segments_to_send(t + 0.5)
     assert [seg.seq for seg in out] == [s]
     assert bytes(out[0].payload) == payloads[0]
+
+
+def test_window_reopening_after_a_shrink_resends_what_the_peer_dropped() -> None:
+    """Like Linux with a 4 KiB SO_RCVBUF: it takes two segments, drops the two after
+    them and answers with a zero window; once its reader catches up the window opens
+    with the same ACK. The dropped bytes go out then, not one RTO later, and only
+    as much as the reopened window takes."""
+    ep, peer = lossy_setup(sack=True)
+    payloads = send_segments(ep, 4, 1.0)
+    s = DATA_START
+    ep.receive(peer.segment(ack=s + 2 * MSS, window=0), 1.01)
+    assert ep.segments_to_send(1.01) == []
+    rto = ep.get_timer()
+    ep.receive(peer.segment(ack=s + 2 * MSS, window=8), 1.02)  # 8 << 7 = 1024 bytes
+    out = ep.segments_to_send(1.02)
+    assert [(seg.seq - s, bytes(seg.payload)) for seg in out] == [(2 * MSS, payloads[2])]
+    assert rto is not None and rto > 1.2  # it would have waited for this
+    ep.receive(peer.segment(ack=s + 3 * MSS, window=16), 1.03)
+    out = ep.segments_to_send(1.03)
+    assert [(seg.seq - s, bytes(seg.payload)) for seg in out] == [(3 * MSS, payloads[3])]
+    ep.receive(peer.segment(ack=s + 4 * MSS, window=16), 1.04)
+    assert ep.send_unacknowledged == 0

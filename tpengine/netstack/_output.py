@@ -345,10 +345,18 @@ class TcpOutput:
                 return
             start, end = hole
             room = self._cc.cwnd - self._pipe()
-            if room < self.send_mss and not self._force_rxt:
+            forced = self._force_rxt
+            # The peer's window bounds retransmissions too (RFC 9293 §3.8.6); the forced
+            # first one goes out regardless, one segment at most, like a window probe.
+            wnd_end = self.snd_una + self.snd_wnd
+            if (room < self.send_mss or start >= wnd_end) and not forced:
                 return
             self._force_rxt = False  # the fast retransmit itself ignores cwnd (RFC 5681 §3.2)
+            hole_end = end
             end = min(end, start + min(self._max_payload, max(room, self.send_mss)))
+            end = min(end, max(wnd_end, start + self.send_mss) if forced else wnd_end)
+            if not forced and end - start < min(self.send_mss, hole_end - start):
+                return  # sender SWS avoidance (RFC 9293 §3.8.6.2.1): no runt segments
             out.append(self._emit_range(start, end, now))
             self._rxt_next = end
             self._timed_seq = None  # Karn: never time a retransmission

@@ -277,6 +277,9 @@ class TcpEndpoint(TcpOutput):
             return False
         window = seg.window << self.snd_wscale
         window_changed = window_opened = False
+        # Sent beyond the peer's window as it stands: it shrank the window (RFC 9293
+        # §3.8.6 discourages it; a receiver short of buffer memory does it anyway).
+        shrunk = self.snd_una + self.snd_wnd < self.snd_max
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             window_changed = window != self.snd_wnd
             window_opened = window > self.snd_wnd
@@ -299,7 +302,7 @@ class TcpEndpoint(TcpOutput):
             and (not window_changed or seg.sack_blocks)
         ):
             self._on_duplicate_ack()  # RFC 5681 §2, "DUPLICATE ACKNOWLEDGMENT"
-        if window_opened and self._retries and self._in_recovery:
+        if window_opened and ack == self.snd_una < self.snd_max and (shrunk or self._retries):
             self._resend_after_stall(now)
         if self._scoreboard and self._scoreboard.is_sacked(self.snd_una):
             self._on_reneging(now)
@@ -307,12 +310,18 @@ class TcpEndpoint(TcpOutput):
         return True
 
     def _resend_after_stall(self, now: float) -> None:
-        """A window update while our retransmission timer is backed off: the peer is
-        alive and has room again, so what it dropped goes out now, not after the
-        backed-off RTO (seconds). Only a window that grew triggers this: the peer's
-        answer to a segment it drops carries the same window, so no ACK ping-pong."""
+        """The peer's window opens again, acknowledging nothing, while we have data out
+        that it had shrunk its window below, or after our timer fired: it dropped that
+        data (Linux does when its receive buffer memory runs out, even inside the window
+        it advertised). Resend from SND.UNA now, not after an RTO (200 ms, or seconds
+        once backed off). Only a window that grew triggers this: the peer's answer to a
+        segment it drops carries the same window, so no ACK ping-pong. Receiver memory
+        is no congestion: cwnd stays (after a timeout it is one segment already)."""
+        if not self._in_recovery:
+            self._in_recovery = self._recovery_after_timeout = True
+            self._recovery_point = self.snd_max
         self._rxt_next = self.snd_una
-        self._rxt_end = max(self._rxt_end, self.snd_una + self.send_mss)
+        self._rxt_end = max(self._rxt_end, self.snd_max)
         self._force_rxt = True
         self._rto_at = now + self._rtt.rto
 
