@@ -384,3 +384,26 @@ def test_window_reopening_after_a_shrink_resends_what_the_peer_dropped() -> None
     assert [(seg.seq - s, bytes(seg.payload)) for seg in out] == [(3 * MSS, payloads[3])]
     ep.receive(peer.segment(ack=s + 4 * MSS, window=16), 1.04)
     assert ep.send_unacknowledged == 0
+
+
+def test_zero_window_below_our_data_never_times_out_while_answered() -> None:
+    """Our data is out, the peer dropped it and shows a zero window (its reader is
+    slow); every retransmission is answered with that zero window. That is a window
+    probe answered, not a dead peer: the connection stays, however long it takes."""
+    ep, peer = lossy_setup(sack=True, max_retransmissions=3)
+    send_segments(ep, 2, 1.0)
+    ep.receive(peer.segment(ack=DATA_START, window=0), 1.01)
+    for _ in range(6):
+        t = ep.get_timer()
+        assert t is not None
+        ep.handle_timer(t)
+        ep.segments_to_send(t)
+        ep.receive(peer.segment(ack=DATA_START, window=0), t + 0.001)
+    assert ep.state is TcpState.ESTABLISHED
+    for _ in range(2):  # now silence: the last probe was answered, the next is not
+        t = ep.get_timer()
+        assert t is not None
+        ep.handle_timer(t)
+        ep.segments_to_send(t)
+    assert ep.state is TcpState.CLOSED
+    assert ep.reset_reason == "retransmission timed out"

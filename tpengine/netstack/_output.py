@@ -459,7 +459,12 @@ class TcpOutput:
                 self._reset("handshake timed out", send_rst=False)
                 return
             self._syn_due = True
-        elif self._retries > self.config.max_retransmissions:
+        elif self._retries > self.config.max_retransmissions and not (
+            self.snd_wnd == 0 and now - self._last_rx < self._rtt.rto
+        ):
+            # A peer that shrank its window to zero below our data and answers each
+            # retransmission is probed like any zero window: indefinitely while it
+            # answers (RFC 9293 §3.8.6.1; Linux tcp_retransmit_timer does the same).
             self._reset("retransmission timed out", send_rst=True)
             return
         else:
