@@ -99,8 +99,9 @@ def fuse_options(read_only: bool) -> set[str]:
     return options
 
 
-class VolumeMounts:
-    """The engine's mounts, one task each in the nursery that ``run`` keeps."""
+class MountHost:
+    """What every holder of mounts shares: the helper's (un)registration callbacks and
+    the nursery that ``run`` keeps, in which each mount is one task."""
 
     def __init__(
         self, *, register: Register | None = None, unregister: Register | None = None
@@ -108,7 +109,6 @@ class VolumeMounts:
         self._register = register
         self._unregister = unregister
         self._nursery: trio.Nursery | None = None
-        self.active: dict[str, VolumeMount] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -118,6 +118,16 @@ class VolumeMounts:
                 await trio.sleep_forever()
         finally:
             self._nursery = None
+
+
+class VolumeMounts(MountHost):
+    """The engine's mounts served in this process (one at a time: pyfuse3's limit)."""
+
+    def __init__(
+        self, *, register: Register | None = None, unregister: Register | None = None
+    ) -> None:
+        super().__init__(register=register, unregister=unregister)
+        self.active: dict[str, VolumeMount] = {}
 
     async def mount(
         self, name: str, connect: Connect, *, path: str | None, read_only: bool

@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from tpengine.fs._client import Connect
-from tpengine.fs._mount import FIRST_CONTACT, MountError, Register, _mount_error
+from tpengine.fs._mount import FIRST_CONTACT, MountError, MountHost, Register, _mount_error
 from tpengine.splice import splice
 
 log = logging.getLogger(__name__)
@@ -49,25 +49,14 @@ class _Child:
     finished: trio.Event = field(default_factory=trio.Event)
 
 
-class MountProcesses:
+class MountProcesses(MountHost):
     """The engine's mounts, each served by a child process (see the module doc)."""
 
     def __init__(
         self, *, register: Register | None = None, unregister: Register | None = None
     ) -> None:
-        self._register = register
-        self._unregister = unregister
-        self._nursery: trio.Nursery | None = None
+        super().__init__(register=register, unregister=unregister)
         self.active: dict[str, _Child] = {}
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
 
     async def mount(
         self, name: str, connect: Connect, *, path: str | None, read_only: bool
