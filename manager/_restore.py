@@ -71,6 +71,55 @@ async def restore_replaced(
             await wake().wait()
 
 
+def unreplaced(pods: list[dict[str, Any]], workload: str) -> list[dict[str, Any]]:
+    """Pods of ``workload`` whose template asks for a replace but that still run the app
+    (made while no replace was live: restored above, or during a manager restart)."""
+    found = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp") or REPLACED_LABEL in (meta.get("labels") or {}):
+            continue
+        try:
+            config = json.loads(meta.get("annotations", {})[AGENT_ANNOTATION])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if (
+            isinstance(config, dict)
+            and config.get("workload") == workload
+            and config.get("replace")
+        ):
+            found.append(pod)
+    return found
+
+
+async def enforce_replace(api: Any, namespace: str, workload: str) -> None:
+    """A replace engagement is live (again): pods of the workload that still run the app
+    container are deleted, so their successors come without it. Errors are logged: the
+    engagement stands either way."""
+    try:
+        async with api.call_api("GET", version="v1", namespace=namespace, url="pods") as response:
+            pods = response.json().get("items", [])
+        for pod in unreplaced(pods, workload):
+            log.info(
+                "replace of %s/%s is live: deleting pod %s that still runs the app",
+                namespace,
+                workload,
+                pod["metadata"]["name"],
+            )
+            await _delete(api, namespace, pod["metadata"]["name"])
+    except (kr8s.ServerError, OSError) as exc:
+        log.warning("cannot take the app out of %s/%s now: %s", namespace, workload, exc)
+
+
+async def _delete(api: Any, namespace: str, name: str) -> None:
+    try:
+        async with api.call_api("DELETE", version="v1", namespace=namespace, url=f"pods/{name}"):
+            pass
+    except kr8s.ServerError as exc:
+        if status_code(exc) != 404:  # gone already: what we wanted
+            raise
+
+
 async def _restore_once(api: Any, is_replaced: IsReplaced) -> None:
     async with api.call_api(
         "GET", version="v1", url="pods", params={"labelSelector": REPLACED_LABEL}
@@ -83,11 +132,4 @@ async def _restore_once(api: Any, is_replaced: IsReplaced) -> None:
             meta["namespace"],
             meta["name"],
         )
-        try:
-            async with api.call_api(
-                "DELETE", version="v1", namespace=meta["namespace"], url=f"pods/{meta['name']}"
-            ):
-                pass
-        except kr8s.ServerError as exc:
-            if status_code(exc) != 404:  # gone already: what we wanted
-                raise
+        await _delete(api, meta["namespace"], meta["name"])

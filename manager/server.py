@@ -29,7 +29,7 @@ from manager._health import serve_health
 from manager._inject import AgentSpec
 from manager._lookup import ClusterLookup
 from manager._relay import relay_dial
-from manager._restore import restore_replaced
+from manager._restore import enforce_replace, restore_replaced
 from manager._sessions import ClientSession, SessionRegistry
 from manager._webhook import serve_webhook
 from tpengine import __version__
@@ -351,6 +351,8 @@ class Manager:
         except EngagementConflict as exc:
             return {"error": str(exc), "code": "conflict"}
         await self._push_engagements(engagement.namespace, engagement.workload)
+        if engagement.kind is Kind.REPLACE:
+            await enforce_replace(self.cluster.api, engagement.namespace, engagement.workload)
         # A client that still has to restart the workload's pods asks first and waits for
         # the agents itself ("wait": false): a refused engagement then changes nothing.
         wait = self.settings.agent_wait if payload.get("wait", True) else 0

@@ -82,6 +82,11 @@ def test_a_silent_clients_replaced_pods_get_their_app_back(cluster: Any) -> None
                 time.sleep(0.5)
         finally:
             os.kill(engine, signal.SIGCONT)
+        # Awake again, the engine re-sends its replace; the manager takes the app out again.
+        deadline = time.monotonic() + 30
+        while containers_of_still(cluster) != ["traffic-agent"]:
+            assert time.monotonic() < deadline, containers_of_still(cluster)
+            time.sleep(0.5)
     finally:
         tp(cluster, "quit")
         cluster.kubectl("delete", "-f", "-", input=STILL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from manager._restore import orphaned
+from manager._restore import orphaned, unreplaced
 
 
 def pod(name: str, namespace: str, workload: str | None, *, terminating: bool = False) -> Any:
@@ -31,3 +31,23 @@ def test_only_pods_whose_workload_nobody_replaces() -> None:
     assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in found] == [
         ("default", "api-1")
     ]
+
+
+def test_pods_still_running_the_app_under_a_live_replace() -> None:
+    def made(name: str, config: dict[str, Any], *, labelled: bool = False) -> Any:
+        meta: dict[str, Any] = {
+            "name": name,
+            "annotations": {"tpengine.io/agent": json.dumps(config)},
+        }
+        if labelled:
+            meta["labels"] = {"tpengine.io/replaced": "true"}
+        return {"metadata": meta}
+
+    pods = [
+        made("api-1", {"workload": "api", "replace": True}),  # runs the app: out with it
+        made("api-2", {"workload": "api", "replace": True}, labelled=True),  # replaced already
+        made("api-3", {"workload": "api"}),  # made before the replace was asked for
+        made("web-1", {"workload": "web", "replace": True}),  # another workload
+        {"metadata": {"name": "plain"}},
+    ]
+    assert [p["metadata"]["name"] for p in unreplaced(pods, "api")] == ["api-1"]
