@@ -16,19 +16,29 @@ from typing import Any
 from manager._engagements import Engagement, Kind
 from manager._inject import AgentSpec, InterceptedPort
 from tpengine.httpfilter import HttpFilter
+from tpengine.kube.agents import AGENT_ANNOTATION
 
-AGENT_ANNOTATION = "tpengine.io/agent"
+
+def agent_config(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The agent configuration a pod's metadata carries (from its template's
+    ``AGENT_ANNOTATION``); None for a pod without one, or with one we cannot read."""
+    raw = (meta.get("annotations") or {}).get(AGENT_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        return None
+    return config if isinstance(config, dict) and "workload" in config else None
 
 
 def decide_injection(
     pod: dict[str, Any], namespace: str, *, image: str, manager_url: str
 ) -> AgentSpec | None:
     """The agent a new pod gets, from its template's annotation; None for other pods."""
-    annotations = pod.get("metadata", {}).get("annotations") or {}
-    raw = annotations.get(AGENT_ANNOTATION)
-    if not raw:
+    config = agent_config(pod.get("metadata") or {})
+    if config is None:
         return None
-    config = json.loads(raw)
     return AgentSpec(
         workload=str(config["workload"]),
         namespace=namespace,

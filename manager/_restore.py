@@ -16,7 +16,6 @@ re-engaged by then).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -24,12 +23,11 @@ from typing import Any
 import kr8s
 import trio
 
+from manager._engage import agent_config
 from manager._inject import REPLACED_LABEL
 from tpengine.kube.objects import status_code
 
 log = logging.getLogger(__name__)
-
-AGENT_ANNOTATION = "tpengine.io/agent"
 
 #: (namespace, workload) -> whether a replace engagement holds it now.
 IsReplaced = Callable[[str, str], bool]
@@ -42,11 +40,10 @@ def orphaned(pods: list[dict[str, Any]], is_replaced: IsReplaced) -> list[dict[s
         meta = pod.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             continue
-        try:
-            workload = str(json.loads(meta.get("annotations", {})[AGENT_ANNOTATION])["workload"])
-        except (KeyError, TypeError, ValueError):
+        config = agent_config(meta)
+        if config is None:
             continue  # not an agent's pod after all: not ours to delete
-        if not is_replaced(str(meta.get("namespace", "")), workload):
+        if not is_replaced(str(meta.get("namespace", "")), str(config["workload"])):
             found.append(pod)
     return found
 
@@ -79,15 +76,8 @@ def unreplaced(pods: list[dict[str, Any]], workload: str) -> list[dict[str, Any]
         meta = pod.get("metadata") or {}
         if meta.get("deletionTimestamp") or REPLACED_LABEL in (meta.get("labels") or {}):
             continue
-        try:
-            config = json.loads(meta.get("annotations", {})[AGENT_ANNOTATION])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if (
-            isinstance(config, dict)
-            and config.get("workload") == workload
-            and config.get("replace")
-        ):
+        config = agent_config(meta)
+        if config is not None and config["workload"] == workload and config.get("replace"):
             found.append(pod)
     return found
 

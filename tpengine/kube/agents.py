@@ -20,7 +20,6 @@ from tpengine.kube.objects import WORKLOAD_PLURALS, get_or_none, list_workloads,
 
 AGENT_ANNOTATION = "tpengine.io/agent"
 RESTART_ANNOTATION = "tpengine.io/restartedAt"
-PLURAL = WORKLOAD_PLURALS
 
 
 class AgentRolloutError(Exception):
@@ -50,7 +49,7 @@ async def mark_for_agent(api: Any, workload: dict[str, Any], config: dict[str, A
         "PATCH",
         version="apps/v1",
         namespace=meta["namespace"],
-        url=f"{PLURAL[workload['kind']]}/{meta['name']}",
+        url=f"{WORKLOAD_PLURALS[workload['kind']]}/{meta['name']}",
         content=json.dumps(patch),
         headers={"Content-Type": "application/strategic-merge-patch+json"},
     ):
@@ -111,7 +110,7 @@ def _replicaset_rolled_out(workload: dict[str, Any], pods: list[dict[str, Any]])
 async def wait_rolled_out(api: Any, workload: dict[str, Any], timeout_s: float = 120) -> None:
     """After the restart that adds or removes the agent: wait until the new pods serve."""
     meta = workload["metadata"]
-    url = f"{PLURAL[workload['kind']]}/{meta['name']}"
+    url = f"{WORKLOAD_PLURALS[workload['kind']]}/{meta['name']}"
     with trio.move_on_after(timeout_s):
         while True:
             await trio.sleep(0.25)
