@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -86,3 +87,13 @@ def manager_env(cluster: Any, *setting: str) -> None:
     cluster.kubectl_ok(
         "rollout", "status", "-n", "tpengine", "deployment/traffic-manager", "--timeout=90s"
     )
+
+
+def live_pods(cluster: Any, app: str, namespace: str = "default") -> dict[str, list[str]]:
+    """The pods labelled ``app=APP`` that are not terminating, with their containers."""
+    listed = cluster.kubectl_ok("get", "pods", "-n", namespace, "-l", f"app={app}", "-o", "json")
+    return {
+        p["metadata"]["name"]: sorted(c["name"] for c in p["spec"]["containers"])
+        for p in json.loads(listed)["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    }

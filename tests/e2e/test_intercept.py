@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e._support import curl, laptop_handler, listed_state, rows, tp
+from tests.e2e._support import curl, laptop_handler, listed_state, live_pods, rows, tp
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -152,11 +152,11 @@ def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
     assert "already intercepted by" in conflict.stderr
 
     # A refused replace changes nothing: the same pods keep their app container.
-    pods_before = live_pods(engaged)
+    pods_before = live_pods(engaged, "web")
     refused = tp(engaged, "replace", "web-r", "--workload", "web", "--port", "8081:http")
     assert refused.returncode != 0
     assert "intercept 'web' by" in refused.stderr, refused.stderr
-    assert live_pods(engaged) == pods_before
+    assert live_pods(engaged, "web") == pods_before
     # Another kind under an existing name is refused too (leave it first).
     renamed = tp(engaged, "wiretap", "web", "--port", "8081:http")
     assert renamed.returncode != 0
@@ -215,36 +215,17 @@ def test_ingest_borrows_the_environment_and_moves_no_traffic(engaged: Any, tmp_p
         tp(engaged, "leave", "web")
 
 
-def live_pods(cluster: Any) -> dict[str, list[str]]:
-    """The web pods that are not terminating, with their containers."""
-    pods = json.loads(cluster.kubectl_ok("get", "pods", "-l", "app=web", "-o", "json"))["items"]
-    return {
-        p["metadata"]["name"]: sorted(c["name"] for c in p["spec"]["containers"])
-        for p in pods
-        if not p["metadata"].get("deletionTimestamp")
-    }
-
-
-def containers_of_web(cluster: Any) -> list[list[str]]:
-    pods = json.loads(cluster.kubectl_ok("get", "pods", "-l", "app=web", "-o", "json"))["items"]
-    return sorted(
-        sorted(c["name"] for c in p["spec"]["containers"])
-        for p in pods
-        if not p["metadata"].get("deletionTimestamp")
-    )
-
-
 def test_replace_removes_the_container_until_leave(engaged: Any) -> None:
     result = tp(engaged, "replace", "web", "--port", "8080:http")
     assert result.returncode == 0, result.stderr
     assert ("Replace name", "web") in rows(result.stdout)
     try:
-        assert containers_of_web(engaged) == [["traffic-agent"]]
+        assert sorted(live_pods(engaged, "web").values()) == [["traffic-agent"]]
         assert curl(engaged, "http://web/") == LAPTOP + "- body=0"
     finally:
         left = tp(engaged, "leave", "web")
     assert left.returncode == 0, left.stderr
-    assert containers_of_web(engaged) == [["traffic-agent", "web"]]
+    assert sorted(live_pods(engaged, "web").values()) == [["traffic-agent", "web"]]
     assert curl(engaged, "http://web/").startswith("Request served by web-")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e._support import TP, manager_env, tp
+from tests.e2e._support import TP, live_pods, manager_env, tp
 from tpengine.kube.manifests import manager_manifests
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -55,10 +55,8 @@ spec:
 SESSION_TIMEOUT = 12  # the engine says `remain` every 10 s: a live client never expires
 
 
-def containers_of_still(cluster: Any) -> list[str]:
-    pods = json.loads(cluster.kubectl_ok("get", "pods", "-l", "app=still", "-o", "json"))
-    live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
-    return sorted(c["name"] for p in live for c in p["spec"]["containers"])
+def containers_of_still(cluster: Any) -> list[list[str]]:
+    return list(live_pods(cluster, "still").values())
 
 
 def test_a_silent_clients_replaced_pods_get_their_app_back(cluster: Any) -> None:
@@ -72,19 +70,19 @@ def test_a_silent_clients_replaced_pods_get_their_app_back(cluster: Any) -> None
         manager_env(cluster, f"TP_SESSION_TIMEOUT={SESSION_TIMEOUT}")  # the engine reconnects
         replaced = tp(cluster, "replace", "still", "--port", "18085:http", "--mount", "false")
         assert replaced.returncode == 0, replaced.stderr
-        assert containers_of_still(cluster) == ["traffic-agent"]
+        assert containers_of_still(cluster) == [["traffic-agent"]]
         engine = int(json.loads(tp(cluster, "status", "-o", "json").stdout)["engine"]["pid"])
         os.kill(engine, signal.SIGSTOP)
         try:
             deadline = time.monotonic() + SESSION_TIMEOUT + 30
-            while containers_of_still(cluster) != ["still", "traffic-agent"]:
+            while containers_of_still(cluster) != [["still", "traffic-agent"]]:
                 assert time.monotonic() < deadline, containers_of_still(cluster)
                 time.sleep(0.5)
         finally:
             os.kill(engine, signal.SIGCONT)
         # Awake again, the engine re-sends its replace; the manager takes the app out again.
         deadline = time.monotonic() + 30
-        while containers_of_still(cluster) != ["traffic-agent"]:
+        while containers_of_still(cluster) != [["traffic-agent"]]:
             assert time.monotonic() < deadline, containers_of_still(cluster)
             time.sleep(0.5)
     finally:
