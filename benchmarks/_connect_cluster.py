@@ -107,9 +107,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def local_cluster() -> Iterator[Cluster]:
-    """``tp local-cluster up --name tpb`` under a fresh HOME; down and removed at the end."""
-    cluster = Cluster(home=Path(tempfile.mkdtemp(prefix=f"{NAME}-bench-home-")))
+def local_cluster(name: str = NAME) -> Iterator[Cluster]:
+    """``tp local-cluster up --name NAME`` under a fresh HOME; down and removed at the end
+    (also on failure or Ctrl-C)."""
+    cluster = Cluster(home=Path(tempfile.mkdtemp(prefix=f"{name}-bench-home-")), name=name)
     try:
         up = cluster.tp_host("local-cluster", "up", "--name", cluster.name)
         if up.returncode != 0:

@@ -25,12 +25,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-from benchmarks._connect_cluster import PROBE, BenchError, Cluster
+from benchmarks._connect_cluster import PROBE, BenchError, Cluster, local_cluster
 
 NAME = "tpi"
 IPERF, PINGPONG = 5201, 7000
@@ -74,21 +72,6 @@ spec:
     image: python
     command: ["{python}", -c, "import time; time.sleep(10**6)"]
 """
-
-
-@contextlib.contextmanager
-def bench_cluster() -> Iterator[Cluster]:
-    cluster = Cluster(home=Path(tempfile.mkdtemp(prefix=f"{NAME}-bench-home-")), name=NAME)
-    try:
-        up = cluster.tp_host("local-cluster", "up", "--name", NAME)
-        if up.returncode != 0:
-            raise BenchError(f"tp local-cluster up failed: {(up.stdout + up.stderr).strip()}")
-        yield cluster
-    finally:
-        down = cluster.tp_host("local-cluster", "down", "--name", NAME)
-        if down.returncode != 0:
-            print(f"warning: tp local-cluster down: {down.stderr.strip()}", file=sys.stderr)
-        shutil.rmtree(cluster.home, ignore_errors=True)
 
 
 def wait_ready(cluster: Cluster, timeout: float = 90) -> str:
@@ -187,7 +170,7 @@ def main() -> None:
         return
     if shutil.which("iperf3") is None:
         raise BenchError("iperf3 is needed: run ./dev setup")
-    with bench_cluster() as cluster:
+    with local_cluster(NAME) as cluster:
         cluster.kubectl("apply", "-f", "-", input=manifests())
         pod_ip = wait_ready(cluster)
         time.sleep(1.0)  # the servers listen a moment after Ready (no readiness probe)
