@@ -29,6 +29,7 @@ from tpengine.tunnel import (
     IncomingDial,
     MuxConfig,
     MuxSession,
+    ReconnectBackoff,
     TunnelClosed,
     open_mux_websocket_url,
 )
@@ -48,8 +49,6 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
-QUICK_BACKOFF = 1.0
-QUICK_RETRIES_FOR = 30.0
 ARRIVE_TIMEOUT = 30.0
 REPORT_EVERY = 10.0
 
@@ -138,8 +137,7 @@ class Agent:
             await self._manager_loop()
 
     async def _manager_loop(self) -> None:
-        delay = FIRST_BACKOFF
-        lost_at = trio.current_time()
+        backoff = ReconnectBackoff(first=FIRST_BACKOFF, longest=self.max_backoff)
         while True:
             arrivals = self.arrivals
             try:
@@ -157,11 +155,8 @@ class Agent:
             if self.arrivals > arrivals:
                 # A tunnel that had arrived was lost (however it ended: a restarted manager
                 # closes it or drops it): its successor starts from the shortest wait.
-                delay, lost_at = FIRST_BACKOFF, trio.current_time()
-            await trio.sleep(delay)
-            # At least every second for a while: a replaced manager is back within seconds.
-            quick = trio.current_time() - lost_at < QUICK_RETRIES_FOR
-            delay = min(delay * 2, QUICK_BACKOFF if quick else self.max_backoff)
+                backoff.connected()
+            await trio.sleep(backoff.next_delay(trio.current_time()))
 
     async def _serve_tunnel(self, mux: MuxSession) -> None:
         # Subscribe before arriving, so a change made right after the reply is not lost.

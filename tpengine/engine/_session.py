@@ -17,7 +17,6 @@ import enum
 import getpass
 import ipaddress
 import logging
-import math
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,10 +30,7 @@ import trio_websocket
 
 from tpengine import __version__
 from tpengine.dns import ClusterAnswer, NamePolicy, Route
-from tpengine.tunnel import MuxDatagramFlow, MuxSession, MuxStream, TunnelError
-
-#: How long after losing the manager reconnecting is retried at least every second.
-QUICK_RETRIES_FOR = 30.0
+from tpengine.tunnel import MuxDatagramFlow, MuxSession, MuxStream, ReconnectBackoff, TunnelError
 
 log = logging.getLogger(__name__)
 
@@ -205,19 +201,14 @@ class Session:
     async def _supervise(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Keep a tunnel up; reconnect with backoff when it drops: 0.25 s doubling to 1 s for
-        the first ``QUICK_RETRIES_FOR`` seconds of an outage (a replaced manager pod is back
-        within a few seconds; waiting longer than it takes only keeps the user waiting),
-        then to 5 s (an outage that lasts does not need a retry every second)."""
-        backoff = 0.25
-        lost_at = trio.current_time()
+        """Keep a tunnel up; reconnect when it drops (waits: ``ReconnectBackoff``)."""
+        backoff = ReconnectBackoff()
         started = False
         while True:
             try:
                 async with self._connector() as mux:
                     await self._arrive(mux)
-                    backoff = 0.25
-                    lost_at = math.inf  # set again when this tunnel is lost
+                    backoff.connected()
                     if not started:
                         started = True
                         task_status.started()
@@ -237,10 +228,7 @@ class Session:
             if self.info.state is State.CONNECTED:
                 self.info.reconnects += 1
             self._set_state(State.RECONNECTING if started else State.CONNECTING)
-            lost_at = min(lost_at, trio.current_time())
-            await trio.sleep(backoff)
-            quick = trio.current_time() - lost_at < QUICK_RETRIES_FOR
-            backoff = min(backoff * 2, 1.0 if quick else 5.0)
+            await trio.sleep(backoff.next_delay(trio.current_time()))
 
     async def _arrive(self, mux: MuxSession) -> None:
         arrived = await mux.request(

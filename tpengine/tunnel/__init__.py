@@ -112,6 +112,7 @@ raise only trio's ClosedResourceError / BrokenResourceError / BusyResourceError.
 """
 
 from ._api_errors import DialRejected, RemoteError, TunnelClosed, TunnelError
+from ._backoff import ReconnectBackoff
 from ._config import MuxConfig, PeerSettings, Role
 from ._driver import DialHandler, MuxSession, RequestHandler, Transport, open_mux_session
 from ._errors import (
@@ -160,6 +161,7 @@ from ._transports import (
 )
 
 __all__ = [
+    "ReconnectBackoff",
     "SUBPROTOCOL",
     "ConnectionTerminated",
     "CreditAvailable",
