@@ -323,3 +323,21 @@ def stop_manager(manager: FakeManager) -> None:
     assert manager.scope is not None
     manager.scope.cancel()
     manager.sessions.clear()
+
+
+async def read_response(stream: trio.abc.ReceiveStream, conn: h11.Connection) -> tuple[int, bytes]:
+    """One HTTP/1.1 response from ``stream`` for the request ``conn`` was told it sent:
+    (status, body). The caller decides about the next cycle."""
+    status, body = 0, b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return status, body
+        else:
+            raise AssertionError(f"unexpected {event!r}")

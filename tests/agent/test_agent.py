@@ -19,6 +19,7 @@ from agent._config import PortSpec
 from tests.agent.conftest import (
     World,
     engagement,
+    read_response,
     send_within_windows,
     start_manager,
     stop_manager,
@@ -38,20 +39,7 @@ async def http1(port: int, requests: list[bytes]) -> list[tuple[int, bytes]]:
         for _ in requests:
             conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
             conn.send(h11.EndOfMessage())
-            status, body = 0, b""
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                else:
-                    raise AssertionError(f"unexpected {event!r}")
-            answers.append((status, body))
+            answers.append(await read_response(stream, conn))
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 break
             conn.start_next_cycle()

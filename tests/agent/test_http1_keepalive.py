@@ -10,6 +10,7 @@ import h11
 import trio
 
 from agent._http1 import Http1Router, Route
+from tests.agent.conftest import read_response
 
 
 async def closing_upstream(nursery: trio.Nursery, connections: list[int]) -> int:
@@ -38,21 +39,10 @@ async def exchange(
     await stream.send_all(request)
     conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
     conn.send(h11.EndOfMessage())
-    status, body = 0, b""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                conn.start_next_cycle()
-            return status, body
-        else:
-            raise AssertionError(f"unexpected {event!r}")
+    answer = await read_response(stream, conn)
+    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+        conn.start_next_cycle()
+    return answer
 
 
 async def test_stale_upstream_connections_are_replaced(nursery: trio.Nursery) -> None:
