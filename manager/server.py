@@ -292,12 +292,20 @@ class Manager:
         if method == "agent_arrive":
             await conn.tunnel()
             return self._agent_arrive(conn, payload)
-        if method in ("engage", "leave", "engagements", "workload_env"):
+        if method in ("engage", "wait_active", "leave", "engagements", "workload_env"):
             session = self.sessions.get(conn.session_id or "")
             if session is None:
                 raise ValueError("arrive first")
             if method == "engage":
                 return await self._engage(session, payload)
+            if method == "wait_active":
+                engagement = self.engagements.find(session.id, str(payload.get("name", "")))
+                if engagement is None:
+                    return {"error": f"no engagement {payload.get('name')!r}", "code": "gone"}
+                asked = float(payload.get("timeout") or self.settings.agent_wait)
+                return await self._await_agents(
+                    engagement, patience=min(asked, self.settings.agent_wait)
+                )
             if method == "leave":
                 return await self._leave(session, str(payload.get("name", "")))
             if method == "engagements":
@@ -353,10 +361,16 @@ class Manager:
         await self._push_engagements(engagement.namespace, engagement.workload)
         if engagement.kind is Kind.REPLACE:
             await enforce_replace(self.cluster.api, engagement.namespace, engagement.workload)
-        # A client that still has to restart the workload's pods asks first and waits for
-        # the agents itself ("wait": false): a refused engagement then changes nothing.
-        wait = self.settings.agent_wait if payload.get("wait", True) else 0
-        with trio.move_on_after(wait):
+        # A client that still has to restart the workload's pods asks first ("wait":
+        # false: a refused engagement then changes nothing) and waits for the agents with
+        # `wait_active` after the restart.
+        patience = self.settings.agent_wait if payload.get("wait", True) else 0.0
+        return await self._await_agents(engagement, patience=patience)
+
+    async def _await_agents(self, engagement: Engagement, *, patience: float) -> dict[str, Any]:
+        """The engagement once an agent of its workload is there, or as it is after
+        ``patience`` seconds."""
+        with trio.move_on_after(patience):
             while not self.agents.of_workload(engagement.namespace, engagement.workload):
                 await self._agents_changed.wait()
         if self.engagements.get(engagement.id) is not engagement:

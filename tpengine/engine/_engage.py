@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 #: How long an engagement waits for its workload's agent after the rollout.
 AGENT_WAIT = 15.0
+
 #: How long undoing a failed engagement may take (it may restore a replaced container).
 UNDO_TIMEOUT = 90.0
 
@@ -202,18 +203,13 @@ async def engage(
 
 async def _settled(session: Session, name: str, result: dict[str, Any]) -> dict[str, Any]:
     """The engagement as the manager sees it once an agent of the workload is there (the
-    restarted pods' agents arrive a moment after the rollout), or as it is after
-    ``AGENT_WAIT`` seconds (WAITING, with the reason)."""
-    with trio.move_on_after(AGENT_WAIT):
-        while True:
-            mux = await session._current_mux()
-            for engagement in await mux.request("engagements", {}):
-                if engagement.get("name") == name:
-                    result = engagement
-            if result.get("state") != "WAITING":
-                return result
-            await trio.sleep(0.1)
-    return result
+    restarted pods' agents arrive a moment after the rollout), or as it is (WAITING, with
+    the reason) after ``AGENT_WAIT`` seconds; the manager does the waiting."""
+    mux = await session._current_mux()
+    settled: dict[str, Any] = await mux.request(
+        "wait_active", {"name": name, "timeout": AGENT_WAIT}
+    )
+    return result if "error" in settled else settled
 
 
 async def leave(api: Any, session: Session, targets: LocalTargets, name: str) -> dict[str, Any]:
