@@ -2,6 +2,10 @@
 
 Pod subnets and namespaces are re-read every ``interval`` seconds (a list is cheap and,
 unlike a watch, cannot silently stall); clients get a push only when something changed.
+A watch on namespaces cuts that wait short: a namespace created after ``tp connect``
+resolves by name (``svc.newns``) as soon as the API server has it, not at the next
+listing. The watch only wakes the refresh, so a stalled or broken watch costs nothing
+but that speed.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import kr8s
 import trio
 
@@ -45,19 +50,57 @@ class ClusterWatcher:
     changed: trio.Event = field(default_factory=trio.Event)
     ready: trio.Event = field(default_factory=trio.Event)
 
+    namespaces_version: str = ""  # the resourceVersion of the last namespace listing
+    _poke: trio.Event = field(default_factory=trio.Event)
+
     async def run(self) -> None:
         service_cidrs = await self._service_cidrs()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_namespaces)
+            while True:
+                try:
+                    await self._refresh(service_cidrs)
+                except (kr8s.ServerError, OSError, ValueError) as exc:
+                    log.warning("cannot read the cluster's state: %s", exc)
+                with trio.move_on_after(self.interval):
+                    await self._poke.wait()
+                self._poke = trio.Event()
+
+    async def _watch_namespaces(self) -> None:
+        """Wake the refresh on every namespace event. A watch resumes from the last
+        listing's resourceVersion; one the server ended (its timeout, 410 Gone for a
+        version too old) or that broke is opened again after a pause."""
+        await self.ready.wait()
         while True:
             try:
-                await self._refresh(service_cidrs)
-            except (kr8s.ServerError, OSError, ValueError) as exc:
-                log.warning("cannot read the cluster's state: %s", exc)
-            await trio.sleep(self.interval)
+                await self._watch_once()
+            except (kr8s.ServerError, httpx.HTTPError, OSError, ValueError) as exc:
+                log.debug("namespace watch ended: %s", exc)
+            await trio.sleep(1.0)
+
+    async def _watch_once(self) -> None:
+        # The server ends a watch after timeoutSeconds (Kubernetes API concepts,
+        # "Efficient detection of changes"); no client-side read timeout meanwhile.
+        params = {"watch": "1", "timeoutSeconds": "300"}
+        if self.namespaces_version:
+            params["resourceVersion"] = self.namespaces_version
+        async with self.api.call_api(
+            "GET", version="v1", url="namespaces", stream=True, params=params, timeout=None
+        ) as response:
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":  # e.g. 410 Gone: list again, then watch
+                    self._poke.set()
+                    return
+                if event.get("type") in ("ADDED", "DELETED", "MODIFIED"):
+                    self._poke.set()
 
     async def _refresh(self, service_cidrs: tuple[Network, ...]) -> None:
         pods = await self._list("pods")
         nodes = await self._list("nodes")
-        namespaces = await self._list("namespaces")
+        namespaces = await self._list("namespaces", remember_version=True)
         info = ClusterInfo(
             pod_cidrs=tuple(pod_cidrs(nodes, pods)),
             service_cidrs=service_cidrs,
@@ -70,10 +113,15 @@ class ClusterWatcher:
             log.info("cluster: %s", json.dumps(info.to_json()))
         self.ready.set()
 
-    async def _list(self, resource: str) -> list[dict[str, Any]]:
+    async def _list(self, resource: str, *, remember_version: bool = False) -> list[dict[str, Any]]:
         try:
             async with self.api.call_api("GET", version="v1", url=resource) as response:
-                items: list[dict[str, Any]] = response.json().get("items") or []
+                body = response.json()
+                if remember_version:
+                    self.namespaces_version = str(
+                        body.get("metadata", {}).get("resourceVersion", "")
+                    )
+                items: list[dict[str, Any]] = body.get("items") or []
                 return items
         except kr8s.ServerError as exc:
             status = exc.response.status_code if exc.response is not None else None

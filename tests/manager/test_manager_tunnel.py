@@ -35,6 +35,11 @@ class FakeResponse:
     def json(self) -> dict[str, Any]:
         return self._data
 
+    async def aiter_lines(self) -> AsyncIterator[str]:
+        """A watch on which nothing ever happens."""
+        await trio.sleep_forever()
+        yield ""
+
 
 class FakeApi:
     """Answers the three lists and refuses the service probe as a real API server does."""

@@ -78,6 +78,8 @@ def manager_manifests(
                     "resources": ["pods", "namespaces", "nodes", "services"],
                     "verbs": ["list"],
                 },
+                # New namespaces reach the clients' DNS at once (manager/_cluster.py).
+                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["watch"]},
                 # A replaced pod whose replace ended without its client (crashed, gone
                 # silent) is deleted so its controller brings the app container back;
                 # the manager changes no workload (manager/_restore.py).
