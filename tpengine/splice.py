@@ -5,10 +5,16 @@ Each direction ends when its source reaches EOF; the destination is then half-cl
 (RFC 9293 §3.6: a half-closed connection may still carry data the other way). When one
 side breaks (a reset, a tunnel that died), the other side is reset too — so an app whose
 connection went through a lost manager gets ECONNRESET at once instead of hanging.
+
+A side that is a plain :class:`trio.SocketStream` is read and written on its file
+descriptor directly: try the nonblocking call first and wait only when it would block.
+trio's socket methods add a scheduling pass after every call that did not wait; on a
+chain of processes relaying small messages those passes are most of the CPU per message.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
@@ -19,12 +25,15 @@ CHUNK = 256 * 1024
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
+_LINGER_0 = struct.pack("ii", 1, 0)
+
+
 async def reset(stream: trio.abc.Stream) -> None:
     """Abort ``stream`` so its peer sees a reset rather than an orderly close."""
     try:
         if isinstance(stream, trio.SocketStream):
             # SO_LINGER with a zero timeout: close(2) sends RST (socket(7)).
-            stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
             await stream.aclose()
         elif callable(getattr(stream, "abort", None)):
             stream.abort()  # type: ignore[attr-defined]
@@ -37,6 +46,64 @@ async def reset(stream: trio.abc.Stream) -> None:
         pass
 
 
+def _fd(stream: trio.abc.Stream) -> int:
+    """The descriptor of a plain SocketStream (not a subclass, which may change the I/O),
+    else -1."""
+    if type(stream) is trio.SocketStream:
+        return stream.socket.fileno()
+    return -1
+
+
+class _Broken(Exception):
+    """One side of the splice broke (reset, closed under us, or a dead tunnel)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+
+async def _receive(source: trio.abc.Stream, fd: int) -> bytes | bytearray:
+    if fd < 0:
+        try:
+            return await source.receive_some(CHUNK)
+        except _GONE:
+            raise _Broken(source) from None
+    while True:
+        try:
+            return os.read(fd, CHUNK)
+        except BlockingIOError:
+            pass
+        except OSError:  # ECONNRESET, ETIMEDOUT (keepalive): the peer is gone
+            raise _Broken(source) from None
+        try:
+            await trio.lowlevel.wait_readable(fd)
+        except trio.ClosedResourceError:
+            raise _Broken(source) from None
+
+
+async def _send(sink: trio.abc.Stream, fd: int, data: bytes | bytearray) -> None:
+    if fd < 0:
+        try:
+            await sink.send_all(data)
+        except _GONE:
+            raise _Broken(sink) from None
+        return
+    view: bytes | bytearray | memoryview = data
+    while True:
+        try:
+            sent = os.write(fd, view)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # EPIPE, ECONNRESET
+            raise _Broken(sink) from None
+        if sent == len(view):
+            return
+        view = memoryview(view)[sent:]
+        try:
+            await trio.lowlevel.wait_writable(fd)
+        except trio.ClosedResourceError:
+            raise _Broken(sink) from None
+
+
 class _Splice:
     def __init__(self) -> None:
         self.broken: set[int] = set()
@@ -44,25 +111,28 @@ class _Splice:
     async def pump(
         self, source: trio.abc.Stream, sink: trio.abc.Stream, done: trio.CancelScope
     ) -> None:
+        source_fd, sink_fd = _fd(source), _fd(sink)
         try:
             while True:
-                try:
-                    data = await source.receive_some(CHUNK)
-                except _GONE:
-                    self.broken.add(id(source))
-                    raise
+                data = await _receive(source, source_fd)
                 if not data:
                     break
-                try:
-                    await sink.send_all(data)
-                except _GONE:
-                    self.broken.add(id(sink))
-                    raise
-            if isinstance(sink, trio.abc.HalfCloseableStream):
-                await sink.send_eof()
-            else:
-                await sink.aclose()
-        except _GONE:
+                await _send(sink, sink_fd, data)
+                if source_fd >= 0 and sink_fd >= 0:
+                    # Neither side's call is then a scheduling point by itself.
+                    await trio.lowlevel.checkpoint()
+            try:
+                if sink_fd >= 0 and isinstance(sink, trio.SocketStream):
+                    # What SocketStream.send_eof does, minus its scheduling pass.
+                    sink.socket.shutdown(socket.SHUT_WR)
+                elif isinstance(sink, trio.abc.HalfCloseableStream):
+                    await sink.send_eof()
+                else:
+                    await sink.aclose()
+            except (*_GONE, OSError):
+                raise _Broken(sink) from None
+        except _Broken as exc:
+            self.broken.add(id(exc.stream))
             done.cancel()  # one side broke: the other direction has nowhere to go either
 
 
@@ -72,14 +142,28 @@ async def splice(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(state.pump, a, b, nursery.cancel_scope)
-            nursery.start_soon(state.pump, b, a, nursery.cancel_scope)
+            # b→a runs in this task: one task fewer to start and wake per connection.
+            await state.pump(b, a, nursery.cancel_scope)
     finally:
         with trio.CancelScope(shield=True):
             for stream, other in ((a, b), (b, a)):
-                if id(other) in state.broken and id(stream) not in state.broken:
+                reset_it = id(other) in state.broken and id(stream) not in state.broken
+                if _fd(stream) >= 0 and isinstance(stream, trio.SocketStream):
+                    _close_socket(stream, reset=reset_it)
+                elif reset_it:
                     await reset(stream)
                 else:
                     try:
                         await stream.aclose()
                     except _GONE:
                         pass
+
+
+def _close_socket(stream: trio.SocketStream, *, reset: bool) -> None:
+    """SocketStream.aclose (or :func:`reset`) without the scheduling pass."""
+    if reset:
+        try:
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+        except OSError:
+            pass
+    stream.socket.close()

@@ -1,0 +1,84 @@
+"""splice: both directions copied, FIN passed on as FIN each way, a reset passed on as a
+reset — for socket sides (read and written on their descriptors) and any other stream."""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+
+import pytest
+import trio
+import trio.testing
+
+from tpengine.splice import splice
+
+
+def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """A connected TCP pair on loopback (a reset needs TCP; socketpair(2) has none)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        near = socket.create_connection(listener.getsockname())
+        far, _ = listener.accept()
+    return tuple(trio.SocketStream(trio.socket.from_stdlib_socket(s)) for s in (near, far))  # type: ignore[return-value]
+
+
+async def _read_all(stream: trio.abc.Stream) -> bytes:
+    data = bytearray()
+    while chunk := await stream.receive_some(1 << 16):
+        data += chunk
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kinds", ["socket-socket", "socket-memory", "memory-memory"])
+async def test_each_direction_carries_its_bytes_and_its_fin(kinds: str) -> None:
+    """A client half-closes after a big request; the server still answers, then closes."""
+
+    def pair(kind: str) -> tuple[trio.abc.HalfCloseableStream, trio.abc.HalfCloseableStream]:
+        if kind == "socket":
+            return _socket_pair()
+        return trio.testing.memory_stream_pair()
+
+    left, right = kinds.split("-")
+    client, a = pair(left)
+    b, server = pair(right)
+    rng = random.Random(7)
+    request, answer = rng.randbytes(3_000_000), rng.randbytes(2_000_000)
+    got: dict[str, bytes] = {}
+
+    async def client_side() -> None:
+        await client.send_all(request)
+        await client.send_eof()  # FIN towards the server; the answer still comes back
+        got["answer"] = await _read_all(client)
+        await client.aclose()
+
+    async def server_side() -> None:
+        got["request"] = await _read_all(server)
+        await server.send_all(answer)
+        await server.aclose()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(splice, a, b)
+            nursery.start_soon(client_side)
+            nursery.start_soon(server_side)
+    assert got["request"] == request
+    assert got["answer"] == answer
+
+
+async def test_a_reset_on_one_side_resets_the_other() -> None:
+    client, a = _socket_pair()
+    b, server = _socket_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(splice, a, b)
+        await client.send_all(b"hello")
+        assert await server.receive_some(5) == b"hello"
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await client.aclose()  # RST, not FIN
+        with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):
+            # ECONNRESET: the reset came through (an orderly close would read b"").
+            while True:
+                await server.receive_some(1024)
+                await trio.sleep(0.01)
+    await server.aclose()
