@@ -18,6 +18,7 @@ import struct
 
 import trio
 
+from ._fdio import LeanTLS, lean_tls
 from ._websocket import MAX_MESSAGE
 
 try:
@@ -36,14 +37,18 @@ class _Malformed(Exception):
     """The client broke the framing rules; the connection is closed with 1002."""
 
 
-def frame(opcode: int, payload: bytes) -> bytes:
-    """One final, unmasked frame (servers never mask, RFC 6455 §5.1)."""
-    n = len(payload)
+def _header(opcode: int, n: int) -> bytes:
     if n < 126:
-        return _H2.pack(0x80 | opcode, n) + payload
+        return _H2.pack(0x80 | opcode, n)
     if n < 65536:
-        return _H4.pack(0x80 | opcode, 126, n) + payload
-    return _H10.pack(0x80 | opcode, 127, n) + payload
+        return _H4.pack(0x80 | opcode, 126, n)
+    return _H10.pack(0x80 | opcode, 127, n)
+
+
+def frame(opcode: int, payload: bytes, prefix: bytes = b"") -> bytes:
+    """One final, unmasked frame (servers never mask, RFC 6455 §5.1) whose payload is
+    ``prefix + payload`` (joined once, with the header)."""
+    return b"".join((_header(opcode, len(prefix) + len(payload)), prefix, payload))
 
 
 async def _acquire(lock: trio.StrictFIFOLock) -> None:
@@ -56,7 +61,9 @@ async def _acquire(lock: trio.StrictFIFOLock) -> None:
 
 class FastWebSocket:
     def __init__(self, stream: trio.abc.Stream, trailing: bytes = b"") -> None:
-        self._stream = stream
+        self._stream = lean_tls(stream)
+        #: LeanTLS encrypts each send whole before it can wait: frames cannot interleave.
+        self._atomic_send = isinstance(self._stream, LeanTLS)
         self._buf = bytearray(trailing)
         self._pos = 0
         self._send_lock = trio.StrictFIFOLock()
@@ -66,14 +73,18 @@ class FastWebSocket:
         self._close_sent = False
         self.closed = False
 
-    async def send(self, data: bytes | str) -> None:
-        """Send one message; trio.BrokenResourceError once the socket is closed."""
+    async def send(self, data: bytes | str, prefix: bytes = b"") -> None:
+        """Send one message (``prefix + data``: a binary one unless ``data`` is text);
+        trio.BrokenResourceError once the socket is closed."""
         if self.closed or self._close_sent:
             raise trio.BrokenResourceError("websocket closed")
         if isinstance(data, str):
-            out = frame(TEXT, data.encode())
+            out = frame(TEXT, data.encode(), prefix)
         else:
-            out = frame(BINARY, data)
+            out = frame(BINARY, data, prefix)
+        if self._atomic_send:
+            await self._stream.send_all(out)
+            return
         await _acquire(self._send_lock)
         try:
             await self._stream.send_all(out)
