@@ -48,6 +48,7 @@ from tpengine.fs._protocol import (
     Request,
     StatFs,
     encode_reply,
+    read_reply_header,
     split_path,
 )
 
@@ -209,16 +210,24 @@ class Connection:
 
     def answer(self, request: Request) -> bytes:
         """The encoded reply to one request (errors as errno, never an exception)."""
+        return b"".join(self.answer_parts(request))
+
+    def answer_parts(self, request: Request) -> list[bytes]:
+        """The reply as pieces to send in order: a READ's data is sent as ``pread``
+        returned it, after a small header, never copied into a joined frame."""
         try:
             values = self._dispatch(request)
         except OSError as exc:
-            return encode_reply(request.id, request.op, exc.errno or errno.EIO)
+            return [encode_reply(request.id, request.op, exc.errno or errno.EIO)]
         except BadPath:
-            return encode_reply(request.id, request.op, errno.EINVAL)
+            return [encode_reply(request.id, request.op, errno.EINVAL)]
         except Exception:  # a bug here must cost one request, not the connection
             log.exception("volume request %s failed", request.op.name)
-            return encode_reply(request.id, request.op, errno.EIO)
-        return encode_reply(request.id, request.op, 0, *values)
+            return [encode_reply(request.id, request.op, errno.EIO)]
+        if request.op is Op.READ:
+            (data,) = values
+            return [read_reply_header(request.id, len(data)), data]
+        return [encode_reply(request.id, request.op, 0, *values)]
 
     def _dispatch(self, request: Request) -> tuple[Any, ...]:
         op, args = request.op, request.args
@@ -540,6 +549,25 @@ _REAL: dict[Op, _Handler] = {
 }
 
 
+async def _send_pieces(stream: trio.abc.Stream, pieces: list[bytes]) -> None:
+    """Send ``pieces`` in order: small ones joined into one send, large ones (file data)
+    as they are (a mux stream sends bytes without copying them)."""
+    small: list[bytes] = []
+    for piece in pieces:
+        if len(piece) < _JOIN_BELOW:
+            small.append(piece)
+            continue
+        if small:
+            await stream.send_all(b"".join(small))
+            small = []
+        await stream.send_all(piece)
+    if small:
+        await stream.send_all(b"".join(small))
+
+
+_JOIN_BELOW = 16 * 1024
+
+
 async def serve_volumes(stream: trio.abc.Stream, server: VolumeServer) -> None:
     """Answer requests on ``stream`` until it ends; a peer that breaks the protocol is
     dropped (logged), never the agent."""
@@ -551,13 +579,12 @@ async def serve_volumes(stream: trio.abc.Stream, server: VolumeServer) -> None:
             if not data:
                 return
             decoder.feed(data)
-            replies = []
+            replies: list[bytes] = []
             for frame in decoder.frames():
                 if not isinstance(frame, Request):
                     raise ProtocolViolation("a reply sent to the server")
-                replies.append(conn.answer(frame))
-            if replies:
-                await stream.send_all(b"".join(replies))
+                replies += conn.answer_parts(frame)
+            await _send_pieces(stream, replies)
     except ProtocolViolation as exc:
         log.info("volume client broke the protocol: %s", exc)
     except (trio.BrokenResourceError, trio.ClosedResourceError):

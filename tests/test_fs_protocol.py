@@ -3,6 +3,7 @@ ProtocolViolation, never another exception (hypothesis)."""
 
 from __future__ import annotations
 
+import random
 import struct
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tpengine.fs._protocol import (
+    BIG_FRAME,
     MAX_FRAME,
     SCHEMAS,
     Attr,
@@ -22,6 +24,7 @@ from tpengine.fs._protocol import (
     StatFs,
     encode_reply,
     encode_request,
+    read_reply_header,
     split_path,
 )
 
@@ -39,7 +42,7 @@ ATTR = Attr(
 STATFS = StatFs(
     bsize=4096, frsize=4096, blocks=10, bfree=5, bavail=4, files=100, ffree=50, namemax=255
 )
-SAMPLES = {"I": 7, "Q": 2**40, "q": -1, "b": b"etc/web/x", "A": ATTR, "V": STATFS}
+SAMPLES = {"I": 7, "Q": 2**40, "q": -1, "b": b"etc/web/x", "d": b"data", "A": ATTR, "V": STATFS}
 
 
 def sample(kind: str) -> object:
@@ -77,12 +80,47 @@ def test_every_op_round_trips_whole_and_byte_by_byte(op: Op) -> None:
     assert got == expected
 
 
+def test_large_frames_decode_in_pieces_of_any_size_among_small_ones() -> None:
+    rng = random.Random(8)
+    big = rng.randbytes(BIG_FRAME * 3 + 17)
+    data = (
+        encode_request(1, Op.UNLINK, b"x")
+        + read_reply_header(2, len(big))
+        + big
+        + encode_reply(3, Op.READ, 0, b"tail")
+        + encode_request(4, Op.WRITE, 7, 0, big)
+        + encode_reply(5, Op.WRITE, 0, len(big))
+    )
+    expected = [
+        Request(id=1, op=Op.UNLINK, args=(b"x",)),
+        Reply(id=2, op=Op.READ, errno=0, values=(big,)),
+        Reply(id=3, op=Op.READ, errno=0, values=(b"tail",)),
+        Request(id=4, op=Op.WRITE, args=(7, 0, big)),
+        Reply(id=5, op=Op.WRITE, errno=0, values=(len(big),)),
+    ]
+    assert read_reply_header(2, len(big)) + big == encode_reply(2, Op.READ, 0, big)
+    for _ in range(20):
+        decoder = FrameDecoder()
+        got: list[Request | Reply] = []
+        pos = 0
+        while pos < len(data):
+            step = rng.choice([1, 9, 1000, BIG_FRAME, 5 * BIG_FRAME])
+            decoder.feed(data[pos : pos + step])
+            got += decoder.frames()
+            pos += step
+        assert got == expected
+
+
 def test_trailing_bytes_in_a_frame_are_a_violation() -> None:
     frame = bytearray(encode_request(1, Op.UNLINK, b"x"))
     frame += b"junk"
     struct.pack_into(">I", frame, 0, len(frame) - 4)
     with pytest.raises(ProtocolViolation, match="after the fields"):
         decode_all(bytes(frame))
+    big = bytearray(encode_reply(2, Op.READ, 0, bytes(BIG_FRAME)))
+    struct.pack_into(">I", big, 11, BIG_FRAME - 1)  # the data field one byte short
+    with pytest.raises(ProtocolViolation, match="after the fields"):
+        decode_all(bytes(big))
 
 
 def test_oversized_and_unknown_frames_are_violations() -> None:
@@ -108,6 +146,14 @@ def test_fuzz_random_bytes_never_crash_the_decoder(data: bytes) -> None:
         list(decoder.frames())
     except ProtocolViolation:
         pass
+
+
+@given(st.binary(max_size=300), st.integers(BIG_FRAME, MAX_FRAME))
+def test_fuzz_a_large_frame_with_random_body(body: bytes, length: int) -> None:
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">IBI", length, Op.READ | 0x80, 3) + body)
+    decoder.feed(body)
+    assert list(decoder.frames()) == []  # not complete: the length is more than was fed
 
 
 @given(st.sampled_from(list(Op)), st.binary(max_size=120), st.booleans())

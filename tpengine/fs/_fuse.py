@@ -14,9 +14,13 @@ enforces the pod's real owners and modes for every request, so this only makes
 
 Sequential reads are read ahead: after two reads in a row, the next ``READ_AHEAD``
 units of 1 MiB are requested at once, so the wire stays busy instead of paying one
-round trip through manager and agent per 128 KiB (the kernel's own read-ahead stops
-at 128 KiB).
-OPEN brings the file's first 128 KiB along, so reading a small file is one round trip.
+round trip through manager and agent per request (the mount's kernel read-ahead, raised
+by ``_mount``, keeps several 1 MiB reads in flight; the data is handed to the kernel as
+views of the buffers it arrived in, not copied again).
+OPEN brings the file's first 128 KiB along, so reading a small file is one round trip;
+a small file whose whole contents are known at OPEN (from a listing, or that first
+chunk) is stored in the kernel's page cache right then (``notify_store``), so the
+reads that follow are answered by the kernel without a READ request at all.
 A handle opened on a connection that has since been replaced (the agent's pod was
 deleted and a new one arrived) fails with EIO; new opens reach the new pod.
 """
@@ -29,7 +33,7 @@ import logging
 import os
 import stat
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import pyfuse3
 import trio
@@ -74,8 +78,9 @@ def _fuse_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, An
 
 
 class _OpenFile:
-    def __init__(self, path: bytes, handle: int, generation: int) -> None:
+    def __init__(self, path: bytes, handle: int, generation: int, inode: int = 0) -> None:
         self.path = path
+        self.inode = inode
         self.handle = handle
         self.generation = generation
         self.next_offset = -1  # where a sequential reader reads next
@@ -88,7 +93,7 @@ class _Chunk:
 
     def __init__(self) -> None:
         self.done = trio.Event()
-        self.data = b""
+        self.data: bytes | memoryview = b""
         self.error: OSError | None = None
 
 
@@ -104,11 +109,21 @@ class RemoteFs(pyfuse3.Operations):
         self._inodes: dict[bytes, int] = {b"": pyfuse3.ROOT_INODE}
         self._next_inode = pyfuse3.ROOT_INODE + 1
         self._files: dict[int, _OpenFile] = {}
+        self._opened: dict[int, int] = {}  # inode -> its open handles here
         #: small files' contents that came with a listing: path -> (bytes, valid until)
         self._inline: dict[bytes, tuple[bytes, float]] = {}
         self._dirs: dict[int, list[tuple[bytes, Attr]]] = {}
         self._next_fh = 1
+        self.initialised = trio.Event()  # the kernel's INIT is answered
         self._uid, self._gid = os.getuid(), os.getgid()
+
+    def init(self) -> None:
+        # Called while the kernel's INIT is answered; what must follow the answer (the
+        # kernel sets the mount's read-ahead from it) waits for ``initialised``.
+        self._nursery.start_soon(self._set_initialised)
+
+    async def _set_initialised(self) -> None:
+        self.initialised.set()
 
     # -- inodes and attributes ------------------------------------------------------------
 
@@ -303,20 +318,39 @@ class RemoteFs(pyfuse3.Operations):
         elif cached is not None and cached[1] > trio.current_time():
             # Listed a moment ago with its contents: no round trip (as attributes are
             # cached for CACHE_TIMEOUT, so is a small file's data).
-            fh = self._new_fh()
-            file = self._files[fh] = _OpenFile(path, LOCAL, self.client.generation)
-            chunk = file.ahead[-1] = _Chunk()
-            chunk.data = cached[0]
-            chunk.done.set()
-            return pyfuse3.FileInfo(fh=fh)
+            self._store(inode, cached[0])
+            return self._opened_file(inode, path, LOCAL, self.client.generation, cached[0])
         (handle, first), generation = await self.client.call(Op.OPEN, path, flags, CHUNK)
+        if flags & os.O_ACCMODE == os.O_WRONLY:
+            return self._opened_file(inode, path, handle, generation, None)
+        if len(first) < CHUNK and not flags & _WRITING:
+            self._store(inode, first)  # short: all of the file
+        return self._opened_file(inode, path, handle, generation, first)
+
+    def _opened_file(
+        self, inode: int, path: bytes, handle: int, generation: int, first: Any
+    ) -> pyfuse3.FileInfo:
         fh = self._new_fh()
-        file = self._files[fh] = _OpenFile(path, handle, generation)
-        if flags & os.O_ACCMODE != os.O_WRONLY:
+        file = self._files[fh] = _OpenFile(path, handle, generation, inode)
+        self._opened[inode] = self._opened.get(inode, 0) + 1
+        if first is not None:
             chunk = file.ahead[-1] = _Chunk()  # the first reads are answered already
-            chunk.data = bytes(first)
+            chunk.data = first
             chunk.done.set()
         return pyfuse3.FileInfo(fh=fh)
+
+    def _store(self, inode: int, data: bytes | memoryview) -> None:
+        """A small file's whole contents into the kernel's page cache (fuse(4)
+        FUSE_NOTIFY_STORE), so its reads need no READ request. Only while the file is
+        open nowhere else: the kernel locks the pages it stores into, and a page locked
+        by a READ that waits for this process would wait forever (this call blocks the
+        loop that would answer it); without an open file there is no READ."""
+        if self._opened.get(inode) or not data:
+            return
+        try:
+            pyfuse3.notify_store(inode, 0, _buffer(data))
+        except OSError as exc:  # ENOENT: the kernel forgot the inode; ENOSYS: too old
+            log.debug("volumes: notify_store of inode %d: %s", inode, exc)
 
     @_fuse_errors
     async def create(
@@ -325,9 +359,8 @@ class RemoteFs(pyfuse3.Operations):
         path = join(self._path(parent_inode), name)
         self._inline.pop(path, None)
         (handle, attr), generation = await self.client.call(Op.CREATE, path, flags, mode)
-        fh = self._new_fh()
-        self._files[fh] = _OpenFile(path, handle, generation)
-        return pyfuse3.FileInfo(fh=fh), self._entry(path, attr)
+        entry = self._entry(path, attr)
+        return self._opened_file(entry.st_ino, path, handle, generation, None), entry
 
     def _stale(self, path: bytes, current: int) -> bool:
         """Whether ``path`` is open through a handle of an agent other than the one of
@@ -353,22 +386,37 @@ class RemoteFs(pyfuse3.Operations):
         file, handle = await self._handle(fh)
         first = file.ahead.get(-1)  # the bytes OPEN brought
         if first is not None and (off + size <= len(first.data) or len(first.data) < CHUNK):
-            return first.data[off : off + size]  # (all of a file shorter than CHUNK)
+            return _buffer(first.data[off : off + size])  # (all of a file shorter than CHUNK)
         sequential = off == file.next_offset
         file.streak = file.streak + 1 if sequential else 0
         file.next_offset = off + size
-        unit = off // UNIT
         if file.streak >= 2:
-            self._read_ahead(file, unit)
-        chunk = file.ahead.get(unit)
-        if chunk is not None:
+            self._read_ahead(file, off // UNIT)
+        data = await self._from_units(file, off, size)
+        if data is None:
+            (data,) = await self._call(Op.READ, handle, off, size, generation=file.generation)
+        return _buffer(data)
+
+    @staticmethod
+    async def _from_units(file: _OpenFile, off: int, size: int) -> bytes | memoryview | None:
+        """``size`` bytes at ``off`` from the units read ahead (views, joined only when
+        the range spans two), or None when they are not all there."""
+        chunks = [file.ahead.get(u) for u in range(off // UNIT, (off + size - 1) // UNIT + 1)]
+        parts: list[bytes | memoryview] = []
+        for index, chunk in enumerate(chunks):
+            if chunk is None:
+                return None
             await chunk.done.wait()
-            start = off - unit * UNIT
-            data = chunk.data[start : start + size]
-            if chunk.error is None and (len(data) == size or len(chunk.data) < UNIT):
-                return data  # short only at the end of the file
-        (data,) = await self._call(Op.READ, handle, off, size, generation=file.generation)
-        return bytes(data)
+            if chunk.error is not None:
+                return None
+            start = max(0, off - (off // UNIT + index) * UNIT)
+            parts.append(chunk.data[start : start + size - sum(map(len, parts))])
+            if len(chunk.data) < UNIT:
+                break  # the end of the file
+        else:
+            if sum(map(len, parts)) != size:
+                return None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_ahead(self, file: _OpenFile, unit: int) -> None:
         """Units ``unit`` .. ``unit + READ_AHEAD`` requested; the ones before dropped."""
@@ -384,7 +432,7 @@ class RemoteFs(pyfuse3.Operations):
             (data,) = await self._call(
                 Op.READ, file.handle, unit * UNIT, UNIT, generation=file.generation
             )
-            chunk.data = bytes(data)
+            chunk.data = data
         except OSError as exc:
             chunk.error = exc
         finally:
@@ -409,6 +457,12 @@ class RemoteFs(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         file = self._files.pop(fh, None)
+        if file is not None:
+            left = self._opened.get(file.inode, 0) - 1
+            if left > 0:
+                self._opened[file.inode] = left
+            else:
+                self._opened.pop(file.inode, None)
         if file is None or file.generation != self.client.generation or file.handle == LOCAL:
             return  # its connection is gone, and the handle with it (or it had none)
         # Nobody waits for a release (close(2) already returned): no round trip here.
@@ -419,6 +473,12 @@ class RemoteFs(pyfuse3.Operations):
             await self._call(Op.RELEASE, file.handle, generation=file.generation)
         except OSError:
             pass
+
+
+def _buffer(data: bytes | memoryview) -> bytes:
+    """``data`` as pyfuse3 is typed to take it: it takes any buffer (PyObject_GetBuffer
+    in its read reply and notify_store), so a view is passed on without a copy."""
+    return cast(bytes, data)
 
 
 def _statvfs(fs: StatFs) -> pyfuse3.StatvfsData:

@@ -18,7 +18,9 @@ the op's reply fields. Field kinds:
 I     u32
 Q     u64
 q     i64 (nanosecond times; -1 = "leave as is")
-b     bytes: length u32 | bytes (paths, names, file data, JSON)
+b     bytes: length u32 | bytes (paths, names, JSON)
+d     file data: as ``b`` on the wire; decoded without a copy (a memoryview into the
+      frame) when the frame is large enough to have a buffer of its own
 A     attributes: mode u32 | nlink u32 | uid u32 | gid u32 | size u64 | blocks u64 |
       atime_ns i64 | mtime_ns i64 | ctime_ns i64
 E     directory entries: count u32 | count × (name b | attributes A)
@@ -28,9 +30,14 @@ D     inline file contents: count u32 | count × (entry index u32 | data b)
 
 Paths are relative to the mount root (``b""`` is the root), components joined by
 ``/``; the server refuses ``..``, ``.``, empty components and NUL. Reads and writes
-carry at most ``MAX_CHUNK`` bytes (FUSE asks for 128 KiB at a time). A frame longer
-than ``MAX_FRAME`` or that does not decode exactly is a :class:`ProtocolViolation`:
-the reader drops the connection (never the process).
+carry at most ``MAX_CHUNK`` bytes (the kernel asks for up to 1 MiB at a time). A frame
+longer than ``MAX_FRAME`` or that does not decode exactly is a
+:class:`ProtocolViolation`: the reader drops the connection (never the process).
+
+Bulk data is copied as little as Python allows: a frame of ``BIG_FRAME`` bytes or more
+is gathered straight into a buffer of its own (one copy from what the socket gave), and
+its ``d`` field is a view into that buffer; the server sends a READ reply as a small
+header followed by the data it read (``read_reply_header``), never joined.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ READDIR_PAGE = 512
 #: Regular files up to this size come with the listing (READDIR's inline budget).
 INLINE_MAX = 64 * 1024
 MAX_FRAME = MAX_CHUNK + 64 * 1024
+#: Frames at least this long are gathered into a buffer of their own (see above).
+BIG_FRAME = 64 * 1024
 REPLY = 0x80
 _HEADER = struct.Struct(">IBI")
 _ATTR = struct.Struct(">IIIIQQqqq")
@@ -90,9 +99,9 @@ SCHEMAS: dict[Op, tuple[str, str]] = {
     # path, first index, inline budget -> entries, 1 when more follow, the contents of
     # small regular files among them (entry index, bytes) within the budget
     Op.READDIR: ("bII", "EID"),
-    Op.OPEN: ("bII", "Qb"),  # path, open flags, first bytes wanted -> handle, those bytes
-    Op.READ: ("QQI", "b"),  # handle, offset, size -> data (short = end of file)
-    Op.WRITE: ("QQb", "I"),  # handle, offset, data -> bytes written
+    Op.OPEN: ("bII", "Qd"),  # path, open flags, first bytes wanted -> handle, those bytes
+    Op.READ: ("QQI", "d"),  # handle, offset, size -> data (short = end of file)
+    Op.WRITE: ("QQd", "I"),  # handle, offset, data -> bytes written
     Op.RELEASE: ("Q", ""),
     Op.FSYNC: ("QI", ""),  # handle, datasync
     Op.CREATE: ("bII", "QA"),  # path, flags, mode -> handle, attributes
@@ -162,7 +171,7 @@ def _encode_field(kind: str, value: Any, out: list[bytes]) -> None:
         out.append(struct.pack(">Q", value))
     elif kind == "q":
         out.append(struct.pack(">q", value))
-    elif kind == "b":
+    elif kind in "bd":
         out.append(struct.pack(">I", len(value)))
         out.append(bytes(value))
     elif kind == "A":
@@ -200,6 +209,16 @@ def _frame(code: int, request_id: int, parts: list[bytes]) -> bytes:
     return _HEADER.pack(len(body) + 5, code, request_id) + body
 
 
+def read_reply_header(request_id: int, size: int) -> bytes:
+    """The bytes before ``size`` bytes of data in a successful READ reply:
+    ``read_reply_header(i, len(data)) + data == encode_reply(i, Op.READ, 0, data)``, so
+    the data is sent as it was read, without joining."""
+    return _READ_REPLY.pack(size + 11, Op.READ | REPLY, request_id, 0, size)
+
+
+_READ_REPLY = struct.Struct(">IBIHI")
+
+
 def encode_request(request_id: int, op: Op, *args: Any) -> bytes:
     fields = SCHEMAS[op][0]
     if len(args) != len(fields):
@@ -225,9 +244,10 @@ def encode_reply(request_id: int, op: Op, errno: int = 0, *values: Any) -> bytes
 
 
 class _Reader:
-    def __init__(self, data: memoryview) -> None:
+    def __init__(self, data: memoryview, *, owned: bool = False) -> None:
         self.data = data
         self.pos = 0
+        self.owned = owned  # data is the frame's own buffer: "d" fields may point into it
 
     def take(self, n: int) -> memoryview:
         if n > len(self.data) - self.pos:
@@ -245,6 +265,9 @@ class _Reader:
         if kind == "b":
             (n,) = struct.unpack(">I", self.take(4))
             return bytes(self.take(n))
+        if kind == "d":
+            (n,) = struct.unpack(">I", self.take(4))
+            return self.take(n) if self.owned else bytes(self.take(n))
         if kind == "A":
             return self.attr()
         if kind == "E":
@@ -262,20 +285,31 @@ class _Reader:
         raise ProtocolViolation(f"unknown field kind {kind!r}")  # pragma: no cover
 
     def attr(self) -> Attr:
-        return Attr(**dict(zip(_ATTR_FIELDS, self.unpack(_ATTR), strict=True)))
+        mode, nlink, uid, gid, size, blocks, atime, mtime, ctime = self.unpack(_ATTR)
+        return Attr(
+            mode=mode,
+            nlink=nlink,
+            uid=uid,
+            gid=gid,
+            size=size,
+            blocks=blocks,
+            atime_ns=atime,
+            mtime_ns=mtime,
+            ctime_ns=ctime,
+        )
 
 
-_ATTR_FIELDS = ("mode", "nlink", "uid", "gid", "size", "blocks", "atime_ns", "mtime_ns", "ctime_ns")
 _STATFS_FIELDS = ("bsize", "frsize", "blocks", "bfree", "bavail", "files", "ffree", "namemax")
 
 
-def decode_frame(code: int, request_id: int, body: memoryview) -> Frame:
-    """One frame's header values and body into a Request or Reply."""
+def decode_frame(code: int, request_id: int, body: memoryview, *, owned: bool = False) -> Frame:
+    """One frame's header values and body into a Request or Reply; with ``owned`` (the
+    body is a buffer nobody reuses) ``d`` fields are views into it, else copies."""
     try:
         op = Op(code & ~REPLY)
     except ValueError:
         raise ProtocolViolation(f"unknown op {code & ~REPLY}") from None
-    reader = _Reader(body)
+    reader = _Reader(body, owned=owned)
     if code & REPLY:
         (errno,) = struct.unpack(">H", reader.take(2))
         values: tuple[Any, ...] = ()
@@ -292,21 +326,50 @@ def decode_frame(code: int, request_id: int, body: memoryview) -> Frame:
 
 class FrameDecoder:
     """Bytes in, frames out; raises ProtocolViolation once the stream is not this
-    protocol (after which it must not be fed again)."""
+    protocol (after which it must not be fed again).
+
+    Small frames collect in one shared buffer. A frame of ``BIG_FRAME`` bytes or more
+    gets a buffer of its own as soon as its header is known: what arrives is copied
+    there once, and the frame's ``d`` field is a view into it (no second copy)."""
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buffer = bytearray()
+        self._big: bytearray | None = None  # the body of the large frame being gathered
+        self._filled = 0
+        self._big_header: tuple[int, int] = (0, 0)  # its op code and request id
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buffer += data
+        if self._big is not None and not self._buffer:
+            n = min(len(data), len(self._big) - self._filled)
+            self._big[self._filled : self._filled + n] = memoryview(data)[:n]
+            self._filled += n
+            data = memoryview(data)[n:]
+        if data:
+            self._buffer += data
 
     def frames(self) -> Iterator[Frame]:
-        while len(self._buffer) >= _HEADER.size:
+        while True:
+            if self._big is not None:
+                if self._filled < len(self._big):
+                    return
+                gathered, self._big = self._big, None
+                yield decode_frame(*self._big_header, memoryview(gathered), owned=True)
+                continue  # what came after it waits in the shared buffer
+            if len(self._buffer) < _HEADER.size:
+                return
             length, code, request_id = _HEADER.unpack_from(self._buffer)
             if length < 5 or length > self.max_frame:
                 raise ProtocolViolation(f"frame length {length} outside 5..{self.max_frame}")
             end = 4 + length
+            if length >= BIG_FRAME:
+                # Its own buffer from now on; what is here already moves there once.
+                self._big = bytearray(length - 5)
+                self._big_header = (code, request_id)
+                self._filled = 0
+                rest = self._buffer_take()
+                self.feed(memoryview(rest)[_HEADER.size :])
+                continue
             if len(self._buffer) < end:
                 return
             with memoryview(self._buffer) as view:
@@ -317,6 +380,10 @@ class FrameDecoder:
                     body.release()
             del self._buffer[:end]
             yield frame
+
+    def _buffer_take(self) -> bytearray:
+        taken, self._buffer = self._buffer, bytearray()
+        return taken
 
 
 def entry_size(name: bytes) -> int:
