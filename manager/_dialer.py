@@ -68,9 +68,8 @@ def _literal(host: str, port: int) -> list[tuple[int, int, int, str, Any]]:
 def _start_connect(family: int, kind: int, proto: int, address: Any) -> tuple[socket.socket, int]:
     """A nonblocking connect(2): the socket and 0 (connected), EINPROGRESS (the handshake
     goes on) or the errno that ended it."""
-    sock = socket.socket(family, kind, proto)
+    sock = socket.socket(family, kind | socket.SOCK_NONBLOCK, proto)
     try:
-        sock.setblocking(False)
         # Small request/response messages go out at once (no Nagle delay).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         err = sock.connect_ex(address)
@@ -116,6 +115,13 @@ async def dial_tcp(host: str, port: int, *, connect_timeout: float = 10.0) -> tr
     The addresses of a name are tried in order; the first failure's errno decides what the
     app sees when none connects. ``connect_timeout`` covers the name lookup and all tries.
     """
+    sock = await dial_tcp_socket(host, port, connect_timeout=connect_timeout)
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
+
+async def dial_tcp_socket(host: str, port: int, *, connect_timeout: float = 10.0) -> socket.socket:
+    """:func:`dial_tcp`, giving the connected nonblocking stdlib socket (for
+    ``tpengine.splice.splice_socket``: no trio socket objects per relayed connection)."""
     deadline = trio.current_time() + connect_timeout
     try:
         infos: Sequence[tuple[int, int, int, str, Any]] = _literal(host, port)
@@ -125,11 +131,9 @@ async def dial_tcp(host: str, port: int, *, connect_timeout: float = 10.0) -> tr
         first_error: OSError | None = None
         for family, kind, proto, _, address in infos:
             try:
-                sock = await _connect(family, kind, proto, address, deadline)
+                return await _connect(family, kind, proto, address, deadline)
             except OSError as exc:
                 first_error = first_error or exc
-                continue
-            return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     except trio.TooSlowError:
         raise DialError(
             failure=DialFailure.TIMEOUT,

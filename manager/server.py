@@ -22,7 +22,7 @@ import trio_websocket
 
 from manager._agents import AgentInfo, AgentRegistry
 from manager._cluster import ClusterWatcher
-from manager._dialer import DialError, DialFailure, dial_tcp, open_udp
+from manager._dialer import DialError, DialFailure, dial_tcp_socket, open_udp
 from manager._engage import decide_injection, engagement_from_request
 from manager._engagements import Engagement, EngagementConflict, EngagementRegistry, Kind
 from manager._health import serve_health
@@ -34,7 +34,7 @@ from manager._sessions import ClientSession, SessionRegistry
 from manager._webhook import serve_webhook
 from tpengine import __version__
 from tpengine.kube.injector import tls_from_environment
-from tpengine.splice import splice
+from tpengine.splice import splice_socket
 from tpengine.tunnel import (
     SUBPROTOCOL,
     IncomingDial,
@@ -457,7 +457,7 @@ class Manager:
             await self._dial_udp(dial)
             return
         try:
-            upstream = await dial_tcp(
+            upstream = await dial_tcp_socket(
                 dest.host, dest.port, connect_timeout=self.settings.dial_timeout
             )
         except DialError as exc:
@@ -466,9 +466,9 @@ class Manager:
         try:
             stream = await dial.accept_stream()
         except BaseException:
-            await upstream.aclose()
+            upstream.close()
             raise
-        await splice(stream, upstream)
+        await splice_socket(stream, upstream)
 
     async def _dial_udp(self, dial: IncomingDial) -> None:
         dest = dial.destination

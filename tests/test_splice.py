@@ -3,6 +3,7 @@ reset — for socket sides (read and written on their descriptors) and any other
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 import struct
@@ -11,17 +12,27 @@ import pytest
 import trio
 import trio.testing
 
-from tpengine.splice import splice
+from tpengine.splice import splice, splice_socket
 
 
-def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+def _stdlib_pair() -> tuple[socket.socket, socket.socket]:
     """A connected TCP pair on loopback (a reset needs TCP; socketpair(2) has none)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         near = socket.create_connection(listener.getsockname())
         far, _ = listener.accept()
-    return tuple(trio.SocketStream(trio.socket.from_stdlib_socket(s)) for s in (near, far))  # type: ignore[return-value]
+    near.setblocking(False)
+    far.setblocking(False)
+    return near, far
+
+
+def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    near, far = _stdlib_pair()
+    return (
+        trio.SocketStream(trio.socket.from_stdlib_socket(near)),
+        trio.SocketStream(trio.socket.from_stdlib_socket(far)),
+    )
 
 
 async def _read_all(stream: trio.abc.Stream) -> bytes:
@@ -31,7 +42,9 @@ async def _read_all(stream: trio.abc.Stream) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("kinds", ["socket-socket", "socket-memory", "memory-memory"])
+@pytest.mark.parametrize(
+    "kinds", ["socket-socket", "socket-memory", "memory-memory", "memory-stdlib"]
+)
 async def test_each_direction_carries_its_bytes_and_its_fin(kinds: str) -> None:
     """A client half-closes after a big request; the server still answers, then closes."""
 
@@ -42,7 +55,15 @@ async def test_each_direction_carries_its_bytes_and_its_fin(kinds: str) -> None:
 
     left, right = kinds.split("-")
     client, a = pair(left)
-    b, server = pair(right)
+    if right == "stdlib":  # splice_socket with a bare socket (the manager's dials)
+        bare, far = _stdlib_pair()
+        server: trio.abc.HalfCloseableStream = trio.SocketStream(
+            trio.socket.from_stdlib_socket(far)
+        )
+        spliced = functools.partial(splice_socket, a, bare)
+    else:
+        b, server = pair(right)
+        spliced = functools.partial(splice, a, b)
     rng = random.Random(7)
     request, answer = rng.randbytes(3_000_000), rng.randbytes(2_000_000)
     got: dict[str, bytes] = {}
@@ -60,18 +81,26 @@ async def test_each_direction_carries_its_bytes_and_its_fin(kinds: str) -> None:
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(splice, a, b)
+            nursery.start_soon(spliced)
             nursery.start_soon(client_side)
             nursery.start_soon(server_side)
     assert got["request"] == request
     assert got["answer"] == answer
 
 
-async def test_a_reset_on_one_side_resets_the_other() -> None:
+@pytest.mark.parametrize("bare", [False, True])
+async def test_a_reset_on_one_side_resets_the_other(bare: bool) -> None:
     client, a = _socket_pair()
-    b, server = _socket_pair()
+    near, far = _stdlib_pair()
+    server = trio.SocketStream(trio.socket.from_stdlib_socket(far))
+    if bare:
+        spliced = functools.partial(splice_socket, a, near)
+    else:
+        spliced = functools.partial(
+            splice, a, trio.SocketStream(trio.socket.from_stdlib_socket(near))
+        )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(splice, a, b)
+        nursery.start_soon(spliced)
         await client.send_all(b"hello")
         assert await server.receive_some(5) == b"hello"
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -46,23 +46,31 @@ async def reset(stream: trio.abc.Stream) -> None:
         pass
 
 
-def _fd(stream: trio.abc.Stream) -> int:
-    """The descriptor of a plain SocketStream (not a subclass, which may change the I/O),
-    else -1."""
-    if type(stream) is trio.SocketStream:
-        return stream.socket.fileno()
-    return -1
+#: A spliced side: any trio stream, or a connected nonblocking socket (splice_socket).
+_Side = trio.abc.Stream | socket.socket
+_AnySocket = socket.socket | trio.socket.SocketType
+
+
+def _socket_of(side: _Side) -> _AnySocket | None:
+    """The socket under a side that is one: a stdlib socket, or a plain SocketStream's
+    (not a subclass, which may change the I/O); None for other streams."""
+    if isinstance(side, socket.socket):
+        return side
+    if type(side) is trio.SocketStream:
+        return side.socket
+    return None
 
 
 class _Broken(Exception):
     """One side of the splice broke (reset, closed under us, or a dead tunnel)."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
+    def __init__(self, side: _Side) -> None:
+        self.side = side
 
 
-async def _receive(source: trio.abc.Stream, fd: int) -> bytes | bytearray:
+async def _receive(source: _Side, fd: int) -> bytes | bytearray:
     if fd < 0:
+        assert isinstance(source, trio.abc.Stream)
         try:
             return await source.receive_some(CHUNK)
         except _GONE:
@@ -80,8 +88,9 @@ async def _receive(source: trio.abc.Stream, fd: int) -> bytes | bytearray:
             raise _Broken(source) from None
 
 
-async def _send(sink: trio.abc.Stream, fd: int, data: bytes | bytearray) -> None:
+async def _send(sink: _Side, fd: int, data: bytes | bytearray) -> None:
     if fd < 0:
+        assert isinstance(sink, trio.abc.Stream)
         try:
             await sink.send_all(data)
         except _GONE:
@@ -108,10 +117,10 @@ class _Splice:
     def __init__(self) -> None:
         self.broken: set[int] = set()
 
-    async def pump(
-        self, source: trio.abc.Stream, sink: trio.abc.Stream, done: trio.CancelScope
-    ) -> None:
-        source_fd, sink_fd = _fd(source), _fd(sink)
+    async def pump(self, source: _Side, sink: _Side, done: trio.CancelScope) -> None:
+        source_sock, sink_sock = _socket_of(source), _socket_of(sink)
+        source_fd = -1 if source_sock is None else source_sock.fileno()
+        sink_fd = -1 if sink_sock is None else sink_sock.fileno()
         try:
             while True:
                 data = await _receive(source, source_fd)
@@ -122,22 +131,33 @@ class _Splice:
                     # Neither side's call is then a scheduling point by itself.
                     await trio.lowlevel.checkpoint()
             try:
-                if sink_fd >= 0 and isinstance(sink, trio.SocketStream):
+                if sink_sock is not None:
                     # What SocketStream.send_eof does, minus its scheduling pass.
-                    sink.socket.shutdown(socket.SHUT_WR)
+                    sink_sock.shutdown(socket.SHUT_WR)
                 elif isinstance(sink, trio.abc.HalfCloseableStream):
                     await sink.send_eof()
                 else:
+                    assert isinstance(sink, trio.abc.Stream)
                     await sink.aclose()
             except (*_GONE, OSError):
                 raise _Broken(sink) from None
         except _Broken as exc:
-            self.broken.add(id(exc.stream))
+            self.broken.add(id(exc.side))
             done.cancel()  # one side broke: the other direction has nowhere to go either
 
 
 async def splice(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
     """Copy a→b and b→a until both directions ended; close (or reset) both at the end."""
+    await _splice(a, b)
+
+
+async def splice_socket(stream: trio.abc.Stream, sock: socket.socket) -> None:
+    """:func:`splice` with a connected nonblocking stdlib socket, which this closes (or
+    resets) at the end: no trio socket objects made for a connection that only relays."""
+    await _splice(stream, sock)
+
+
+async def _splice(a: _Side, b: _Side) -> None:
     state = _Splice()
     try:
         async with trio.open_nursery() as nursery:
@@ -146,24 +166,27 @@ async def splice(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
             await state.pump(b, a, nursery.cancel_scope)
     finally:
         with trio.CancelScope(shield=True):
-            for stream, other in ((a, b), (b, a)):
-                reset_it = id(other) in state.broken and id(stream) not in state.broken
-                if _fd(stream) >= 0 and isinstance(stream, trio.SocketStream):
-                    _close_socket(stream, reset=reset_it)
+            for side, other in ((a, b), (b, a)):
+                reset_it = id(other) in state.broken and id(side) not in state.broken
+                sock = _socket_of(side)
+                if sock is not None:
+                    _close_socket(sock, reset=reset_it)
                 elif reset_it:
-                    await reset(stream)
+                    assert isinstance(side, trio.abc.Stream)
+                    await reset(side)
                 else:
+                    assert isinstance(side, trio.abc.Stream)
                     try:
-                        await stream.aclose()
+                        await side.aclose()
                     except _GONE:
                         pass
 
 
-def _close_socket(stream: trio.SocketStream, *, reset: bool) -> None:
+def _close_socket(sock: _AnySocket, *, reset: bool) -> None:
     """SocketStream.aclose (or :func:`reset`) without the scheduling pass."""
     if reset:
         try:
-            stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
         except OSError:
             pass
-    stream.socket.close()
+    sock.close()
