@@ -162,12 +162,22 @@ class VolumeClient:
 
     async def _read(self, link: _Link, scope: trio.CancelScope) -> None:
         decoder = FrameDecoder()
+        # File data is received straight into the buffer of the frame it belongs to.
+        sock = link.stream.socket if isinstance(link.stream, trio.SocketStream) else None
         try:
             while True:
-                data = await link.stream.receive_some(MAX_CHUNK + 65536)
-                if not data:
-                    break
-                decoder.feed(data)
+                space = decoder.space()
+                if space is not None and sock is not None:
+                    n = await sock.recv_into(space)
+                    space.release()
+                    if not n:
+                        break
+                    decoder.filled(n)
+                else:
+                    data = await link.stream.receive_some(MAX_CHUNK + 65536)
+                    if not data:
+                        break
+                    decoder.feed(data)
                 for frame in decoder.frames():
                     if not isinstance(frame, Reply):
                         raise ProtocolViolation("a request sent to the client")

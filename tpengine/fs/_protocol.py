@@ -348,6 +348,19 @@ class FrameDecoder:
         if data:
             self._buffer += data
 
+    def space(self) -> memoryview | None:
+        """Where the next bytes go, when a large frame is being gathered: a reader may
+        receive straight into it (``recv_into``) and call ``filled``, instead of
+        ``feed``; None when bytes must come through ``feed``."""
+        if self._big is None or self._buffer:
+            return None
+        return memoryview(self._big)[self._filled :]
+
+    def filled(self, n: int) -> None:
+        """``n`` bytes were written at the start of ``space()``."""
+        assert self._big is not None and 0 <= n <= len(self._big) - self._filled
+        self._filled += n
+
     def frames(self) -> Iterator[Frame]:
         while True:
             if self._big is not None:
