@@ -25,6 +25,7 @@ from manager._cluster import ClusterWatcher
 from manager._dialer import DialError, DialFailure, dial_tcp_socket, open_udp
 from manager._engage import decide_injection, engagement_from_request
 from manager._engagements import Engagement, EngagementConflict, EngagementRegistry, Kind
+from manager._fdstream import FdStream
 from manager._health import serve_health
 from manager._inject import AgentSpec
 from manager._lookup import ClusterLookup
@@ -173,7 +174,12 @@ class Manager:
             await trio.aclose_forcefully(stream)
             return
         if raw:
-            opening = functools.partial(open_mux_over_stream, replay, role=Role.SERVER)
+            carrier: trio.abc.Stream = replay
+            if type(stream) is trio.SocketStream:
+                # The sniffed bytes come back first from the replay, then the socket is
+                # driven on its descriptor (see _fdstream: fewer passes per message).
+                carrier = FdStream(stream, bytes(await replay.receive_some()))
+            opening = functools.partial(open_mux_over_stream, carrier, role=Role.SERVER)
             await self._run_tunnel(opening, peer)
             return
         async with trio.open_nursery() as nursery:
