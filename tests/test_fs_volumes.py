@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import trio.testing
 
 from agent._volumes import Connection, MountSpec, VolumeServer, serve_volumes
 from tpengine.fs import MountError, VolumeClient, VolumeMounts
+from tpengine.fs._mount import READ_AHEAD_KB, mount_device
 from tpengine.fs._protocol import Op, Reply, Request, decode_frame, encode_request
 
 MOUNTS = [
@@ -214,6 +216,61 @@ class _HangingStream(trio.abc.Stream):
         await self.inner.aclose()
 
 
+async def test_reads_of_a_big_file_give_its_bytes_whatever_the_offsets(tmp_path: Path) -> None:
+    """The FUSE read path without a mount (read-ahead units, ranges across two units, the
+    bytes OPEN brought): sequential reads as the kernel's read-ahead sends them (several
+    at once, not aligned to the units), then reads anywhere."""
+    import pyfuse3
+
+    from tpengine.fs._fuse import UNIT, RemoteFs
+
+    rng = random.Random(5)
+    big = rng.randbytes(5 * UNIT + 123)
+    server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
+    (tmp_path / "remote" / "var" / "data" / "big.bin").write_bytes(big)
+
+    async def connect() -> trio.abc.Stream:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_volumes, server_end, server)
+        return client_end
+
+    async with trio.open_nursery() as nursery:
+        client = VolumeClient(connect, streams=3)
+        await nursery.start(client.run)
+        fs = RemoteFs(client, nursery)
+        inode = pyfuse3.ROOT_INODE
+        for name in (b"var", b"data", b"big.bin"):
+            inode = (await fs.lookup(inode, name)).st_ino
+        fh = (await fs.open(inode, os.O_RDONLY, None)).fh
+        got: dict[int, bytes] = {}
+
+        async def read(off: int, size: int) -> None:
+            got[off] = bytes(await fs.read(fh, off, size))
+
+        step = UNIT - 3 * 4096
+        async with trio.open_nursery() as kernel:
+            for off in range(0, len(big), step):
+                kernel.start_soon(read, off, step)
+                await trio.lowlevel.checkpoint()  # in order, as the kernel sends them
+        assert b"".join(got[off] for off in sorted(got)) == big
+        for _ in range(30):
+            off, size = rng.randrange(len(big)), rng.choice([4096, 131072, UNIT])
+            assert bytes(await fs.read(fh, off, size)) == big[off : off + size]
+        await fs.release(fh)
+        nursery.cancel_scope.cancel()
+
+
+def test_the_device_of_a_mount_point_from_mountinfo() -> None:
+    mountinfo = (
+        "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/root rw\n"
+        "44 22 0:40 / /tmp/my\\040mount rw,nosuid - fuse.tpengine tpengine rw\n"
+        "45 22 0:41 / /tmp/my\\040mount rw,nosuid - fuse.tpengine tpengine rw\n"
+    )
+    assert mount_device(mountinfo, "/tmp/my mount") == "0:41"  # the one mounted last
+    assert mount_device(mountinfo, "/") == "259:1"
+    assert mount_device(mountinfo, "/tmp/my\\040mount") is None
+
+
 def test_a_hello_frame_encodes() -> None:
     assert encode_request(1, Op.HELLO, 1, b"token")[4] == Op.HELLO
 
@@ -263,6 +320,11 @@ async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
             assert caught.value.errno == errno.EROFS
             data = mount_point / "var" / "data"
             assert await in_thread((data / "big.bin").read_bytes) == big
+            # The kernel reads ahead far enough for 1 MiB READs, several at once.
+            mountinfo = await in_thread(Path("/proc/self/mountinfo").read_text)
+            device = mount_device(mountinfo, str(mount_point))
+            read_ahead = await in_thread(Path(f"/sys/class/bdi/{device}/read_ahead_kb").read_text)
+            assert int(read_ahead) == READ_AHEAD_KB
             small = {f"f{i}": os.urandom(i * 997) for i in range(30)}
             many = tmp_path / "remote" / "var" / "data" / "many"
             many.mkdir()

@@ -42,7 +42,7 @@ STREAMS = 3
 #: sequential reader then waits for one 128 KiB READ at a time; with more, it sends READs
 #: of up to 1 MiB (libfuse's max_write makes max_pages 256), several at once. Setting it
 #: takes root (sysfs); unprivileged, the default stays and reads are slower.
-READ_AHEAD_KB = 4096
+READ_AHEAD_KB = 2048
 #: pyfuse3 worker tasks kept waiting for requests: with its default (one), a task is
 #: started and another ended for almost every request of a lone reader.
 IDLE_WORKERS = 8
