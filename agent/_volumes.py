@@ -38,6 +38,7 @@ from tpengine.fs._protocol import (
     KEEP_MODE,
     KEEP_TIME,
     MAX_CHUNK,
+    NO_HANDLE,
     READDIR_PAGE,
     VERSION,
     Attr,
@@ -409,6 +410,10 @@ def _open(conn: Connection, fd: int, where: _Where, args: tuple[Any, ...]) -> tu
     # The first bytes come with the handle: a small file costs one round trip, not two.
     wanted = min(args[2], MAX_CHUNK) if flags & os.O_ACCMODE != os.O_WRONLY and not is_dir else 0
     first = os.pread(opened, wanted, 0) if wanted else b""
+    if wanted and len(first) < wanted and flags & (os.O_ACCMODE | _WRITE_FLAGS) == os.O_RDONLY:
+        # All of a file that is only read: no handle to keep (no RELEASE round trip).
+        os.close(opened)
+        return (NO_HANDLE, first)
     return (conn._new_handle(opened, read_only), first)
 
 

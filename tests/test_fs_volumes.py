@@ -18,7 +18,7 @@ import trio.testing
 from agent._volumes import Connection, MountSpec, VolumeServer, serve_volumes
 from tpengine.fs import MountError, VolumeClient, VolumeMounts
 from tpengine.fs._mount import READ_AHEAD_KB, mount_device
-from tpengine.fs._protocol import Op, Reply, Request, decode_frame, encode_request
+from tpengine.fs._protocol import NO_HANDLE, Op, Reply, Request, decode_frame, encode_request
 
 MOUNTS = [
     MountSpec(path="/etc/web", read_only=True),
@@ -91,6 +91,17 @@ def test_reads_follow_symlinks_only_inside_the_volume(conn: Connection) -> None:
     assert ask(conn, Op.READLINK, b"etc/web/escape").values == (b"../../outside",)
     assert ask(conn, Op.RELEASE, handle).errno == 0
     assert ask(conn, Op.READ, handle, 0, 1).errno == errno.EBADF
+
+
+def test_a_file_read_whole_at_open_keeps_no_handle(conn: Connection, tmp_path: Path) -> None:
+    assert ask(conn, Op.OPEN, b"etc/web/settings.ini", os.O_RDONLY, 100).values == (
+        NO_HANDLE,
+        b"debug = true\n",
+    )
+    (tmp_path / "mounts" / "var" / "data" / "f").write_text("abc")
+    handle, first = ask(conn, Op.OPEN, b"var/data/f", os.O_RDWR, 100).values
+    assert handle != NO_HANDLE and first == b"abc"  # written through the handle later
+    assert list(conn.handles) == [handle]
 
 
 def test_read_only_volumes_and_the_tree_above_them_refuse_writes(conn: Connection) -> None:

@@ -39,14 +39,25 @@ import pyfuse3
 import trio
 
 from tpengine.fs._client import VolumeClient
-from tpengine.fs._protocol import INLINE_MAX, KEEP_MODE, KEEP_TIME, Attr, Op, StatFs, join
+from tpengine.fs._protocol import (
+    INLINE_MAX,
+    KEEP_MODE,
+    KEEP_TIME,
+    NO_HANDLE,
+    Attr,
+    Op,
+    StatFs,
+    join,
+)
 
 log = logging.getLogger(__name__)
 
 CACHE_TIMEOUT = 1.0
 CHUNK = 128 * 1024
 INLINE_BUDGET = 512 * 1024  # bytes of small files one READDIR page may bring
-LOCAL = 0  # the handle of a file served from inline contents (agents number from 1)
+#: The handle of a file served from what this side has (inline contents, or all of it
+#: that OPEN brought): the agent keeps no handle for it (agents number theirs from 1).
+LOCAL = NO_HANDLE
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 assert INLINE_MAX < CHUNK  # an inline file is all there is of it
 #: A sequential reader gets READ_AHEAD units of UNIT bytes requested ahead of it: few,
@@ -453,7 +464,8 @@ class RemoteFs(pyfuse3.Operations):
     @_fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         file, handle = await self._handle(fh)
-        await self._call(Op.FSYNC, handle, int(datasync), generation=file.generation)
+        if handle != LOCAL:  # (one read only, all here: nothing to sync)
+            await self._call(Op.FSYNC, handle, int(datasync), generation=file.generation)
 
     async def release(self, fh: int) -> None:
         file = self._files.pop(fh, None)

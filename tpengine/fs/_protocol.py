@@ -99,7 +99,10 @@ SCHEMAS: dict[Op, tuple[str, str]] = {
     # path, first index, inline budget -> entries, 1 when more follow, the contents of
     # small regular files among them (entry index, bytes) within the budget
     Op.READDIR: ("bII", "EID"),
-    Op.OPEN: ("bII", "Qd"),  # path, open flags, first bytes wanted -> handle, those bytes
+    # path, open flags, first bytes wanted -> handle, those bytes; handle NO_HANDLE when
+    # those bytes are all of the file and it was opened read-only: the server keeps
+    # nothing open, and the client sends no READ or RELEASE for it
+    Op.OPEN: ("bII", "Qd"),
     Op.READ: ("QQI", "d"),  # handle, offset, size -> data (short = end of file)
     Op.WRITE: ("QQd", "I"),  # handle, offset, data -> bytes written
     Op.RELEASE: ("Q", ""),
@@ -115,6 +118,7 @@ SCHEMAS: dict[Op, tuple[str, str]] = {
     Op.READLINK: ("b", "b"),
     Op.STATFS: ("", "V"),
 }
+NO_HANDLE = 0
 KEEP_MODE = 0xFFFFFFFF
 KEEP_TIME = -1
 
