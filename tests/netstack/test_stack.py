@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import hashlib
 import socket
 import struct
@@ -313,6 +314,54 @@ async def test_thousand_concurrent_connections() -> None:
                 break
             await trio.sleep(0.05)
         assert env.stack.connection_count == 0
+
+
+async def test_closed_connections_are_not_kept_in_memory() -> None:
+    """An all-day session opens connections by the hundred thousand: once closed, none
+    stays in memory. Each is accepted a little after its SYN, as the engine does once the
+    manager's dial answered, so its pending timeout (a minute ahead) was armed."""
+    from tpengine.netstack._stack import Connection
+
+    def alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, Connection) for o in gc.get_objects())
+
+    async def accept_late(stack: Netstack, nursery: trio.Nursery) -> None:
+        async for pending in stack.pending_connections():
+            nursery.start_soon(echo_once, pending)
+
+    async def echo_once(pending: object) -> None:
+        await trio.sleep(0.005)  # the dial's round trip
+        async with await pending.accept() as stream:  # type: ignore[attr-defined]
+            while data := await stream.receive_some():
+                await stream.send_all(data)
+
+    async with open_test_tun() as (tun, netns), open_netstack(tun) as stack:
+        env = Env(stack, netns)
+        async with trio.open_nursery() as server:
+            server.start_soon(accept_late, stack, server)
+
+            async def client(first: int) -> None:
+                for i in range(first, 2000, 4):
+                    async with await env.connect("10.77.3.3", 2000 + i % 50) as sock:
+                        await sock.send_all(b"%05d" % i)
+                        assert await sock.receive_some(10) == b"%05d" % i
+
+            # One connection stays open all along, its keepalive timer the earliest.
+            async with await env.connect("10.77.3.4", 80) as keeper:
+                await keeper.send_all(b"hi")
+                assert await keeper.receive_some(10) == b"hi"
+                async with trio.open_nursery() as clients:
+                    for first in range(4):
+                        clients.start_soon(client, first)
+                for _ in range(200):
+                    if stack.connection_count == 1:
+                        break
+                    await trio.sleep(0.05)
+                assert stack.connection_count == 1
+                # of 2,001 (a task's last one may linger in its frame)
+                assert alive() <= 5
+            server.cancel_scope.cancel()
 
 
 async def _clog(sender: trio.abc.SendStream, full: Callable[[], bool]) -> None:
