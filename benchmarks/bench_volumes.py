@@ -13,6 +13,9 @@ volume holding a 100 MB file and 1,000 files of 1 KiB, engages it with ``tp inte
 
 Each figure is the best of ``ROUNDS`` runs, each on files not read before (the kernel's
 page cache would otherwise answer). Targets (issue #8): ≥ 5× kubectl cp, ≥ 100 MB/s.
+It also prints the CPU each process on the data's way spends per MB of the sequential
+read (agent, traffic-manager, the local API server's port-forward relay, engine, mount
+process): on a machine of few cores their sum, not any one wait, bounds the rate.
 Everything it made is taken down at the end, also after a failure or Ctrl-C.
 """
 
@@ -30,9 +33,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from benchmarks._connect_cluster import Cluster
+from benchmarks._connect_cpu import CpuMeter, per_unit, tp_meter
+
 NAME = "tpvb"
 TP = (sys.executable, "-c", "from tpengine.cli import main; main()")
-ROUNDS = 2
+ROUNDS = 3
 BIG = 100 * 1000 * 1000
 SMALL_FILES = 1000
 APP = """
@@ -156,11 +162,52 @@ def _serving_pod(cluster: _Cluster) -> str:
     raise BenchError("the engaged workload has no single live pod")
 
 
+def _read_meter(cluster: _Cluster, pod: str) -> CpuMeter:
+    """The processes a sequential read through the mount passes, from the agent that
+    reads the file to the engine's mount process that hands it to the kernel."""
+    pids = dict(tp_meter(Cluster(home=cluster.home, name=NAME)).pids)
+    engine = pids.get("engine")
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        if b"tpengine.fs" in argv and engine is not None and int(parent) == engine:
+            pids["mount process"] = int(entry.name)
+    agent = _agent_pid(cluster, pod)
+    if agent is not None:
+        pids["agent"] = agent
+    return CpuMeter(pids)
+
+
+def _agent_pid(cluster: _Cluster, pod: str) -> int | None:
+    """The traffic-agent of ``pod``: the tp-agent process in its sandbox's netns."""
+    listing = cluster.laptop("kubectl", "-n", "default", "get", "pod", pod, "-o", "json")
+    uid = json.loads(listing)["metadata"]["uid"]
+    state = cluster.home / ".config" / "tpengine" / "local-cluster" / NAME
+    try:
+        sandbox = (state / "pids" / uid).read_text().split()[0]
+        netns = os.readlink(f"/proc/{sandbox}/ns/net")
+    except (OSError, IndexError):
+        return None
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if any(a.endswith(b"tp-agent") for a in argv[:2]) and (
+                os.readlink(entry / "ns" / "net") == netns
+            ):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
 def _best(seconds: list[float]) -> float:
     return min(seconds)
 
 
-def _measure(cluster: _Cluster) -> dict[str, float]:
+def _measure(cluster: _Cluster) -> tuple[dict[str, float], dict[str, float]]:
     kubectl = ("kubectl", "-n", "default")
     manifest = cluster.home / "app.yaml"
     manifest.write_text(APP)
@@ -180,6 +227,8 @@ def _measure(cluster: _Cluster) -> dict[str, float]:
     }
     upload = cluster.home / "upload.bin"
     upload.write_bytes(os.urandom(BIG))
+    meter = _read_meter(cluster, pod)
+    cpu: list[dict[str, float]] = []  # per round: µs of CPU per MB read, by process
     for r in range(ROUNDS):
         up = cluster.laptop(
             "python3", "-c", WRITE_BIG, f"{root}/var/tpvb-data/up-mount{r}.bin", str(upload)
@@ -190,7 +239,9 @@ def _measure(cluster: _Cluster) -> dict[str, float]:
             *kubectl, "cp", "-c", "web", str(upload), f"{pod}:/var/tpvb-data/up-cp{r}.bin"
         )
         times["cp_up"].append(time.perf_counter() - started)
+        before = meter.sample()
         big = cluster.laptop("python3", "-c", READ_BIG, f"{root}/var/tpvb-data/big-mount{r}.bin")
+        cpu.append(per_unit(before, meter.sample(), BIG / 1e6))
         times["mount_big"].append(float(big))
         many = cluster.laptop("python3", "-c", READ_MANY, f"{root}/var/tpvb-data/many-mount{r}")
         times["mount_many"].append(float(many))
@@ -203,7 +254,8 @@ def _measure(cluster: _Cluster) -> dict[str, float]:
             )
             times[kind].append(time.perf_counter() - started)
     shutil.rmtree(out, ignore_errors=True)
-    return {key: _best(values) for key, values in times.items()}
+    fastest = times["mount_big"].index(min(times["mount_big"]))
+    return {key: _best(values) for key, values in times.items()}, cpu[fastest]
 
 
 def main() -> None:
@@ -212,7 +264,7 @@ def main() -> None:
         return
     try:
         with _cluster() as cluster:
-            best = _measure(cluster)
+            best, cpu = _measure(cluster)
     except (BenchError, subprocess.TimeoutExpired) as exc:
         print(f"volumes: failed: {exc}")
         raise SystemExit(1) from None
@@ -233,4 +285,10 @@ def main() -> None:
     print(
         f"{'sequential write, MB/s':34}{up_mb_s:10.1f}{cp_up_mb_s:12.1f}"
         f"{up_mb_s / cp_up_mb_s:7.1f}×   (no target)"
+    )
+    order = ["agent", "manager", "apiserver", "engine", "mount process"]
+    shown = [f"{what} {cpu[what] / 1000:.1f}" for what in order if what in cpu]
+    print(
+        f"CPU per MB of the fastest sequential read, ms: {', '.join(shown)};"
+        f" total {sum(cpu.values()) / 1000:.1f}"
     )
