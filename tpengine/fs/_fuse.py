@@ -17,10 +17,12 @@ units of 1 MiB are requested at once, so the wire stays busy instead of paying o
 round trip through manager and agent per request (the mount's kernel read-ahead, raised
 by ``_mount``, keeps several 1 MiB reads in flight; the data is handed to the kernel as
 views of the buffers it arrived in, not copied again).
-OPEN brings the file's first 128 KiB along, so reading a small file is one round trip;
-a small file whose whole contents are known at OPEN (from a listing, or that first
-chunk) is stored in the kernel's page cache right then (``notify_store``), so the
-reads that follow are answered by the kernel without a READ request at all.
+OPEN brings the file's first 128 KiB along, so reading a small file is one round trip
+(and when that is all of a file opened read-only, the agent keeps no handle for it:
+no RELEASE either). A small file whose whole contents are known at OPEN (from a
+listing, or that first chunk) is stored in the kernel's page cache right then
+(``notify_store``), so the reads that follow are answered by the kernel without a READ
+request at all.
 A handle opened on a connection that has since been replaced (the agent's pod was
 deleted and a new one arrived) fails with EIO; new opens reach the new pod.
 """
