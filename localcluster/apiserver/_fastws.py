@@ -37,6 +37,9 @@ class _Malformed(Exception):
     """The client broke the framing rules; the connection is closed with 1002."""
 
 
+Malformed = _Malformed
+
+
 def _header(opcode: int, n: int) -> bytes:
     if n < 126:
         return _H2.pack(0x80 | opcode, n)
@@ -91,6 +94,23 @@ class FastWebSocket:
         finally:
             self._send_lock.release()
 
+    @property
+    def lean(self) -> LeanTLS | None:
+        """The lean TLS stream underneath, when there is one (see ``_threadrelay``)."""
+        return self._stream if isinstance(self._stream, LeanTLS) else None
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Bytes read from the stream by someone else (the relay thread), to parse."""
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_frame(self) -> tuple[bool, int, bytes] | None:
+        """The next complete frame in what was read: (fin, opcode, unmasked payload), or
+        None; raises :class:`Malformed` for a frame the client must not send."""
+        return self._next_frame()
+
     async def receive(self) -> bytes | str | None:
         """The next whole message, or None when the peer closed (or broke) the connection."""
         while not self.closed:
@@ -116,10 +136,7 @@ class FastWebSocket:
             return False
         if not data:
             return False
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        self.feed(data)
         return True
 
     def _next_frame(self) -> tuple[bool, int, bytes] | None:
@@ -151,34 +168,52 @@ class FastWebSocket:
         return bool(b0 & 0x80), b0 & 0x0F, payload
 
     async def _on_frame(self, fin: bool, opcode: int, payload: bytes) -> bytes | str | None:
+        message, reply, abort = self.consume_frame(fin, opcode, payload)
+        if reply is not None:
+            await self._control(*reply)
+            if reply[0] == CLOSE:
+                self.closed = True
+        if abort is not None:
+            await self.aclose(abort)
+        return message
+
+    def consume_frame(
+        self, fin: bool, opcode: int, payload: bytes
+    ) -> tuple[bytes | str | None, tuple[int, bytes] | None, int | None]:
+        """One parsed frame → (a whole message if one is complete, a control frame to
+        send back, a close code to end the connection with). No I/O: the relay thread
+        (``_threadrelay``) uses it too."""
         if opcode >= CLOSE:
             if not fin or len(payload) > 125:
-                await self.aclose(1002)
-            elif opcode == PING:
-                await self._control(PONG, payload)
-            elif opcode == CLOSE:
-                await self._control(CLOSE, payload[:2])
-                self.closed = True
-            elif opcode != PONG:
-                await self.aclose(1002)  # reserved control opcode (§5.2)
-            return None
+                return None, None, 1002
+            if opcode == PING:
+                return None, (PONG, payload), None
+            if opcode == CLOSE:
+                return None, (CLOSE, payload[:2]), None  # echoed, then closed (§5.5.1)
+            if opcode != PONG:
+                return None, None, 1002  # reserved control opcode (§5.2)
+            return None, None, None
         if opcode in (TEXT, BINARY) and self._opcode is None:
             if fin:
-                return payload.decode("utf-8", "replace") if opcode == TEXT else payload
+                text = opcode == TEXT
+                return (payload.decode("utf-8", "replace") if text else payload), None, None
             self._opcode = opcode
         elif opcode != CONTINUATION or self._opcode is None:
-            await self.aclose(1002)  # a new message inside a fragmented one, or unknown
-            return None
+            return None, None, 1002  # a new message inside a fragmented one, or unknown
         self._parts.append(payload)
         self._size += len(payload)
         if self._size > MAX_MESSAGE:
-            await self.aclose(1009)
-            return None
+            return None, None, 1009
         if not fin:
-            return None
+            return None, None, None
         whole, first = b"".join(self._parts), self._opcode
         self._parts, self._size, self._opcode = [], 0, None
-        return whole.decode("utf-8", "replace") if first == TEXT else whole
+        return (whole.decode("utf-8", "replace") if first == TEXT else whole), None, None
+
+    async def echo_close(self, payload: bytes) -> None:
+        """Answer the client's close frame (its code echoed, RFC 6455 §5.5.1)."""
+        await self._control(CLOSE, payload)
+        self.closed = True
 
     async def _control(self, opcode: int, payload: bytes) -> None:
         await _acquire(self._send_lock)

@@ -159,6 +159,54 @@ class LeanTLS(trio.abc.Stream):
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.wait_writable(self._fd)
 
+    # -- for the relay thread (_threadrelay): no waiting, no trio calls -------------------
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def receive_nowait(self, size: int = RECEIVE_SIZE) -> bytes:
+        """Decrypted bytes at hand (b"" at the end), or trio.WouldBlock."""
+        while True:
+            try:
+                data = self._tls.read(size)
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLEOFError, ssl.SSLSyscallError):
+                return b""
+            except ssl.SSLError as exc:
+                raise trio.BrokenResourceError(f"TLS: {exc}") from exc
+            else:
+                if self._out.pending:
+                    self._send_backlog_nowait()
+                return data
+            try:
+                raw = os.read(self._fd, _RAW_READ)
+            except BlockingIOError:
+                raise trio.WouldBlock from None
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if raw:
+                self._in.write(raw)
+            else:
+                self._in.write_eof()
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt ``data`` and send what the socket takes; the rest waits in the backlog
+        (:attr:`backlog`, sent by :meth:`flush_nowait` once the socket is writable)."""
+        try:
+            self._tls.write(data)
+        except ssl.SSLError as exc:
+            raise trio.BrokenResourceError(f"TLS: {exc}") from exc
+        self._send_backlog_nowait()
+
+    def flush_nowait(self) -> None:
+        self._send_backlog_nowait()
+
+    @property
+    def backlog(self) -> int:
+        """Ciphertext bytes not yet taken by the socket."""
+        return len(self._backlog) + self._out.pending
+
     async def aclose(self) -> None:
         self._closed = True
         await self._origin.aclose()  # https_compatible: the TCP connection just closes

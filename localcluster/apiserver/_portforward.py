@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..runtime_api import NodeRuntime
-from . import _spdy
+from . import _spdy, _threadrelay
 from ._fastws import FastWebSocket
 from ._fdio import read_fd, write_fd
 from ._websocket import WebSocket
@@ -96,15 +96,28 @@ async def serve_websocket(
             except Exception as exc:  # any failure is reported on the error channel
                 text = _error_text(namespace, pod, port, exc).encode()
                 await ws.send(codec.encode(2 * i + 1, text))
+        if (
+            isinstance(ws, FastWebSocket)
+            and not codec.base64
+            and _threadrelay.eligible(ws, streams)
+        ):
+            ending = await _threadrelay.relay(ws, streams)
+            if ending.echo is not None:
+                await ws.echo_close(ending.echo)
+            elif ending.code != 1000:
+                await ws.aclose(ending.code)
+            return
         async with trio.open_nursery() as nursery:
             for i, stream in streams.items():
                 nursery.start_soon(_pod_to_ws, ws, stream, 2 * i, codec, nursery.cancel_scope)
             await _ws_to_pods(ws, streams, codec)
             nursery.cancel_scope.cancel()
     finally:
-        for stream in streams.values():
-            await trio.aclose_forcefully(stream)
-        await ws.aclose()
+        # Shielded: when the server is stopping (cancelled), every socket still closes.
+        with trio.CancelScope(shield=True):
+            for stream in streams.values():
+                await trio.aclose_forcefully(stream)
+            await ws.aclose()
 
 
 def _fd(stream: trio.abc.Stream) -> int:
