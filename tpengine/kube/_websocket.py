@@ -27,6 +27,7 @@ from urllib.parse import urlencode, urlsplit
 import h11
 import trio
 
+from tpengine.fdstream import FdStream
 from tpengine.kube._tls import TlsClientStream
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -399,7 +400,7 @@ async def open_api_websocket(
     for attempt in (1, 2):
         stream: trio.abc.Stream
         with trio.fail_after(OPEN_TIMEOUT):
-            stream = await trio.open_tcp_stream(url.hostname or "localhost", port)
+            stream = FdStream(await trio.open_tcp_stream(url.hostname or "localhost", port))
             try:
                 if url.scheme == "https":
                     stream = await _tls(stream, auth, url.hostname or "")
@@ -420,7 +421,7 @@ async def open_api_websocket(
         return
 
 
-async def _tls(stream: trio.SocketStream, auth: Any, hostname: str) -> TlsClientStream:
+async def _tls(stream: trio.abc.Stream, auth: Any, hostname: str) -> TlsClientStream:
     context = await auth.ssl_context()
     if not isinstance(context, ssl.SSLContext):  # kr8s: True means default verification
         context = ssl.create_default_context()
