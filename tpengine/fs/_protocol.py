@@ -261,29 +261,36 @@ class _Reader:
         return chunk
 
     def unpack(self, fmt: struct.Struct) -> tuple[Any, ...]:
-        return fmt.unpack(self.take(fmt.size))
+        if fmt.size > len(self.data) - self.pos:
+            raise ProtocolViolation("a field runs past the end of its frame")
+        values = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return values
+
+    def bytes_field(self) -> bytes:
+        (n,) = self.unpack(_U32)
+        return bytes(self.take(n))
 
     def field(self, kind: str) -> Any:
-        if kind in "IQq":
-            return struct.unpack(">" + kind, self.take(struct.calcsize(kind)))[0]
+        if kind in _NUMBERS:
+            return self.unpack(_NUMBERS[kind])[0]
         if kind == "b":
-            (n,) = struct.unpack(">I", self.take(4))
-            return bytes(self.take(n))
+            return self.bytes_field()
         if kind == "d":
-            (n,) = struct.unpack(">I", self.take(4))
+            (n,) = self.unpack(_U32)
             return self.take(n) if self.owned else bytes(self.take(n))
         if kind == "A":
             return self.attr()
         if kind == "E":
-            (count,) = struct.unpack(">I", self.take(4))
+            (count,) = self.unpack(_U32)
             if count > len(self.data):  # each entry takes bytes: a lie is cheap to spot
                 raise ProtocolViolation("more directory entries than bytes")
-            return [(self.field("b"), self.attr()) for _ in range(count)]
+            return [(self.bytes_field(), self.attr()) for _ in range(count)]
         if kind == "D":
-            (count,) = struct.unpack(">I", self.take(4))
+            (count,) = self.unpack(_U32)
             if count > len(self.data):
                 raise ProtocolViolation("more inline files than bytes")
-            return [(self.field("I"), self.field("b")) for _ in range(count)]
+            return [(self.unpack(_U32)[0], self.bytes_field()) for _ in range(count)]
         if kind == "V":
             return StatFs(**dict(zip(_STATFS_FIELDS, self.unpack(_STATFS), strict=True)))
         raise ProtocolViolation(f"unknown field kind {kind!r}")  # pragma: no cover
@@ -303,6 +310,8 @@ class _Reader:
         )
 
 
+_U32 = struct.Struct(">I")
+_NUMBERS = {"I": _U32, "Q": struct.Struct(">Q"), "q": struct.Struct(">q")}
 _STATFS_FIELDS = ("bsize", "frsize", "blocks", "bfree", "bavail", "files", "ffree", "namemax")
 
 
