@@ -29,7 +29,6 @@ from ._fdio import LeanTLS
 CHUNK = 256 * 1024
 HIGH_WATER = 4 * 1024 * 1024
 _IN, _OUT = select.POLLIN, select.POLLOUT
-_LIMITER: trio.CapacityLimiter | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,9 +46,6 @@ def eligible(ws: FastWebSocket, streams: dict[int, trio.abc.Stream]) -> bool:
 
 async def relay(ws: FastWebSocket, streams: dict[int, trio.abc.Stream]) -> Ending:
     """Relay until either side ends; then the caller closes pods and websocket."""
-    global _LIMITER
-    if _LIMITER is None:
-        _LIMITER = trio.CapacityLimiter(1024)  # one thread per open port-forward
     lean = ws.lean
     assert lean is not None
     pods = {i: s.socket.fileno() for i, s in streams.items() if isinstance(s, trio.SocketStream)}
@@ -58,7 +54,8 @@ async def relay(ws: FastWebSocket, streams: dict[int, trio.abc.Stream]) -> Endin
         worker = _Relay(ws, lean, pods, wake_r.fileno())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_wake_when_cancelled, wake_w)
-            ending = await trio.to_thread.run_sync(worker.run, limiter=_LIMITER)
+            # A thread per open port-forward, outside trio's default limit of 40 threads.
+            ending = await trio.to_thread.run_sync(worker.run, limiter=trio.CapacityLimiter(1))
             nursery.cancel_scope.cancel()
     return ending
 
