@@ -4,6 +4,7 @@ cluster: a directory tree stands for the agent's mounts root, a memory stream fo
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import random
 import stat
@@ -346,6 +347,16 @@ async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
                 return {n: (data / "many" / n).read_bytes() for n in os.listdir(data / "many")}
 
             assert await in_thread(read_listed) == small
+
+            def read_often(name: str) -> None:  # opened here while open elsewhere too
+                with open(data / "many" / name, "rb") as held:
+                    for _ in range(40):
+                        assert (data / "many" / name).read_bytes() == small[name]
+                        assert held.read() == small[name] and held.seek(0) == 0
+
+            async with trio.open_nursery() as readers:  # several readers of one file at once
+                for name in ("f3", "f3", "f7", "f7", "f29"):
+                    readers.start_soon(in_thread, functools.partial(read_often, name))
             await in_thread(lambda: (data / "local.txt").write_text("from the laptop"))
             remote = tmp_path / "remote" / "var" / "data" / "local.txt"
             assert remote.read_text() == "from the laptop"
