@@ -26,6 +26,7 @@ from tpengine.fs._protocol import (
     encode_request,
     read_reply_header,
     split_path,
+    write_request_header,
 )
 
 ATTR = Attr(
@@ -99,6 +100,7 @@ def test_large_frames_decode_in_pieces_of_any_size_among_small_ones() -> None:
         Reply(id=5, op=Op.WRITE, errno=0, values=(len(big),)),
     ]
     assert read_reply_header(2, len(big)) + big == encode_reply(2, Op.READ, 0, big)
+    assert write_request_header(4, 7, 9, len(big)) + big == encode_request(4, Op.WRITE, 7, 9, big)
     for _ in range(20):
         decoder = FrameDecoder()
         got: list[Request | Reply] = []

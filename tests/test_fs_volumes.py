@@ -360,6 +360,8 @@ async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
             await in_thread(lambda: (data / "local.txt").write_text("from the laptop"))
             remote = tmp_path / "remote" / "var" / "data" / "local.txt"
             assert remote.read_text() == "from the laptop"
+            await in_thread(lambda: (data / "big-up.bin").write_bytes(big))  # 1 MiB WRITEs
+            assert (tmp_path / "remote" / "var" / "data" / "big-up.bin").read_bytes() == big
             with pytest.raises(MountError, match="one engagement at a time"):
                 await mounts.mount("other", connect, path=None, read_only=True)
         finally:

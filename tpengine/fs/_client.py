@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from tpengine.fs._protocol import (
+    BIG_FRAME,
     MAX_CHUNK,
     VERSION,
     FrameDecoder,
@@ -29,6 +30,7 @@ from tpengine.fs._protocol import (
     ProtocolViolation,
     Reply,
     encode_request,
+    write_request_header,
 )
 
 log = logging.getLogger(__name__)
@@ -197,10 +199,15 @@ class VolumeClient:
         request_id = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
         call = link.pending[request_id] = _Call()
-        frame = encode_request(request_id, op, *args)
+        if op is Op.WRITE and len(args[2]) >= BIG_FRAME:  # the data as it is, after a header
+            handle, offset, data = args
+            pieces = [write_request_header(request_id, handle, offset, len(data)), data]
+        else:
+            pieces = [encode_request(request_id, op, *args)]
         try:
-            async with link.send_lock:
-                await link.stream.send_all(frame)
+            async with link.send_lock:  # one request's pieces together
+                for piece in pieces:
+                    await link.stream.send_all(piece)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             link.pending.pop(request_id, None)
             link.fail_all()

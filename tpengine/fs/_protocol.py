@@ -37,7 +37,8 @@ longer than ``MAX_FRAME`` or that does not decode exactly is a
 Bulk data is copied as little as Python allows: a frame of ``BIG_FRAME`` bytes or more
 is gathered straight into a buffer of its own (one copy from what the socket gave), and
 its ``d`` field is a view into that buffer; the server sends a READ reply as a small
-header followed by the data it read (``read_reply_header``), never joined.
+header followed by the data it read (``read_reply_header``), and the client a large
+WRITE as a header and the data (``write_request_header``), never joined.
 """
 
 from __future__ import annotations
@@ -221,6 +222,16 @@ def read_reply_header(request_id: int, size: int) -> bytes:
 
 
 _READ_REPLY = struct.Struct(">IBIHI")
+
+
+def write_request_header(request_id: int, handle: int, offset: int, size: int) -> bytes:
+    """The bytes before ``size`` bytes of data in a WRITE request:
+    ``write_request_header(i, h, o, len(data)) + data == encode_request(i, Op.WRITE, h, o,
+    data)``, so the data is sent as the kernel gave it, without joining."""
+    return _WRITE_REQUEST.pack(size + 25, Op.WRITE, request_id, handle, offset, size)
+
+
+_WRITE_REQUEST = struct.Struct(">IBIQQI")
 
 
 def encode_request(request_id: int, op: Op, *args: Any) -> bytes:
