@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -111,3 +112,39 @@ def test_no_permission_to_start_the_helper(cluster: Any, tmp_path: Any) -> None:
     assert "privileged helper" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
     assert laptop_state(cluster) == before
+
+
+def test_a_subnet_the_laptop_already_routes_is_refused_unless_allowed(cluster: Any) -> None:
+    """A VPN or bridge route inside the cluster's service subnet: tp connect refuses to
+    take it over (and leaves nothing behind) unless --allow-conflicting-subnets says so;
+    then the cluster wins every lookup in it and the laptop's route stays."""
+    added = cluster.laptop("ip", "route", "add", "10.96.0.0/16", "dev", "lo")
+    assert added.returncode == 0, added.stderr
+    try:
+        before = laptop_state(cluster)
+        refused = cluster.laptop(*TP, "connect", "-n", "default", timeout=120)
+        assert refused.returncode != 0
+        error = refused.stderr.strip().splitlines()[-1]  # after the progress lines
+        assert error.startswith("tp: the cluster's subnet 10.96.0.0/12 overlaps the route")
+        assert "10.96.0.0/16 dev lo" in error
+        assert "--allow-conflicting-subnets 10.96.0.0/12" in error
+        assert laptop_state(cluster) == before
+
+        allowed = cluster.laptop(
+            *TP, "connect", "-n", "default", "--allow-conflicting-subnets", "10.96.0.0/12",
+            timeout=120,
+        )  # fmt: skip
+        try:
+            assert allowed.returncode == 0, allowed.stderr
+            tun = json.loads(cluster.laptop(*TP, "status", "-o", "json").stdout)["network"]["tun"]
+            assert f"dev {tun}" in cluster.laptop("ip", "route", "get", "10.96.0.1").stdout
+            reached = cluster.laptop(
+                "curl", "-sk", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}",
+                "https://10.96.0.1/version",
+            )  # fmt: skip
+            assert reached.stdout in {"200", "401", "403"}  # the API server answered
+        finally:
+            assert cluster.laptop(*TP, "quit").returncode == 0
+        assert laptop_state(cluster) == before  # the laptop's own route is still there
+    finally:
+        cluster.laptop("ip", "route", "del", "10.96.0.0/16", "dev", "lo")

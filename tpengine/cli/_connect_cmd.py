@@ -14,6 +14,7 @@ from tpengine.engine._control_client import ControlError, EngineNotRunning, call
 from tpengine.engine._paths import logs_dir
 
 ENGINE_START_TIMEOUT = 15.0
+ENGINE_EXIT_TIMEOUT = 10.0  # a failed engine undoing what it made
 
 
 def engine_call(
@@ -38,6 +39,12 @@ def connect(
     never_proxy: list[str] = typer.Option(
         [], "--never-proxy", help="Never route this CIDR to the cluster (repeatable)."
     ),
+    allow_conflicting: list[str] = typer.Option(
+        [],
+        "--allow-conflicting-subnets",
+        help="Route cluster subnets inside this CIDR even where a route of this machine "
+        "(a VPN, a bridge) uses them (repeatable).",
+    ),
     image: str = typer.Option(
         None, "--image", envvar="TP_IMAGE", help="Image of the traffic-manager to install."
     ),
@@ -52,8 +59,10 @@ def connect(
         status = engine_call("status")
     except EngineNotRunning:
         status = None
+    if status is not None and status.get("failure"):
+        status = _wait_for_failed_engine(status)
     if status is None:
-        _validate(also_proxy, never_proxy, kubeconfig, context, namespace)
+        _validate(also_proxy, never_proxy, allow_conflicting, kubeconfig, context, namespace)
         status = _start_engine(
             namespace,
             kubeconfig,
@@ -61,6 +70,7 @@ def connect(
             manager_namespace,
             also_proxy,
             never_proxy,
+            allow_conflicting,
             image,
             pcap,
             quiet=output is not OutputFormat.text,
@@ -85,6 +95,7 @@ def connect(
 def _validate(
     also: list[str],
     never: list[str],
+    allow_conflicting: list[str],
     kubeconfig: str | None,
     context: str | None,
     namespace: str | None,
@@ -96,6 +107,7 @@ def _validate(
     try:
         parse_cidrs(also, "--also-proxy")
         parse_cidrs(never, "--never-proxy")
+        parse_cidrs(allow_conflicting, "--allow-conflicting-subnets")
         resolve_target(kubeconfig=kubeconfig, context=context, namespace=namespace)
     except (CidrError, KubeconfigError) as exc:
         fail(str(exc))
@@ -108,6 +120,7 @@ def _start_engine(
     manager_namespace: str,
     also_proxy: list[str],
     never_proxy: list[str],
+    allow_conflicting: list[str],
     image: str | None,
     pcap: str | None,
     *,
@@ -137,6 +150,8 @@ def _start_engine(
         argv += ["--also-proxy", value]
     for value in never_proxy:
         argv += ["--never-proxy", value]
+    for value in allow_conflicting:
+        argv += ["--allow-conflicting-subnets", value]
     with open(logs / "engine.out", "ab") as out:
         engine = subprocess.Popen(
             argv,
@@ -170,7 +185,26 @@ def _start_engine(
                 )
             time.sleep(0.05)
         except ControlError as exc:
+            # The engine failed and is taking down what it made (the helper undoes the
+            # rest when it is gone): return once it has, so nothing outlives the command.
+            try:
+                engine.wait(timeout=ENGINE_EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                engine.kill()
             fail(str(exc))
+
+
+def _wait_for_failed_engine(status: dict[str, Any]) -> dict[str, Any] | None:
+    """A failed engine stays a moment for its ``tp connect`` to read why: wait for it to
+    end rather than call it connected. None once gone, else its (new) status."""
+    deadline = time.monotonic() + ENGINE_EXIT_TIMEOUT
+    while status.get("failure") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            status = engine_call("status")
+        except EngineNotRunning:
+            return None
+    return status
 
 
 def status(output: OutputFormat = OUTPUT_OPTION) -> None:
@@ -222,6 +256,7 @@ def render_status(info: dict[str, Any]) -> str:
         )
     )
     lines += [f"    - {subnet}" for subnet in subnets]
+    lines += [f"  Not routed: {conflict}" for conflict in network.get("conflicts") or []]
     manager_version = engine.get("manager_version")
     lines.append(
         f"Traffic Manager: {'Connected' if engine.get('status') == 'Connected' else 'Not connected'}"

@@ -22,6 +22,7 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, argparse.Namespac
     parser.add_argument("--manager-namespace", default="tpengine")
     parser.add_argument("--also-proxy", action="append", default=[])
     parser.add_argument("--never-proxy", action="append", default=[])
+    parser.add_argument("--allow-conflicting-subnets", action="append", default=[])
     parser.add_argument("--image")
     parser.add_argument("--helper-fd", type=int)
     parser.add_argument("--pcap")
@@ -34,6 +35,7 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, argparse.Namespac
         manager_namespace=args.manager_namespace,
         also_proxy=args.also_proxy,
         never_proxy=args.never_proxy,
+        allow_conflicting_subnets=args.allow_conflicting_subnets,
         image=args.image,
         pcap=args.pcap,
     )

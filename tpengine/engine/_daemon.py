@@ -27,9 +27,16 @@ from tpengine.engine._engage import (
     mount_volumes,
 )
 from tpengine.engine._kube import ensure_manager, open_api, port_forward_connector
+from tpengine.engine._laptop_routes import laptop_routes
 from tpengine.engine._network import serve_tun
 from tpengine.engine._reengage import WAITING_FOR_MANAGER, EngagementMemory, keep_engaged
-from tpengine.engine._routes import Network, parse_cidrs, routed_networks
+from tpengine.engine._routes import (
+    Network,
+    SubnetConflict,
+    parse_cidrs,
+    resolve_conflicts,
+    routed_networks,
+)
 from tpengine.engine._session import Session, SessionError, SessionInfo, State, open_session_with
 from tpengine.engine._topod import (
     LOCALHOST,
@@ -59,6 +66,7 @@ class EngineOptions:
     manager_namespace: str = "tpengine"
     also_proxy: list[str] = field(default_factory=list)
     never_proxy: list[str] = field(default_factory=list)
+    allow_conflicting_subnets: list[str] = field(default_factory=list)
     image: str | None = None
     tun_address: str = "198.19.0.1"
     pcap: str | None = None
@@ -88,6 +96,7 @@ class Engine:
         self._forwards: trio.Nursery | None = None
         self._to_pod: dict[str, trio.CancelScope] = {}
         self.routed: list[Network] = []
+        self.conflicts: list[SubnetConflict] = []  # subnets left unrouted (see _update_routes)
         self.dns_upstream: list[str] = []
 
     # -- progress ---------------------------------------------------------------------
@@ -271,6 +280,8 @@ class Engine:
                 "subnets": [str(n) for n in self.routed],
                 "also_proxy": self.options.also_proxy,
                 "never_proxy": self.options.never_proxy,
+                "allow_conflicting_subnets": self.options.allow_conflicting_subnets,
+                "conflicts": [str(c) for c in self.conflicts],
             },
             "failure": self.failure,
         }
@@ -373,6 +384,11 @@ class Engine:
     ) -> None:
         assert self.helper is not None
         opts = self.options
+        # Refused before anything is made: a subnet a route of the laptop's already uses.
+        _, conflicts = await self._plan_routes(session, also, never)
+        if conflicts:
+            self.fail(str(conflicts[0]))
+            return
         hello = await self.helper.hello()
         if hello.get("restored_dns"):
             await self.say("Restored the DNS configuration a crashed session left behind")
@@ -425,8 +441,11 @@ class Engine:
         self, session: Session, also: list[Network], never: list[Network]
     ) -> None:
         assert self.helper is not None
-        cluster = [*session.info.cluster.pod_cidrs, *session.info.cluster.service_cidrs]
-        wanted = routed_networks(cluster, also, never)
+        wanted, conflicts = await self._plan_routes(session, also, never)
+        for conflict in conflicts:
+            if conflict not in self.conflicts:
+                log.warning("not routed: %s", conflict)
+        self.conflicts = conflicts
         stale = [n for n in self.routed if n not in wanted]
         new = [n for n in wanted if n not in self.routed]
         if stale:
@@ -434,6 +453,21 @@ class Engine:
         if new:
             await self.helper.add_routes(self.tun_name, [str(n) for n in new])
         self.routed = wanted
+
+    async def _plan_routes(
+        self, session: Session, also: list[Network], never: list[Network]
+    ) -> tuple[list[Network], list[SubnetConflict]]:
+        """The networks to route: the cluster's and ``--also-proxy``, minus
+        ``--never-proxy``, minus those a route of the laptop's already uses (unless
+        allowed). At connect such a conflict fails ``tp connect``; a subnet the cluster
+        gains later is left out, with a warning in the log and in ``tp status``."""
+        cluster = [*session.info.cluster.pod_cidrs, *session.info.cluster.service_cidrs]
+        allowed = parse_cidrs(self.options.allow_conflicting_subnets, "--allow-conflicting-subnets")
+        existing = await laptop_routes(skip_link=self.tun_name or None)
+        wanted, conflicts = resolve_conflicts(
+            routed_networks(cluster, also, never), existing, allowed
+        )
+        return wanted, conflicts
 
     async def _follow_cluster(
         self, session: Session, resolver: Resolver, also: list[Network], never: list[Network]

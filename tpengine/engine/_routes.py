@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -59,3 +60,74 @@ def routed_networks(
     v4 = [n for n in result if isinstance(n, ipaddress.IPv4Network)]
     v6 = [n for n in result if isinstance(n, ipaddress.IPv6Network)]
     return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaptopRoute:
+    """A route the laptop had before us: its network and how ``ip route`` would show it."""
+
+    network: Network
+    text: str  # e.g. "10.0.0.0/8 dev wg0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubnetConflict:
+    network: Network  # what we would route to the cluster
+    route: LaptopRoute  # what the laptop routes elsewhere in it
+
+    def __str__(self) -> str:
+        n = self.network
+        return (
+            f"the cluster's subnet {n} overlaps the route {self.route.text} on this machine "
+            f"(a VPN, docker?): add --allow-conflicting-subnets {n} to send it to the cluster "
+            f"anyway, or --never-proxy {self.route.network} to leave that route alone"
+        )
+
+
+def resolve_conflicts(
+    wanted: Iterable[Network], existing: Iterable[LaptopRoute], allowed: Iterable[Network] = ()
+) -> tuple[list[Network], list[SubnetConflict]]:
+    """What to route given the laptop's own routes: (networks, conflicts refused).
+
+    A network overlapping a route of the laptop's (other than its default route) is
+    refused unless inside ``--allow-conflicting-subnets``, as Telepresence does: routing
+    it would silently take addresses away from a VPN or a bridge. An allowed network
+    must also win the kernel's longest-prefix match: where a laptop route lies inside
+    it, that part is routed as the route's two halves (one bit more specific), the rest
+    as the fewest networks around it. A laptop route wider than ours loses by itself.
+    """
+    allowed = list(allowed)
+    routes = [r for r in existing if r.network.prefixlen > 0]  # default routes never conflict
+    result: list[Network] = []
+    conflicts: list[SubnetConflict] = []
+    for network in wanted:
+        clashing = [r for r in routes if _overlap(network, r.network)]
+        if not clashing:
+            result.append(network)
+            continue
+        if not any(network.subnet_of(a) for a in allowed if a.version == network.version):  # type: ignore[arg-type]
+            conflicts.extend(SubnetConflict(network=network, route=r) for r in clashing)
+            continue
+        result.extend(_outrank(network, [r.network for r in clashing]))
+    return result, conflicts
+
+
+def _overlap(a: Network, b: Network) -> bool:
+    return a.version == b.version and a.overlaps(b)
+
+
+def _outrank(network: Network, inner_routes: list[Network]) -> list[Network]:
+    """``network`` as pieces each more specific than any laptop route inside it."""
+    pieces = [network]
+    for route in sorted(inner_routes, key=lambda n: n.prefixlen):
+        if not route.subnet_of(network) or route.prefixlen == route.max_prefixlen:  # type: ignore[arg-type]
+            continue  # wider than ours (ours wins), or a host route nothing can outrank
+        next_pieces: list[Network] = []
+        for piece in pieces:
+            if route.subnet_of(piece) and piece.prefixlen <= route.prefixlen:  # type: ignore[arg-type]
+                next_pieces.extend(piece.address_exclude(route))  # type: ignore[arg-type]
+                next_pieces.extend(route.subnets(prefixlen_diff=1))
+            else:
+                next_pieces.append(piece)
+        pieces = next_pieces
+    return sorted(pieces, key=lambda n: (n.network_address, n.prefixlen))
