@@ -19,15 +19,14 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, cast
 
 import trio
 
 from tpengine.engine._control_client import (
-    MAX_LINE,
     ControlError,
     EngineNotRunning,
+    LineBuffer,
     control_socket_name,
     decode_reply,
     encode_request,
@@ -39,22 +38,19 @@ Progress = Callable[[str], Awaitable[None]]
 Handler = Callable[[dict[str, Any], Progress], Awaitable[Any]]
 
 
-@dataclass
 class _LineReader:
-    stream: trio.abc.ReceiveStream
-    buffer: bytearray
+    """Lines from a trio stream (``LineBuffer``'s framing); None at its end."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.lines = LineBuffer()
 
     async def read_line(self) -> bytes | None:
-        while b"\n" not in self.buffer:
-            if len(self.buffer) > MAX_LINE:
-                raise ValueError("line too long")
+        while (line := self.lines.next_line()) is None:
             chunk = await self.stream.receive_some(65536)
             if not chunk:
                 return None
-            self.buffer += chunk
-        index = self.buffer.index(b"\n")
-        line = bytes(self.buffer[:index])
-        del self.buffer[: index + 1]
+            self.lines.feed(chunk)
         return line
 
 
@@ -86,7 +82,7 @@ async def _serve_client(handlers: Mapping[str, Handler], stream: trio.SocketStre
     async with stream:
         if _peer_uid(stream.socket) not in (os.getuid(), 0):
             return
-        reader = _LineReader(stream, bytearray())
+        reader = _LineReader(stream)
         try:
             while (line := await reader.read_line()) is not None:
                 await _answer(handlers, stream, line)
@@ -128,7 +124,7 @@ async def _answer(handlers: Mapping[str, Handler], stream: trio.SocketStream, li
 class ControlClient:
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
-        self._reader = _LineReader(stream, bytearray())
+        self._reader = _LineReader(stream)
         self._next_id = 0
 
     async def call(

@@ -31,6 +31,28 @@ class EngineNotRunning(Exception):
     """No engine listens on the control socket."""
 
 
+class LineBuffer:
+    """Bytes in, complete lines out: the framing of both ends of the control socket (one
+    JSON message per line). A line longer than ``MAX_LINE`` is refused (ValueError)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes | bytearray) -> None:
+        self._buffer += data
+
+    def next_line(self) -> bytes | None:
+        """The next complete line without its newline, or None until more is fed."""
+        index = self._buffer.find(b"\n")
+        if index < 0:
+            if len(self._buffer) > MAX_LINE:
+                raise ValueError(f"a line longer than {MAX_LINE} bytes")
+            return None
+        line = bytes(self._buffer[:index])
+        del self._buffer[: index + 1]
+        return line
+
+
 def encode_request(request_id: int, method: str, params: dict[str, Any] | None) -> bytes:
     return json.dumps({"id": request_id, "method": method, "params": params or {}}).encode() + b"\n"
 
@@ -67,20 +89,22 @@ def call_engine_sync(
             raise EngineNotRunning("no engine is running (run tp connect)") from None
         try:
             sock.sendall(encode_request(1, method, params))
-            buffer = bytearray()
+            lines = LineBuffer()
             while True:
-                while b"\n" not in buffer:
-                    if len(buffer) > MAX_LINE:
-                        raise ControlError(f"the engine's reply to {method} is too long", "gone")
+                try:
+                    line = lines.next_line()
+                except ValueError:
+                    raise ControlError(
+                        f"the engine's reply to {method} is too long", "gone"
+                    ) from None
+                if line is None:
                     chunk = sock.recv(65536)
                     if not chunk:
                         raise ControlError(
                             f"the engine closed the connection during {method}", "gone"
                         )
-                    buffer += chunk
-                index = buffer.index(b"\n")
-                line = bytes(buffer[:index])
-                del buffer[: index + 1]
+                    lines.feed(chunk)
+                    continue
                 final, value = decode_reply(line, method)
                 if final:
                     return value
