@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tpengine.engine._control import (
     ControlError,
@@ -15,6 +18,7 @@ from tpengine.engine._control import (
     open_control_client,
     serve_control,
 )
+from tpengine.engine._control_client import MAX_LINE, LineBuffer
 
 
 def unique_name() -> str:
@@ -60,3 +64,27 @@ async def test_second_engine_cannot_take_the_socket(nursery: trio.Nursery) -> No
     await nursery.start(lambda task_status: serve_control({}, name=name, task_status=task_status))
     with pytest.raises(OSError):
         await serve_control({}, name=name)
+
+
+@given(
+    lines=st.lists(st.binary(max_size=50).map(lambda b: b.replace(b"\n", b"")), max_size=10),
+    cuts=st.lists(st.integers(0, 600), max_size=8),
+)
+def test_line_buffer_gives_back_the_lines_however_the_bytes_arrive(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    buffer, got = LineBuffer(), []
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    for start, end in itertools.pairwise(bounds):
+        buffer.feed(data[start:end])
+        while (line := buffer.next_line()) is not None:
+            got.append(line)
+    assert got == lines
+
+
+def test_line_buffer_refuses_an_endless_line() -> None:
+    buffer = LineBuffer()
+    buffer.feed(b"x" * (MAX_LINE + 1))
+    with pytest.raises(ValueError, match="longer than"):
+        buffer.next_line()
