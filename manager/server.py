@@ -25,7 +25,6 @@ from manager._cluster import ClusterWatcher
 from manager._dialer import DialError, DialFailure, dial_tcp_socket, open_udp
 from manager._engage import decide_injection, engagement_from_request
 from manager._engagements import Engagement, EngagementConflict, EngagementRegistry, Kind
-from manager._fdstream import FdStream
 from manager._health import serve_health
 from manager._inject import AgentSpec
 from manager._lookup import ClusterLookup
@@ -34,6 +33,7 @@ from manager._restore import enforce_replace, restore_replaced
 from manager._sessions import ClientSession, SessionRegistry
 from manager._webhook import serve_webhook
 from tpengine import __version__
+from tpengine.fdstream import FdStream
 from tpengine.kube.injector import tls_from_environment
 from tpengine.splice import splice_socket
 from tpengine.tunnel import (
@@ -177,7 +177,7 @@ class Manager:
             carrier: trio.abc.Stream = replay
             if type(stream) is trio.SocketStream:
                 # The sniffed bytes come back first from the replay, then the socket is
-                # driven on its descriptor (see _fdstream: fewer passes per message).
+                # driven on its descriptor (see tpengine.fdstream: fewer passes per message).
                 carrier = FdStream(stream, bytes(await replay.receive_some()))
             opening = functools.partial(open_mux_over_stream, carrier, role=Role.SERVER)
             await self._run_tunnel(opening, peer)

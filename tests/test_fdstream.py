@@ -1,5 +1,5 @@
-"""The raw tunnel's carrier stream: sniffed bytes first, then the socket; FIN, EOF and
-use after close as a trio SocketStream shows them."""
+"""tpengine.fdstream (the manager's raw tunnel carrier, the engine's port-forward): the
+sniffed bytes first, then the socket; FIN, EOF and use after close as SocketStream's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import pytest
 import trio
 
-from manager._fdstream import FdStream
+from tpengine.fdstream import FdStream
 
 
 def _pair() -> tuple[trio.SocketStream, trio.SocketStream]:
