@@ -81,7 +81,10 @@ class _Relay:
     def run(self) -> Ending:
         poller = select.poll()
         masks: dict[int, int] = {}
-        self._from_websocket_buffer()
+        try:
+            self._from_websocket_buffer()  # frames that came with the upgrade request
+        except (trio.BrokenResourceError, OSError):
+            return Ending()
         while self.ending is None:
             wanted = {self.wake: _IN, self.tls.fileno(): self._websocket_mask()}
             for i, fd in self.pods.items():
