@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ pytestmark = [pytest.mark.root, pytest.mark.e2e]
         (["--kubeconfig", "/nonexistent"], "does not exist"),
         (["-n", "no-such-namespace"], "namespace 'no-such-namespace' does not exist"),
         (["--also-proxy", "10.0.0.0/33"], "is not a CIDR"),
+        (["--mapped-namespaces", "default,Team_A"], "'Team_A' is not a namespace name"),
     ],
 )
 def test_bad_input_is_one_clear_line(cluster: Any, args: list[str], message: str) -> None:
@@ -148,3 +150,20 @@ def test_a_subnet_the_laptop_already_routes_is_refused_unless_allowed(cluster: A
         assert laptop_state(cluster) == before  # the laptop's own route is still there
     finally:
         cluster.laptop("ip", "route", "del", "10.96.0.0/16", "dev", "lo")
+
+
+def test_mapped_namespaces_limit_what_resolves_through_the_cluster(cluster: Any) -> None:
+    before = laptop_state(cluster)
+    connected = cluster.laptop(
+        *TP, "connect", "-n", "default", "--mapped-namespaces", "default", timeout=120
+    )
+    try:
+        assert connected.returncode == 0, connected.stderr
+        status = cluster.laptop(*TP, "status").stdout
+        assert re.search(r"^  Mapped namespaces +: default$", status, re.M), status
+        assert cluster.laptop("getent", "hosts", "kubernetes.default").returncode == 0
+        # kube-system is not mapped: its names are not the cluster's to answer.
+        assert cluster.laptop("getent", "hosts", "kube-dns.kube-system").returncode != 0
+    finally:
+        assert cluster.laptop(*TP, "quit").returncode == 0
+    assert laptop_state(cluster) == before

@@ -74,3 +74,28 @@ async def test_unreachable_manager_fails_with_the_reason() -> None:
     with pytest.raises(SessionError, match="could not reach the traffic-manager"):
         async with open_session_with(connector, info, connect_timeout=1.5):
             pass
+
+
+async def test_mapped_namespaces_limit_the_cluster_names(nursery: trio.Nursery) -> None:
+    """--mapped-namespaces: names of other namespaces go to the laptop's resolver."""
+    from tpengine.dns._policy import Route
+
+    port, _ = await start_manager(nursery)  # the cluster has namespaces default and shop
+    connector = functools.partial(open_mux_websocket_url, f"ws://127.0.0.1:{port}/")
+    everything = SessionInfo(namespace="default", manager_namespace="tpengine")
+    async with open_session_with(connector, everything) as session:
+        assert session.policy.classify("web.shop").cluster_names == ("web.shop.svc.cluster.local",)
+    mapped = SessionInfo(
+        namespace="default", manager_namespace="tpengine", mapped_namespaces=("default",)
+    )
+    async with open_session_with(connector, mapped) as session:
+        assert session.status()["mapped_namespaces"] == ["default"]
+        # Not a service of namespace shop: at most a pod "web" of a headless service "shop"
+        # in the connected namespace, else the laptop's resolver answers.
+        shop = session.policy.classify("web.shop")
+        assert "web.shop.svc.cluster.local" not in shop.cluster_names
+        assert shop.route is Route.CANDIDATE  # the cluster first, then the laptop's resolver
+        assert session.policy.classify("web.default").cluster_names == (
+            "web.default.svc.cluster.local",
+        )
+        assert await session.resolve("web") == ["10.96.0.7"]

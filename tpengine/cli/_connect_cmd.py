@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from tpengine.engine._paths import logs_dir
 
 ENGINE_START_TIMEOUT = 15.0
 ENGINE_EXIT_TIMEOUT = 10.0  # a failed engine undoing what it made
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label: a namespace name
 
 
 def engine_call(
@@ -38,6 +40,12 @@ def connect(
     ),
     never_proxy: list[str] = typer.Option(
         [], "--never-proxy", help="Never route this CIDR to the cluster (repeatable)."
+    ),
+    mapped_namespaces: list[str] = typer.Option(
+        [],
+        "--mapped-namespaces",
+        help="Resolve only these namespaces' names through the cluster (comma-separated; "
+        "default: all).",
     ),
     allow_conflicting: list[str] = typer.Option(
         [],
@@ -63,6 +71,7 @@ def connect(
         status = _wait_for_failed_engine(status)
     if status is None:
         _validate(also_proxy, never_proxy, allow_conflicting, kubeconfig, context, namespace)
+        mapped = _namespaces(mapped_namespaces)
         status = _start_engine(
             namespace,
             kubeconfig,
@@ -71,6 +80,7 @@ def connect(
             also_proxy,
             never_proxy,
             allow_conflicting,
+            mapped,
             image,
             pcap,
             quiet=output is not OutputFormat.text,
@@ -90,6 +100,19 @@ def connect(
         code = subprocess.call(command)
         _quit_engine(quiet=True)
         raise typer.Exit(code)
+
+
+def _namespaces(values: list[str]) -> list[str]:
+    """``--mapped-namespaces a,b --mapped-namespaces c`` as names, each checked as a
+    Kubernetes namespace name (an RFC 1123 label)."""
+    names = [n.strip() for value in values for n in value.split(",") if n.strip()]
+    for name in names:
+        if not _LABEL.fullmatch(name):
+            fail(
+                f"--mapped-namespaces {name!r} is not a namespace name "
+                "(lower-case letters, digits and '-', at most 63)"
+            )
+    return names
 
 
 def _validate(
@@ -121,6 +144,7 @@ def _start_engine(
     also_proxy: list[str],
     never_proxy: list[str],
     allow_conflicting: list[str],
+    mapped_namespaces: list[str],
     image: str | None,
     pcap: str | None,
     *,
@@ -152,6 +176,8 @@ def _start_engine(
         argv += ["--never-proxy", value]
     for value in allow_conflicting:
         argv += ["--allow-conflicting-subnets", value]
+    for name in mapped_namespaces:
+        argv += ["--mapped-namespace", name]
     with open(logs / "engine.out", "ab") as out:
         engine = subprocess.Popen(
             argv,
@@ -234,6 +260,11 @@ def render_status(info: dict[str, Any]) -> str:
                 ("Kubernetes context", engine.get("kubernetes_context") or ""),
                 ("Namespace", engine.get("namespace") or ""),
                 ("Manager namespace", engine.get("manager_namespace") or ""),
+                *(
+                    [("Mapped namespaces", ", ".join(engine["mapped_namespaces"]))]
+                    if engine.get("mapped_namespaces")
+                    else []
+                ),
                 ("Reconnects", str(engine.get("reconnects", 0))),
                 *([("Last error", engine["last_error"])] if engine.get("last_error") else []),
             ],

@@ -23,6 +23,7 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, argparse.Namespac
     parser.add_argument("--also-proxy", action="append", default=[])
     parser.add_argument("--never-proxy", action="append", default=[])
     parser.add_argument("--allow-conflicting-subnets", action="append", default=[])
+    parser.add_argument("--mapped-namespace", action="append", default=[])
     parser.add_argument("--image")
     parser.add_argument("--helper-fd", type=int)
     parser.add_argument("--pcap")
@@ -36,6 +37,7 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, argparse.Namespac
         also_proxy=args.also_proxy,
         never_proxy=args.never_proxy,
         allow_conflicting_subnets=args.allow_conflicting_subnets,
+        mapped_namespaces=args.mapped_namespace,
         image=args.image,
         pcap=args.pcap,
     )

@@ -67,6 +67,7 @@ class EngineOptions:
     also_proxy: list[str] = field(default_factory=list)
     never_proxy: list[str] = field(default_factory=list)
     allow_conflicting_subnets: list[str] = field(default_factory=list)
+    mapped_namespaces: list[str] = field(default_factory=list)
     image: str | None = None
     tun_address: str = "198.19.0.1"
     pcap: str | None = None
@@ -364,6 +365,7 @@ class Engine:
             manager_namespace=opts.manager_namespace,
             context=target.context,
             server=target.server,
+            mapped_namespaces=tuple(opts.mapped_namespaces),
         )
         self.api = api
         connector = port_forward_connector(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -26,6 +26,7 @@ async def open_session(
     image: str | None = None,
     progress: Callable[[str], Awaitable[None]] = _silent,
     connect_timeout: float = 30.0,
+    mapped_namespaces: Sequence[str] = (),
 ) -> AsyncIterator[Session]:
     """Connect to the cluster of ``context`` (kubeconfig rules as kubectl's) for the
     duration of the block::
@@ -34,6 +35,8 @@ async def open_session(
             stream = await session.open_tcp_stream("web", 80)
 
     The traffic-manager is installed when missing (``install=False`` refuses instead).
+    ``mapped_namespaces`` limits the names ``resolve`` and ``open_tcp_stream`` take from
+    the cluster to those namespaces (and ``namespace``), as ``--mapped-namespaces``.
     Raises :class:`tpengine.SessionError` with a one-line reason when it cannot connect.
     """
     api, target = await open_api(kubeconfig=kubeconfig, context=context, namespace=namespace)
@@ -46,6 +49,7 @@ async def open_session(
         manager_namespace=manager_namespace,
         context=target.context,
         server=target.server,
+        mapped_namespaces=tuple(mapped_namespaces),
     )
     async with open_session_with(
         port_forward_connector(api, manager_namespace), info, connect_timeout=connect_timeout

@@ -80,6 +80,9 @@ class SessionInfo:
     reconnects: int = 0
     last_error: str = ""
     cluster: ClusterView = field(default_factory=ClusterView)
+    #: Only these namespaces' names resolve through the cluster (Telepresence's
+    #: --mapped-namespaces); empty: every namespace. The connected one always does.
+    mapped_namespaces: tuple[str, ...] = ()
 
 
 class Session:
@@ -103,6 +106,7 @@ class Session:
             "status": info.state.value,
             "namespace": info.namespace,
             "manager_namespace": info.manager_namespace,
+            "mapped_namespaces": list(info.mapped_namespaces),
             "kubernetes_context": info.context,
             "kubernetes_server": info.server,
             "session_id": info.session_id,
@@ -189,10 +193,13 @@ class Session:
 
     def _set_cluster(self, data: dict[str, Any]) -> None:
         self.info.cluster = ClusterView.from_json(data)
+        namespaces = frozenset(self.info.cluster.namespaces)
+        if self.info.mapped_namespaces:
+            namespaces &= frozenset(self.info.mapped_namespaces)
         self.policy = NamePolicy(
             namespace=self.info.namespace,
             cluster_domain=self.info.cluster.cluster_domain,
-            namespaces=frozenset(self.info.cluster.namespaces),
+            namespaces=namespaces,
             cluster_networks=self.info.cluster.pod_cidrs + self.info.cluster.service_cidrs,
         )
         self._cluster_changed.set()
