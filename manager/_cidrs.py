@@ -51,12 +51,22 @@ def covering_networks(addresses: Iterable[str]) -> list[Network]:
     return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
 
 
-def pod_cidrs(nodes: Iterable[dict], pods: Iterable[dict]) -> list[Network]:
-    """Nodes' podCIDRs when any node has them, else networks covering the pod IPs."""
+def _declared(nodes: Iterable[dict]) -> list[str]:
     declared: list[str] = []
     for node in nodes:
         spec = node.get("spec") or {}
         declared += spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    return declared
+
+
+def declares_pod_cidrs(nodes: Iterable[dict]) -> bool:
+    """Whether a node's spec names its pod subnet (then the pods need not be listed)."""
+    return bool(_declared(nodes))
+
+
+def pod_cidrs(nodes: Iterable[dict], pods: Iterable[dict]) -> list[Network]:
+    """Nodes' podCIDRs when any node has them, else networks covering the pod IPs."""
+    declared = _declared(nodes)
     if declared:
         networks = []
         for text in declared:

@@ -20,7 +20,13 @@ import httpx
 import kr8s
 import trio
 
-from manager._cidrs import Network, covering_networks, pod_cidrs, service_cidrs_from_error
+from manager._cidrs import (
+    Network,
+    covering_networks,
+    declares_pod_cidrs,
+    pod_cidrs,
+    service_cidrs_from_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +104,10 @@ class ClusterWatcher:
                     self._poke.set()
 
     async def _refresh(self, service_cidrs: tuple[Network, ...]) -> None:
-        pods = await self._list("pods")
         nodes = await self._list("nodes")
+        # Pods only when no node declares its podCIDR: on a big cluster, listing every
+        # pod every few seconds is the manager's heaviest call by far.
+        pods = [] if declares_pod_cidrs(nodes) else await self._list("pods")
         namespaces = await self._list("namespaces", remember_version=True)
         info = ClusterInfo(
             pod_cidrs=tuple(pod_cidrs(nodes, pods)),

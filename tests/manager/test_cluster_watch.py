@@ -39,6 +39,7 @@ class NamespaceApi:
         self.namespaces = ["default"]
         self.version = 1
         self.watched_from: list[str] = []
+        self.listed: list[str] = []
         self.events, self._lines = trio.open_memory_channel[str](10)
 
     @contextlib.asynccontextmanager
@@ -50,6 +51,10 @@ class NamespaceApi:
         if kwargs.get("stream"):
             self.watched_from.append(kwargs["params"].get("resourceVersion", ""))
             yield _Watch(self._lines)
+            return
+        self.listed.append(url)
+        if url == "nodes":
+            yield _List({"items": [{"spec": {"podCIDR": "10.244.0.0/24"}}]})
             return
         if url == "namespaces":
             items = [{"metadata": {"name": n}} for n in self.namespaces]
@@ -74,3 +79,14 @@ async def test_a_new_namespace_is_known_at_once(nursery: trio.Nursery) -> None:
         await changed.wait()
     assert watcher.info.namespaces == ("default", "team")
     assert api.watched_from == ["1"]  # from the listing's resourceVersion
+
+
+async def test_pods_are_not_listed_when_the_nodes_declare_their_subnets(
+    nursery: trio.Nursery,
+) -> None:
+    api = NamespaceApi()
+    watcher = ClusterWatcher(api=api, namespace="tpengine", interval=3600)
+    nursery.start_soon(watcher.run)
+    await watcher.ready.wait()
+    assert [str(n) for n in watcher.info.pod_cidrs] == ["10.244.0.0/24"]
+    assert "pods" not in api.listed  # the heaviest list of a big cluster
