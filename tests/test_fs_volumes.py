@@ -347,6 +347,13 @@ async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
                 return {n: (data / "many" / n).read_bytes() for n in os.listdir(data / "many")}
 
             assert await in_thread(read_listed) == small
+            big_dir = tmp_path / "remote" / "var" / "data" / "big-dir"
+            big_dir.mkdir()
+            names = {f"entry-{i:05}" for i in range(1300)}  # three READDIR pages
+            for name in names:
+                (big_dir / name).touch()
+            listed = await in_thread(lambda: os.listdir(data / "big-dir"))
+            assert sorted(listed) == sorted(names)
 
             def read_often(name: str) -> None:  # opened here while open elsewhere too
                 with open(data / "many" / name, "rb") as held:

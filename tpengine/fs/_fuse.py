@@ -46,6 +46,7 @@ from tpengine.fs._protocol import (
     KEEP_MODE,
     KEEP_TIME,
     NO_HANDLE,
+    READDIR_PAGE,
     Attr,
     Op,
     StatFs,
@@ -55,6 +56,10 @@ from tpengine.fs._protocol import (
 log = logging.getLogger(__name__)
 
 CACHE_TIMEOUT = 1.0
+#: Bytes a directory's st_size grows by per entry (ext4 ~24 for short names, tmpfs 20):
+#: its size tells how many READDIR pages to ask for at once, up to PAGES_AT_ONCE.
+DIRENT_BYTES = 24
+PAGES_AT_ONCE = 8
 CHUNK = 128 * 1024
 INLINE_BUDGET = 512 * 1024  # bytes of small files one READDIR page may bring
 #: The handle of a file served from what this side has (inline contents, or all of it
@@ -126,6 +131,7 @@ class RemoteFs(pyfuse3.Operations):
         #: small files' contents that came with a listing: path -> (bytes, valid until)
         self._inline: dict[bytes, tuple[bytes, float]] = {}
         self._dirs: dict[int, list[tuple[bytes, Attr]]] = {}
+        self._dir_sizes: dict[int, int] = {}  # a directory's st_size: how big its listing is
         self._next_fh = 1
         self.initialised = trio.Event()  # the kernel's INIT is answered
         self._uid, self._gid = os.getuid(), os.getgid()
@@ -169,6 +175,8 @@ class RemoteFs(pyfuse3.Operations):
         entry.st_ctime_ns = attr.ctime_ns
         entry.entry_timeout = CACHE_TIMEOUT
         entry.attr_timeout = CACHE_TIMEOUT
+        if stat.S_ISDIR(attr.mode):
+            self._dir_sizes[entry.st_ino] = attr.size
         return entry
 
     async def _call(self, op: Op, *args: Any, generation: int | None = None) -> tuple[Any, ...]:
@@ -235,17 +243,57 @@ class RemoteFs(pyfuse3.Operations):
         entries: list[tuple[bytes, Attr]] = []
         now = trio.current_time()
         self._inline = {p: v for p, v in self._inline.items() if v[1] > now}
-        while True:
-            page, more, inline = await self._call(Op.READDIR, path, len(entries), INLINE_BUDGET)
-            for index, data in inline:
-                if 0 <= index < len(page):
-                    self._inline[join(path, page[index][0])] = (bytes(data), now + CACHE_TIMEOUT)
-            entries += page
-            if not more or not page:
-                break
+        more = True
+        for values in await self._first_pages(path, inode):
+            more = self._add_page(path, values, entries, now)
+        while more:
+            values = await self._call(Op.READDIR, path, len(entries), INLINE_BUDGET)
+            more = self._add_page(path, values, entries, now)
         fh = self._new_fh()
         self._dirs[fh] = [(join(path, name), attr) for name, attr in entries]
         return fh
+
+    async def _first_pages(self, path: bytes, inode: int) -> list[tuple[Any, ...]]:
+        """The first pages of a listing. A directory whose size says it needs several
+        (~``DIRENT_BYTES`` an entry) has up to ``PAGES_AT_ONCE`` of them asked at once: one
+        round trip for all, not one each. Kept: each page that follows a full one (a page
+        of another length ends the guess; the rest is asked from where it stopped)."""
+        guess = -(-self._dir_sizes.get(inode, 0) // (DIRENT_BYTES * READDIR_PAGE))
+        results: list[tuple[Any, ...] | OSError] = [OSError(errno.EIO)] * max(
+            1, min(guess, PAGES_AT_ONCE)
+        )
+
+        async def fetch(k: int) -> None:
+            try:
+                results[k] = await self._call(Op.READDIR, path, k * READDIR_PAGE, INLINE_BUDGET)
+            except OSError as exc:
+                results[k] = exc
+
+        async with trio.open_nursery() as nursery:
+            for k in range(len(results)):
+                nursery.start_soon(fetch, k)
+        pages: list[tuple[Any, ...]] = []
+        for result in results:
+            if isinstance(result, OSError):
+                if not pages:
+                    raise result
+                break
+            pages.append(result)
+            if len(result[0]) != READDIR_PAGE or not result[1]:
+                break
+        return pages
+
+    def _add_page(
+        self, path: bytes, values: tuple[Any, ...], entries: list[tuple[bytes, Attr]], now: float
+    ) -> bool:
+        """One READDIR reply's entries (and small files' contents) taken in; whether more
+        follow."""
+        page, more, inline = values
+        for index, data in inline:
+            if 0 <= index < len(page):
+                self._inline[join(path, page[index][0])] = (bytes(data), now + CACHE_TIMEOUT)
+        entries += page
+        return bool(more) and bool(page)
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         entries = self._dirs.get(fh, [])
