@@ -7,7 +7,9 @@ Runs inside the laptop namespace (``tp local-cluster exec``), never in the root 
 from __future__ import annotations
 
 import json
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -268,3 +270,23 @@ def test_headless_statefulset_pods_by_name(connected: Any) -> None:
     assert curl(connected, "http://db-0.db.default.svc.cluster.local:8080/").startswith(
         "Request served by db-0"
     )
+
+
+def test_loglevel_raises_the_engine_log_for_a_while(connected: Any) -> None:
+    log = Path(connected.env["HOME"]) / ".cache" / "tpengine" / "logs" / "engine.log"
+    raised = tp(connected, "loglevel", "debug", "-d", "1h")
+    assert raised.returncode == 0, raised.stderr
+    assert raised.stdout.strip() == "Engine log level set to debug for 1h"
+    try:
+        start = log.stat().st_size
+        refused = connected.laptop("curl", "-sS", "--max-time", "5", "http://hello:81/")
+        assert refused.returncode != 0
+        with open(log) as f:
+            f.seek(start)
+            assert re.search(r" DEBUG dial [\d.]+:81 rejected", f.read())
+    finally:
+        back = tp(connected, "loglevel", "info", "-o", "json")
+        assert json.loads(back.stdout)["level"] == "info"
+    bad = tp(connected, "loglevel", "chatty")
+    assert bad.returncode != 0
+    assert "unknown log level 'chatty'" in bad.stderr

@@ -36,6 +36,7 @@ app.command("list")(_engage_cmd.list_)
 app.command("install")(_install_cmd.install)
 app.command("uninstall")(_install_cmd.uninstall)
 app.command("gather-logs")(_install_cmd.gather_logs)
+app.command("loglevel")(_install_cmd.loglevel)
 
 
 def main() -> None:

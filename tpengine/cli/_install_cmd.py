@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from tpengine.cli._output import fail
+from tpengine.cli._output import OUTPUT_OPTION, OutputFormat, emit_structured, fail
 from tpengine.engine._paths import logs_dir
 
 
@@ -110,6 +110,29 @@ def gather_logs(
         for path in files:
             archive.write(path, arcname=path.name)
     typer.echo(f"Wrote {len(files)} log files from {logs} to {target}")
+
+
+def loglevel(
+    level: str = typer.Argument(..., help="error, warning, info, debug or trace."),
+    duration: str = typer.Option(
+        "30m", "--duration", "-d", help="How long before the start level returns (0: never)."
+    ),
+    output: OutputFormat = OUTPUT_OPTION,
+) -> None:
+    """Set the engine's log level for a while (Telepresence's loglevel)."""
+    from tpengine.engine._control_client import ControlError, EngineNotRunning, call_engine_sync
+
+    try:
+        result = call_engine_sync("log_level", {"level": level, "duration": duration})
+    except EngineNotRunning:
+        fail("no engine is running (run tp connect)")
+    except ControlError as exc:
+        fail(str(exc))
+    if output is not OutputFormat.text:
+        emit_structured(result, output)
+        return
+    until = "until the engine stops" if result["seconds"] is None else f"for {duration}"
+    typer.echo(f"Engine log level set to {result['level']} {until}")
 
 
 def _uninstall_agents(

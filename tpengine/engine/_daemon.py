@@ -9,6 +9,7 @@ helper then undoes the TUN, routes and DNS. If it dies, the helper does the same
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from tpengine.engine._engage import (
 )
 from tpengine.engine._kube import ensure_manager, open_api, port_forward_connector
 from tpengine.engine._laptop_routes import laptop_routes
+from tpengine.engine._loglevel import LogLevel, LogLevelError, parse_duration, parse_level
 from tpengine.engine._network import serve_tun
 from tpengine.engine._reengage import WAITING_FOR_MANAGER, EngagementMemory, keep_engaged
 from tpengine.engine._routes import (
@@ -97,6 +99,7 @@ class Engine:
         self._forwards: trio.Nursery | None = None
         self._to_pod: dict[str, trio.CancelScope] = {}
         self.routed: list[Network] = []
+        self.log_level = LogLevel()
         self.conflicts: list[SubnetConflict] = []  # subnets left unrouted (see _update_routes)
         self.dns_upstream: list[str] = []
 
@@ -132,6 +135,19 @@ class Engine:
 
     async def _status(self, params: dict[str, Any], progress: Progress) -> Any:
         return self.status()
+
+    async def _log_level_handler(self, params: dict[str, Any], progress: Progress) -> Any:
+        try:
+            level = parse_level(str(params.get("level", "")))
+            seconds = parse_duration(str(params.get("duration", "30m")))
+        except LogLevelError as exc:
+            raise ControlError(str(exc), "bad-request") from None
+        self.log_level.set(level, seconds)
+        log.warning("log level %s for %s s", self.log_level.current, seconds)
+        return {
+            "level": self.log_level.current,
+            "seconds": None if seconds == math.inf else seconds,
+        }
 
     async def _quit_handler(self, params: dict[str, Any], progress: Progress) -> Any:
         await self._undo_replacements(progress)
@@ -298,8 +314,10 @@ class Engine:
             "leave": self._leave_handler,
             "list": self._list_handler,
             "workload_env": self._env_handler,
+            "log_level": self._log_level_handler,
         }
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.log_level.run)
             await nursery.start(
                 lambda task_status: serve_control(
                     handlers, name=self.options.control_name, task_status=task_status
