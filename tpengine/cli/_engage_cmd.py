@@ -304,7 +304,7 @@ def ingest(
     output: OutputFormat = OUTPUT_OPTION,
     command: list[str] = COMMAND,
 ) -> None:
-    """Borrow a workload's environment (and, later, volumes) without moving traffic."""
+    """Borrow a workload's environment and volumes without moving traffic."""
     options = dict(locals())
     options.pop("name")
     _engage("ingest", name, **options)
