@@ -82,6 +82,8 @@ class ClusterWatcher:
                 await self._watch_once()
             except (kr8s.ServerError, httpx.HTTPError, OSError, ValueError) as exc:
                 log.debug("namespace watch ended: %s", exc)
+            except Exception as exc:  # only a speed-up: never worth the manager's life
+                log.warning("namespace watch failed: %r", exc)
             await trio.sleep(1.0)
 
     async def _watch_once(self) -> None:

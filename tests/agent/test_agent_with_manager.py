@@ -37,6 +37,10 @@ class QuietApi:
             def json(self) -> dict[str, Any]:
                 return {"items": []}
 
+            async def aiter_lines(self) -> AsyncIterator[str]:  # a watch: nothing happens
+                await trio.sleep_forever()
+                yield ""
+
         yield Empty()
 
 
