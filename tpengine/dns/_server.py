@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import struct
@@ -28,7 +29,24 @@ async def serve_dns(
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answer queries on ``host:port`` over UDP and TCP (RFC 1035 §4.2) until cancelled."""
+    """Answer queries on ``host:port`` over UDP and TCP (RFC 1035 §4.2) until cancelled.
+    Port 0 picks a free port, the same for both."""
+    for attempt in range(_PICK_ATTEMPTS if port == 0 else 1):
+        try:
+            udp, tcp = _bind_pair(host, port)
+        except OSError as exc:
+            # The port UDP got may be a TCP connection's already: pick again.
+            if exc.errno != errno.EADDRINUSE or attempt == _PICK_ATTEMPTS - 1 or port:
+                raise
+            continue
+        break
+    await serve_dns_on(resolver, udp, tcp, task_status=task_status)
+
+
+_PICK_ATTEMPTS = 20
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     udp = socket.socket(family, socket.SOCK_DGRAM)
     tcp = socket.socket(family, socket.SOCK_STREAM)
@@ -41,7 +59,7 @@ async def serve_dns(
         udp.close()
         tcp.close()
         raise
-    await serve_dns_on(resolver, udp, tcp, task_status=task_status)
+    return udp, tcp
 
 
 async def serve_dns_on(
