@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,3 +168,30 @@ def test_mapped_namespaces_limit_what_resolves_through_the_cluster(cluster: Any)
     finally:
         assert cluster.laptop(*TP, "quit").returncode == 0
     assert laptop_state(cluster) == before
+
+
+def test_the_config_file_sets_what_flags_do_not(cluster: Any) -> None:
+    config = Path(cluster.env["XDG_CONFIG_HOME"]) / "tpengine" / "config.yml"
+    config.write_text(
+        "routing: {neverProxySubnets: [10.244.0.0/16]}\ncluster: {mappedNamespaces: [default]}\n"
+    )
+    try:
+        assert cluster.laptop(*TP, "connect", "-n", "default", timeout=120).returncode == 0
+        try:
+            status = json.loads(cluster.laptop(*TP, "status", "-o", "json").stdout)
+            assert status["network"]["subnets"] == ["10.96.0.0/12"]  # pods never proxied
+            assert status["engine"]["mapped_namespaces"] == ["default"]
+        finally:
+            assert cluster.laptop(*TP, "quit").returncode == 0
+        # A flag replaces the file's list.
+        connected = cluster.laptop(
+            *TP, "connect", "-n", "default", "--never-proxy", "10.96.0.0/12", timeout=120
+        )
+        assert connected.returncode == 0, connected.stderr
+        try:
+            status = json.loads(cluster.laptop(*TP, "status", "-o", "json").stdout)
+            assert status["network"]["subnets"] == ["10.244.0.0/16"]
+        finally:
+            assert cluster.laptop(*TP, "quit").returncode == 0
+    finally:
+        config.unlink()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tpengine.cli import _connect_cmd, _engage_cmd, _install_cmd, _version_cmd
+from tpengine.cli import _config_cmd, _connect_cmd, _engage_cmd, _install_cmd, _version_cmd
 
 app = typer.Typer(
     name="tp",
@@ -37,6 +37,7 @@ app.command("install")(_install_cmd.install)
 app.command("uninstall")(_install_cmd.uninstall)
 app.command("gather-logs")(_install_cmd.gather_logs)
 app.command("loglevel")(_install_cmd.loglevel)
+app.add_typer(_config_cmd.app, name="config")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from tpengine.cli._config_cmd import load_config_or_fail
 from tpengine.cli._output import OUTPUT_OPTION, OutputFormat, emit_structured, fail, key_value_block
 from tpengine.engine._control_client import ControlError, EngineNotRunning, call_engine_sync
 from tpengine.engine._paths import logs_dir
@@ -33,7 +34,9 @@ def connect(
     kubeconfig: str = typer.Option(None, "--kubeconfig", help="Path to the kubeconfig file."),
     context: str = typer.Option(None, "--context", help="The kubeconfig context to use."),
     manager_namespace: str = typer.Option(
-        "tpengine", "--manager-namespace", help="Namespace of the traffic-manager."
+        None,
+        "--manager-namespace",
+        help="Namespace of the traffic-manager (default: the config's, else tpengine).",
     ),
     also_proxy: list[str] = typer.Option(
         [], "--also-proxy", help="Also route this CIDR to the cluster (repeatable)."
@@ -70,19 +73,30 @@ def connect(
     if status is not None and status.get("failure"):
         status = _wait_for_failed_engine(status)
     if status is None:
+        # Flags first, then ~/.config/tpengine/config.yml (TP_IMAGE over its image).
+        config = load_config_or_fail()
+        also_proxy = also_proxy or list(config.also_proxy)
+        never_proxy = never_proxy or list(config.never_proxy)
+        allow_conflicting = allow_conflicting or list(config.allow_conflicting_subnets)
         _validate(also_proxy, never_proxy, allow_conflicting, kubeconfig, context, namespace)
-        mapped = _namespaces(mapped_namespaces)
+        args = [
+            ("--namespace", namespace),
+            ("--kubeconfig", kubeconfig),
+            ("--context", context),
+            ("--manager-namespace", manager_namespace or config.manager_namespace),
+            ("--image", image or config.image),
+            ("--pcap", pcap),
+            ("--log-level", config.engine_log_level),
+            *(("--also-proxy", v) for v in also_proxy),
+            *(("--never-proxy", v) for v in never_proxy),
+            *(("--allow-conflicting-subnets", v) for v in allow_conflicting),
+            *(
+                ("--mapped-namespace", v)
+                for v in _namespaces(mapped_namespaces) or config.mapped_namespaces
+            ),
+        ]
         status = _start_engine(
-            namespace,
-            kubeconfig,
-            context,
-            manager_namespace,
-            also_proxy,
-            never_proxy,
-            allow_conflicting,
-            mapped,
-            image,
-            pcap,
+            [arg for flag, value in args if value for arg in (flag, value)],
             quiet=output is not OutputFormat.text,
         )
         prefix = "Connected to"
@@ -136,20 +150,9 @@ def _validate(
         fail(str(exc))
 
 
-def _start_engine(
-    namespace: str | None,
-    kubeconfig: str | None,
-    context: str | None,
-    manager_namespace: str,
-    also_proxy: list[str],
-    never_proxy: list[str],
-    allow_conflicting: list[str],
-    mapped_namespaces: list[str],
-    image: str | None,
-    pcap: str | None,
-    *,
-    quiet: bool,
-) -> dict[str, Any]:
+def _start_engine(engine_args: list[str], *, quiet: bool) -> dict[str, Any]:
+    """Start the helper and the engine (given ``engine_args``); return its status once
+    the network is ready, or fail with its reason."""
     from tpengine.helper import start_helper
 
     logs = logs_dir()
@@ -160,24 +163,7 @@ def _start_engine(
             f"cannot start the privileged helper (tp-helper): {exc.strerror or exc}; run as root or allow sudo"
         )
     argv = [sys.executable, "-m", "tpengine.engine", "--helper-fd", str(helper_socket.fileno())]
-    argv += ["--manager-namespace", manager_namespace, "--log-file", str(logs / "engine.log")]
-    for flag, value in (
-        ("--namespace", namespace),
-        ("--kubeconfig", kubeconfig),
-        ("--context", context),
-        ("--image", image),
-        ("--pcap", pcap),
-    ):
-        if value:
-            argv += [flag, value]
-    for value in also_proxy:
-        argv += ["--also-proxy", value]
-    for value in never_proxy:
-        argv += ["--never-proxy", value]
-    for value in allow_conflicting:
-        argv += ["--allow-conflicting-subnets", value]
-    for name in mapped_namespaces:
-        argv += ["--mapped-namespace", name]
+    argv += ["--log-file", str(logs / "engine.log"), *engine_args]
     with open(logs / "engine.out", "ab") as out:
         engine = subprocess.Popen(
             argv,

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from tpengine.cli._config_cmd import load_config_or_fail
 from tpengine.cli._output import OUTPUT_OPTION, OutputFormat, emit_structured, fail
 from tpengine.engine._paths import logs_dir
 
@@ -29,7 +30,9 @@ async def _progress(text: str) -> None:
 
 def install(
     manager_namespace: str = typer.Option(
-        "tpengine", "--manager-namespace", help="Namespace of the traffic-manager."
+        None,
+        "--manager-namespace",
+        help="Namespace of the traffic-manager (default: the config's, else tpengine).",
     ),
     image: str = typer.Option(
         None, "--image", envvar="TP_IMAGE", help="Image of the traffic-manager."
@@ -44,10 +47,14 @@ def install(
     from tpengine.kube.install import InstallError, install_manager
     from tpengine.kube.manifests import DEFAULT_IMAGE
 
+    config = load_config_or_fail()
+    manager_namespace = manager_namespace or config.manager_namespace
+    chosen_image = image or config.image or DEFAULT_IMAGE
+
     async def run() -> str:
         api = await _api(kubeconfig, context)
         outcome = await install_manager(
-            api, namespace=manager_namespace, image=image or DEFAULT_IMAGE, progress=_progress
+            api, namespace=manager_namespace, image=chosen_image, progress=_progress
         )
         return outcome.value
 
@@ -60,7 +67,9 @@ def install(
 
 def uninstall(
     manager_namespace: str = typer.Option(
-        "tpengine", "--manager-namespace", help="Namespace of the traffic-manager."
+        None,
+        "--manager-namespace",
+        help="Namespace of the traffic-manager (default: the config's, else tpengine).",
     ),
     kubeconfig: str = typer.Option(None, "--kubeconfig"),
     context: str = typer.Option(None, "--context"),
@@ -83,6 +92,8 @@ def uninstall(
 
     from tpengine.engine._session import SessionError
     from tpengine.kube.install import InstallError, uninstall_manager
+
+    manager_namespace = manager_namespace or load_config_or_fail().manager_namespace
 
     async def run() -> list[str]:
         api = await _api(kubeconfig, context)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import trio
 
+from tpengine.config import LEVELS
 from tpengine.engine._daemon import Engine, EngineOptions, helper_from_fd
 from tpengine.engine._paths import logs_dir
 
@@ -28,6 +29,7 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, argparse.Namespac
     parser.add_argument("--helper-fd", type=int)
     parser.add_argument("--pcap")
     parser.add_argument("--log-file")
+    parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     options = EngineOptions(
         namespace=args.namespace,
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     options, args = parse_args(argv)
     logging.basicConfig(
         filename=args.log_file or str(logs_dir() / "engine.log"),
-        level=logging.INFO,
+        level=LEVELS.get(args.log_level, logging.INFO),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)

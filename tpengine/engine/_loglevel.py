@@ -13,14 +13,8 @@ import re
 
 import trio
 
-LEVELS = {
-    "error": logging.ERROR,
-    "warning": logging.WARNING,
-    "warn": logging.WARNING,
-    "info": logging.INFO,
-    "debug": logging.DEBUG,
-    "trace": logging.DEBUG,
-}
+from tpengine.config import LEVELS
+
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
