@@ -18,7 +18,7 @@ import trio.testing
 
 from agent._volumes import Connection, MountSpec, VolumeServer, serve_volumes
 from tpengine.fs import MountError, VolumeClient, VolumeMounts
-from tpengine.fs._mount import READ_AHEAD_KB, mount_device
+from tpengine.fs._mount import READ_AHEAD_KB, mount_device, set_read_ahead
 from tpengine.fs._protocol import NO_HANDLE, Op, Reply, Request, decode_frame, encode_request
 
 MOUNTS = [
@@ -281,6 +281,10 @@ def test_the_device_of_a_mount_point_from_mountinfo() -> None:
     assert mount_device(mountinfo, "/tmp/my mount") == "0:41"  # the one mounted last
     assert mount_device(mountinfo, "/") == "259:1"
     assert mount_device(mountinfo, "/tmp/my\\040mount") is None
+
+
+def test_read_ahead_of_a_path_that_is_no_mount_is_left_alone(tmp_path: Path) -> None:
+    assert set_read_ahead(str(tmp_path), READ_AHEAD_KB) is False  # logged, not raised
 
 
 def test_a_hello_frame_encodes() -> None:
