@@ -59,7 +59,7 @@ CACHE_TIMEOUT = 1.0
 #: Bytes a directory's st_size grows by per entry (ext4 ~24 for short names, tmpfs 20):
 #: its size tells how many READDIR pages to ask for at once, up to PAGES_AT_ONCE.
 DIRENT_BYTES = 24
-PAGES_AT_ONCE = 8
+PAGES_AT_ONCE = 4
 CHUNK = 128 * 1024
 INLINE_BUDGET = 512 * 1024  # bytes of small files one READDIR page may bring
 #: The handle of a file served from what this side has (inline contents, or all of it
