@@ -136,6 +136,19 @@ async def test_data_both_ways_a_ping_and_the_clients_close(
     assert threads == [1]
 
 
+async def test_a_burst_of_small_messages_arrives_whole_and_in_order(
+    pki: Pki, nursery: trio.Nursery
+) -> None:
+    """Thousands of messages in one TLS write: the relay takes each in turn."""
+    parts = [b"%05d" % n for n in range(3000)]
+    async for client in _relay(pki, _echo, nursery):
+        burst = b"".join(client.ws.send(BytesMessage(data=b"\x00" + part)) for part in parts)
+        await client.stream.send_all(burst)
+        with trio.fail_after(10):
+            assert await client.data(len(parts) * 5) == b"".join(parts)
+        await client.send(CloseConnection(code=1000))
+
+
 async def test_a_pod_that_closes_ends_the_websocket(pki: Pki, nursery: trio.Nursery) -> None:
     async def says_bye(stream: trio.SocketStream) -> None:
         await stream.send_all(b"bye")
