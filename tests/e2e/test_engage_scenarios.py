@@ -446,12 +446,13 @@ spec:
         - python3
         - -c
         - |
-          import subprocess, sys, time
+          import os, subprocess, sys, time
           subprocess.Popen([sys.executable, "{DUAL_SERVER}", "cluster", "8080"])
           n = 0
           while True:
               n += 1
-              open("/beats/count", "w").write(str(n))
+              open("/beats/.count", "w").write(str(n))
+              os.replace("/beats/.count", "/beats/count")  # never read half-written
               time.sleep(0.2)
         ports: [{{name: http, containerPort: 8080}}]
         volumeMounts: [{{name: beats, mountPath: /beats}}]
