@@ -31,7 +31,7 @@ from tpengine.tunnel import (
     MuxSession,
     ReconnectBackoff,
     TunnelClosed,
-    open_mux_websocket_url,
+    open_mux_url,
 )
 
 from ._config import AgentConfig, PortSpec
@@ -141,7 +141,7 @@ class Agent:
         while True:
             arrivals = self.arrivals
             try:
-                async with open_mux_websocket_url(
+                async with open_mux_url(
                     self.config.manager_url,
                     config=self.mux_config,
                     dial_handler=self._on_dial,

@@ -85,8 +85,11 @@ def load_config(environ: Mapping[str, str]) -> AgentConfig:
     strings = {name: _string(data, name) for name in ("workload", "namespace", "container")}
     url = _string(data, "manager_url")
     parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ConfigError(f"TP_AGENT_CONFIG manager_url {url!r} must be ws://HOST:PORT or wss://")
+    if parts.scheme not in ("tcp", "ws", "wss") or not parts.hostname:
+        raise ConfigError(
+            f"TP_AGENT_CONFIG manager_url {url!r} must be tcp://HOST:PORT (the raw tunnel), "
+            "ws://HOST:PORT or wss://"
+        )
     ports = data.get("ports")
     if not isinstance(ports, list):
         raise ConfigError("TP_AGENT_CONFIG ports must be a list")

@@ -77,7 +77,9 @@ class ManagerSettings:
 
     @property
     def manager_url(self) -> str:
-        return f"ws://traffic-manager.{self.namespace}:{self.tunnel_port}"
+        """What injected agents dial: the raw tunnel over TCP (the port tells it from a
+        websocket), so the agent ↔ manager link pays no websocket masking per byte."""
+        return f"tcp://traffic-manager.{self.namespace}:{self.tunnel_port}"
 
 
 class _Connection:

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import trio
 
 from agent._agent import Agent
@@ -18,7 +19,7 @@ from manager.server import Manager, ManagerSettings
 from tests.agent.conftest import HttpServer, start_server
 from tests.agent.test_agent import get, http1
 from tpengine.splice import splice
-from tpengine.tunnel import IncomingDial, RejectReason, open_mux_websocket_url
+from tpengine.tunnel import IncomingDial, RejectReason, open_mux_url
 
 
 class QuietApi:
@@ -54,10 +55,13 @@ async def laptop_dial(dial: IncomingDial) -> None:
     await splice(await dial.accept_stream(), laptop)
 
 
-async def test_header_intercept_through_the_real_manager(nursery: trio.Nursery) -> None:
+@pytest.mark.parametrize("scheme", ["tcp", "ws"])  # the raw tunnel, or a websocket
+async def test_header_intercept_through_the_real_manager(
+    nursery: trio.Nursery, scheme: str
+) -> None:
     settings = ManagerSettings(namespace="tpengine", tunnel_port=0, health_port=0, host="127.0.0.1")
     port = await nursery.start(Manager(settings, QuietApi()).run)
-    url = f"ws://127.0.0.1:{port}/"
+    url = f"{scheme}://127.0.0.1:{port}" + ("/" if scheme == "ws" else "")
     app = await start_server(nursery, HttpServer("app"))
     laptop = await start_server(nursery, HttpServer("laptop"))
     config = AgentConfig(
@@ -76,7 +80,7 @@ async def test_header_intercept_through_the_real_manager(nursery: trio.Nursery) 
     with trio.fail_after(10):
         await agent.wait_until(lambda a: a.mux is not None)
 
-    async with open_mux_websocket_url(url, dial_handler=laptop_dial) as mux:
+    async with open_mux_url(url, dial_handler=laptop_dial) as mux:
         await mux.request("arrive", {"user": "susan", "host": "laptop", "namespace": "default"})
         engaged = await mux.request(
             "engage",

@@ -42,12 +42,13 @@ _log = logging.getLogger("tpengine.netstack")
 _SWEEP_AT = 1024  # timer entries before stale ones are swept out (see Netstack._arm)
 
 
+ConnKey = tuple[bytes, int, bytes, int]  # (app addr, app port, destination addr, port)
+
+
 def _stale(entry: tuple[float, int, ConnKey], conns: dict[ConnKey, Connection]) -> bool:
     """A timer entry of a closed connection, or one whose timer moved since."""
     conn = conns.get(entry[2])
     return conn is None or conn.deadline != entry[0]
-
-ConnKey = tuple[bytes, int, bytes, int]  # (app addr, app port, destination addr, port)
 
 
 def _addr(raw: bytes) -> str:

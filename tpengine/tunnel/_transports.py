@@ -11,9 +11,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
+
+from tpengine.fdstream import FdStream
 
 from ._config import MuxConfig, Role
 from ._driver import (
@@ -145,6 +148,41 @@ async def open_mux_over_stream(
     stream: trio.abc.Stream, *, role: Role, **kwargs: Any
 ) -> AsyncIterator[MuxSession]:
     async with open_mux_session(StreamTransport(stream), role=role, **kwargs) as session:
+        yield session
+
+
+@asynccontextmanager
+async def open_mux_url(
+    url: str,
+    *,
+    config: MuxConfig | None = None,
+    dial_handler: DialHandler | None = None,
+    request_handler: RequestHandler | None = None,
+) -> AsyncIterator[MuxSession]:
+    """Connect to a tunnel server and run a session as its client: ``tcp://host:port``
+    for the raw tunnel straight over TCP (inside the cluster: no websocket framing and
+    no masking per byte, the manager tells it from a websocket by its first bytes), or a
+    ``ws://`` URL for a websocket."""
+    parts = urlsplit(url)
+    if parts.scheme != "tcp":
+        async with open_mux_websocket_url(
+            url, config=config, dial_handler=dial_handler, request_handler=request_handler
+        ) as session:
+            yield session
+        return
+    if not parts.hostname or not parts.port:
+        raise ValueError(f"{url!r}: a raw tunnel URL is tcp://HOST:PORT")
+    stream = FdStream(await trio.open_tcp_stream(parts.hostname, parts.port))
+    async with (
+        stream,
+        open_mux_over_stream(
+            stream,
+            role=Role.CLIENT,
+            config=config,
+            dial_handler=dial_handler,
+            request_handler=request_handler,
+        ) as session,
+    ):
         yield session
 
 
