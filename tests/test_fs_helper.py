@@ -32,6 +32,25 @@ def test_fuse_owner_reads_the_topmost_mount() -> None:
     assert _system.fuse_owner("/nowhere", MOUNTINFO) is None
 
 
+def test_fuse_mount_names_owner_and_device() -> None:
+    assert _system.fuse_mount("/tmp/telfs-abc", MOUNTINFO) == (1000, "0:50")
+    assert _system.fuse_mount("/tmp/covered", MOUNTINFO) is None
+
+
+@pytest.mark.root
+def test_the_helper_sets_read_ahead_only_on_fuse_mounts(tmp_path: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    target = tmp_path / "tmpfs"
+    target.mkdir()
+    assert libc.mount(b"tpv", os.fsencode(target), b"tmpfs", 0, None) == 0
+    try:
+        with pytest.raises(OSError) as refused:
+            _system.set_read_ahead(str(target), 2048, uid=0)
+        assert refused.value.errno == errno.EPERM
+    finally:
+        libc.umount2(os.fsencode(target), 2)
+
+
 @pytest.mark.root
 def test_the_helper_refuses_to_unmount_what_is_not_fuse(tmp_path: Path) -> None:
     libc = ctypes.CDLL(None, use_errno=True)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tpengine.helper._protocol import BadRequest, CreateTun, Routes, parse_request
+from tpengine.helper._protocol import BadRequest, CreateTun, ReadAhead, Routes, parse_request
 from tpengine.helper._resolvconf import ResolvConf, nameservers_of, render
 
 
@@ -27,6 +27,8 @@ def test_valid_requests_parse() -> None:
     )
     tun = parse_request(req(op="create_tun", name="tp0", mtu=65000, addresses=["198.19.0.1/32"]))
     assert isinstance(tun, CreateTun) and tun.mtu == 65000
+    ahead = parse_request(req(op="set_read_ahead", path="/tmp/tpfs-1", kb=2048))
+    assert ahead == ReadAhead(path="/tmp/tpfs-1", kb=2048)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +47,9 @@ def test_valid_requests_parse() -> None:
         (req(op="unmount", path="../etc"), "absolute"),
         (req(op="unmount", path="/"), "absolute"),
         (req(op="hello", version="1"), "must be a int"),
+        (req(op="set_read_ahead", path="/tmp/tpfs-1", kb=1 << 20), "not within 128 to 16384"),
+        (req(op="set_read_ahead", path="/tmp/tpfs-1", kb=True), "must be a int"),
+        (req(op="set_read_ahead", path="tmp/x", kb=2048), "absolute"),
     ],
 )
 def test_bad_requests_are_refused_with_a_reason(data: bytes, message: str) -> None:

@@ -94,6 +94,7 @@ class Engine:
         self.volumes = MountProcesses(
             register=helper.register_mount if helper else None,
             unregister=helper.unmount if helper else None,
+            tune=helper.set_read_ahead if helper else None,
         )
         self.engagements = EngagementMemory()  # re-sent on every new session
         self._forwards: trio.Nursery | None = None

@@ -33,6 +33,8 @@ from tpengine.fs._protocol import VOLUMES_HOST, VOLUMES_PORT
 log = logging.getLogger(__name__)
 
 Register = Callable[[str], Awaitable[None]]
+#: Sets a mount's kernel read-ahead (KiB) where this process may not: the helper's.
+Tune = Callable[[str, int], Awaitable[None]]
 #: How long a new mount waits for the agent's first answer (the pod is ready by then).
 FIRST_CONTACT = 10.0
 #: Streams to the agent per mount: reads take turns on them, so more than one stream
@@ -109,14 +111,19 @@ def fuse_options(read_only: bool) -> set[str]:
 
 
 class MountHost:
-    """What every holder of mounts shares: the helper's (un)registration callbacks and
-    the nursery that ``run`` keeps, in which each mount is one task."""
+    """What every holder of mounts shares: the helper's (un)registration and tuning
+    callbacks and the nursery that ``run`` keeps, in which each mount is one task."""
 
     def __init__(
-        self, *, register: Register | None = None, unregister: Register | None = None
+        self,
+        *,
+        register: Register | None = None,
+        unregister: Register | None = None,
+        tune: Tune | None = None,
     ) -> None:
         self._register = register
         self._unregister = unregister
+        self._tune = tune
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -133,9 +140,13 @@ class VolumeMounts(MountHost):
     """The engine's mounts served in this process (one at a time: pyfuse3's limit)."""
 
     def __init__(
-        self, *, register: Register | None = None, unregister: Register | None = None
+        self,
+        *,
+        register: Register | None = None,
+        unregister: Register | None = None,
+        tune: Tune | None = None,
     ) -> None:
-        super().__init__(register=register, unregister=unregister)
+        super().__init__(register=register, unregister=unregister, tune=tune)
         self.active: dict[str, VolumeMount] = {}
 
     async def mount(
@@ -217,7 +228,7 @@ class VolumeMounts(MountHost):
                         raise MountError(f"cannot mount {mount.mount_point}: {exc}") from None
                     try:
                         log.info("volumes of %s mounted on %s", mount.name, mount.mount_point)
-                        nursery.start_soon(_tune, fs, mount.mount_point)
+                        nursery.start_soon(_tune, fs, mount.mount_point, self._tune)
                         task_status.started()
                         # returns when unmounted from outside
                         await pyfuse3.main(min_tasks=IDLE_WORKERS)
@@ -245,11 +256,17 @@ class VolumeMounts(MountHost):
             log.info("volumes of %s unmounted from %s", mount.name, mount.mount_point)
 
 
-async def _tune(fs: Any, mount_point: str) -> None:
+async def _tune(fs: Any, mount_point: str, privileged: Tune | None) -> None:
     """The mount's read-ahead, once the kernel has its INIT answer (which would set it
-    back to at most what the kernel offered: 128 KiB)."""
+    back to at most what the kernel offered: 128 KiB). Only root may write it: an
+    unprivileged engine asks the helper (``privileged``), else reads stay at 128 KiB."""
     await fs.initialised.wait()
-    set_read_ahead(mount_point, READ_AHEAD_KB)
+    if set_read_ahead(mount_point, READ_AHEAD_KB) or privileged is None:
+        return
+    try:
+        await privileged(mount_point, READ_AHEAD_KB)
+    except Exception as exc:  # the helper refused or is gone: slower reads, nothing worse
+        log.info("volumes: the helper did not set the read-ahead of %s: %s", mount_point, exc)
 
 
 def mount_device(mountinfo: str, path: str) -> str | None:

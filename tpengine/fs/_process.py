@@ -33,7 +33,14 @@ from typing import Any
 import trio
 
 from tpengine.fs._client import Connect
-from tpengine.fs._mount import FIRST_CONTACT, MountError, MountHost, Register, _mount_error
+from tpengine.fs._mount import (
+    FIRST_CONTACT,
+    MountError,
+    MountHost,
+    Register,
+    Tune,
+    _mount_error,
+)
 from tpengine.splice import splice
 
 log = logging.getLogger(__name__)
@@ -53,9 +60,13 @@ class MountProcesses(MountHost):
     """The engine's mounts, each served by a child process (see the module doc)."""
 
     def __init__(
-        self, *, register: Register | None = None, unregister: Register | None = None
+        self,
+        *,
+        register: Register | None = None,
+        unregister: Register | None = None,
+        tune: Tune | None = None,
     ) -> None:
-        super().__init__(register=register, unregister=unregister)
+        super().__init__(register=register, unregister=unregister, tune=tune)
         self.active: dict[str, _Child] = {}
 
     async def mount(
@@ -130,7 +141,7 @@ class MountProcesses(MountHost):
                     os.close(life_r)
                     life_r = -1
                     control = trio.socket.from_stdlib_socket(ours)
-                    await _converse(control, connect, nursery, child, task_status)
+                    await _converse(control, connect, self._tune, nursery, child, task_status)
                     nursery.cancel_scope.cancel()
         finally:
             ours.close()
@@ -190,6 +201,7 @@ async def _run_process(
 async def _converse(
     control: trio.socket.SocketType,
     connect: Connect,
+    tune: Tune | None,
     nursery: trio.Nursery,
     child: _Child,
     task_status: trio.TaskStatus[dict[str, Any]],
@@ -205,6 +217,8 @@ async def _converse(
             op = message.get("op")
             if op == "connect":
                 await _pass_stream(control, connect, nursery)
+            elif op == "tune":
+                await _tune_for(control, tune, child.mount_point, message.get("kb"))
             elif op == "mounted" and not started:
                 started, first.deadline = True, float("inf")
                 log.info("volumes of %s mounted on %s", child.name, child.mount_point)
@@ -223,6 +237,23 @@ async def _converse(
             if first.cancelled_caught
             else "the volume mount process ended before mounting"
         )
+
+
+async def _tune_for(
+    control: trio.socket.SocketType, tune: Tune | None, mount_point: str, kb: Any
+) -> None:
+    """The child may not set its mount's read-ahead (only root may): the helper does,
+    for this child's own mount point only."""
+    try:
+        if tune is None:
+            raise OSError(errno.EPERM, "no privileged helper")
+        if not isinstance(kb, int) or isinstance(kb, bool):
+            raise ValueError(f"read-ahead {kb!r} is not a number of KiB")
+        await tune(mount_point, kb)
+    except Exception as exc:  # the helper's refusal, whatever its kind, goes to the child
+        await control.send(json.dumps({"ok": False, "error": str(exc)}).encode())
+        return
+    await control.send(json.dumps({"ok": True}).encode())
 
 
 async def _pass_stream(
@@ -296,7 +327,15 @@ async def serve_child(
             raise OSError(errno.EHOSTUNREACH, str(reply.get("error") or "the engine is gone"))
         return trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=fds[0])))
 
-    mounts = VolumeMounts()
+    async def tune(path: str, kb: int) -> None:
+        async with lock:
+            await control.send(json.dumps({"op": "tune", "kb": kb}).encode())
+            data = await control.recv(4096)
+        reply = json.loads(data or b"{}")
+        if not reply.get("ok"):
+            raise OSError(errno.EPERM, str(reply.get("error") or "the engine is gone"))
+
+    mounts = VolumeMounts(tune=tune)
     # SIGTERM handled from the start: it may come the moment "mounted" is read.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

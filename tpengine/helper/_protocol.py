@@ -14,6 +14,8 @@ descriptor as SCM_RIGHTS ancillary data.
     {"op": "restore_dns"}
     {"op": "register_mount", "path": "/tmp/tpfs-1"}
     {"op": "unmount", "path": "/tmp/tpfs-1"}
+    {"op": "set_read_ahead", "path": "/tmp/tpfs-1", "kb": 2048}   (a registered FUSE mount's
+                                                    kernel read-ahead: only root may set it)
     {"op": "bye"}
 
 Everything here is validated before the helper touches the system: the helper runs as
@@ -81,11 +83,20 @@ class Mount:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReadAhead:
+    path: str
+    kb: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Bye:
     pass
 
 
-Request = Hello | CreateTun | Routes | BindDns | SetDns | RestoreDns | Mount | Bye
+Request = Hello | CreateTun | Routes | BindDns | SetDns | RestoreDns | Mount | ReadAhead | Bye
+
+#: The read-ahead a mount may ask for: the kernel's 128 KiB default up to 16 MiB.
+READ_AHEAD_KB = range(128, 16384 + 1)
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -189,10 +200,22 @@ def _bind_dns(message: dict[str, Any]) -> Request:
 
 
 def _mount(message: dict[str, Any]) -> Request:
-    path = _field(message, "path", str)
+    return Mount(register=message["op"] == "register_mount", path=_mount_path(message))
+
+
+def _mount_path(message: dict[str, Any]) -> str:
+    path: str = _field(message, "path", str)
     if not os.path.isabs(path) or "\0" in path or os.path.normpath(path) != path or path == "/":
         raise BadRequest(f"{message['op']}: {path!r} is not a normalised absolute path")
-    return Mount(register=message["op"] == "register_mount", path=path)
+    return path
+
+
+def _read_ahead(message: dict[str, Any]) -> Request:
+    path = _mount_path(message)
+    kb = _field(message, "kb", int)
+    if kb not in READ_AHEAD_KB:
+        raise BadRequest(f"set_read_ahead: {kb!r} KiB is not within 128 to 16384")
+    return ReadAhead(path=path, kb=kb)
 
 
 def _refuse_special(address: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> None:
@@ -217,5 +240,6 @@ _PARSERS = {
     "restore_dns": lambda message: RestoreDns(),
     "register_mount": _mount,
     "unmount": _mount,
+    "set_read_ahead": _read_ahead,
     "bye": lambda message: Bye(),
 }

@@ -28,6 +28,7 @@ from tpengine.helper._protocol import (
     CreateTun,
     Hello,
     Mount,
+    ReadAhead,
     Request,
     RestoreDns,
     Routes,
@@ -155,6 +156,11 @@ class Helper:
                     raise BadRequest(f"{path} was not registered by this engine")
                 self._mounts.discard(path)
                 _system.unmount(path, uid=self._engine_uid())
+                return {"ok": True}, []
+            case ReadAhead(path=path, kb=kb):
+                if path not in self._mounts:
+                    raise BadRequest(f"{path} was not registered by this engine")
+                _system.set_read_ahead(path, kb, uid=self._engine_uid())
                 return {"ok": True}, []
             case Bye():
                 # Undo before answering: the engine waits for this reply, so when it

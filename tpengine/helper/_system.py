@@ -65,10 +65,17 @@ def fuse_owner(path: str, mountinfo: str | None = None) -> int | None:
     """The ``user_id`` of the FUSE file system mounted on ``path`` (the topmost mount
     there, proc(5) /proc/self/mountinfo), or None when the topmost is not FUSE or there
     is no mount on it."""
+    found = fuse_mount(path, mountinfo)
+    return None if found is None else found[0]
+
+
+def fuse_mount(path: str, mountinfo: str | None = None) -> tuple[int, str] | None:
+    """``(user_id, "major:minor")`` of the FUSE file system mounted on ``path`` (the
+    topmost mount there), or None when the topmost is not FUSE or nothing is mounted."""
     if mountinfo is None:
         with open("/proc/self/mountinfo") as f:
             mountinfo = f.read()
-    owner: int | None = None
+    owner: tuple[int, str] | None = None
     found = False
     for line in mountinfo.splitlines():
         fields, _, rest = line.partition(" - ")
@@ -84,8 +91,24 @@ def fuse_owner(path: str, mountinfo: str | None = None) -> int | None:
         if tail[0] == "fuse" or tail[0].startswith("fuse."):
             options = dict(o.partition("=")[::2] for o in tail[2].split(","))
             if options.get("user_id", "").isdigit():
-                owner = int(options["user_id"])
+                owner = (int(options["user_id"]), parts[2])
     return owner if found else None
+
+
+def set_read_ahead(path: str, kb: int, *, uid: int | None = None) -> None:
+    """The kernel read-ahead of the FUSE mount on ``path`` (its backing device's
+    ``/sys/class/bdi/<major:minor>/read_ahead_kb``); only a FUSE mount, and with ``uid``
+    only that user's."""
+    found = fuse_mount(path)
+    if found is None:
+        raise OSError(errno.EPERM, f"read-ahead of {path}: not a FUSE mount")
+    owner, device = found
+    if uid is not None and owner != uid:
+        raise OSError(errno.EPERM, f"read-ahead of {path}: a FUSE mount of uid {owner}")
+    if not re.fullmatch(r"\d+:\d+", device):
+        raise OSError(errno.EINVAL, f"read-ahead of {path}: odd device {device!r}")
+    with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w") as f:
+        f.write(str(kb))
 
 
 def unmount(path: str, *, uid: int | None = None) -> None:

@@ -132,6 +132,9 @@ class HelperClient:
     async def unmount(self, path: str) -> None:
         await self.request("unmount", path=path)
 
+    async def set_read_ahead(self, path: str, kb: int) -> None:
+        await self.request("set_read_ahead", path=path, kb=kb)
+
     async def aclose(self) -> None:
         """Say goodbye (the helper undoes everything) and close. Idempotent."""
         if self._closed:
