@@ -9,23 +9,12 @@ import socket
 import pytest
 import trio
 
+from tests._tcp import trio_tcp_pair
 from tpengine.fdstream import FdStream
 
 
-def _pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        near = socket.create_connection(listener.getsockname())
-        far, _ = listener.accept()
-    return (
-        trio.SocketStream(trio.socket.from_stdlib_socket(near)),
-        trio.SocketStream(trio.socket.from_stdlib_socket(far)),
-    )
-
-
 async def test_head_then_the_socket_both_ways_and_half_close() -> None:
-    near, far = _pair()
+    near, far = trio_tcp_pair()
     stream = FdStream(far, b"TPMUX")
     big = random.Random(5).randbytes(5_000_000)
     got: dict[str, bytes] = {}
@@ -61,7 +50,7 @@ async def test_head_then_the_socket_both_ways_and_half_close() -> None:
 
 
 async def test_a_reset_is_a_broken_resource() -> None:
-    near, far = _pair()
+    near, far = trio_tcp_pair()
     stream = FdStream(far)
     near.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     await near.aclose()

@@ -12,27 +12,8 @@ import pytest
 import trio
 import trio.testing
 
+from tests._tcp import tcp_pair, trio_tcp_pair
 from tpengine.splice import splice, splice_socket
-
-
-def _stdlib_pair() -> tuple[socket.socket, socket.socket]:
-    """A connected TCP pair on loopback (a reset needs TCP; socketpair(2) has none)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        near = socket.create_connection(listener.getsockname())
-        far, _ = listener.accept()
-    near.setblocking(False)
-    far.setblocking(False)
-    return near, far
-
-
-def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    near, far = _stdlib_pair()
-    return (
-        trio.SocketStream(trio.socket.from_stdlib_socket(near)),
-        trio.SocketStream(trio.socket.from_stdlib_socket(far)),
-    )
 
 
 async def _read_all(stream: trio.abc.Stream) -> bytes:
@@ -50,13 +31,13 @@ async def test_each_direction_carries_its_bytes_and_its_fin(kinds: str) -> None:
 
     def pair(kind: str) -> tuple[trio.abc.HalfCloseableStream, trio.abc.HalfCloseableStream]:
         if kind == "socket":
-            return _socket_pair()
+            return trio_tcp_pair()
         return trio.testing.memory_stream_pair()
 
     left, right = kinds.split("-")
     client, a = pair(left)
     if right == "stdlib":  # splice_socket with a bare socket (the manager's dials)
-        bare, far = _stdlib_pair()
+        bare, far = tcp_pair()
         server: trio.abc.HalfCloseableStream = trio.SocketStream(
             trio.socket.from_stdlib_socket(far)
         )
@@ -90,8 +71,8 @@ async def test_each_direction_carries_its_bytes_and_its_fin(kinds: str) -> None:
 
 @pytest.mark.parametrize("bare", [False, True])
 async def test_a_reset_on_one_side_resets_the_other(bare: bool) -> None:
-    client, a = _socket_pair()
-    near, far = _stdlib_pair()
+    client, a = trio_tcp_pair()
+    near, far = tcp_pair()
     server = trio.SocketStream(trio.socket.from_stdlib_socket(far))
     if bare:
         spliced = functools.partial(splice_socket, a, near)

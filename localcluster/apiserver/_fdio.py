@@ -96,33 +96,14 @@ class LeanTLS(trio.abc.Stream):
             if self._closed:
                 raise trio.ClosedResourceError("stream was closed")
             try:
-                data = self._tls.read(size)
-            except ssl.SSLWantReadError:
-                pass
-            except (ssl.SSLEOFError, ssl.SSLSyscallError):
-                # The peer closed without close_notify: an end, as for https clients
-                # (trio's https_compatible, which the API server uses).
-                return b""
-            except ssl.SSLError as exc:
-                raise trio.BrokenResourceError(f"TLS: {exc}") from exc
-            else:
-                if self._out.pending:  # e.g. an answer to a TLS 1.3 KeyUpdate
-                    self._send_backlog_nowait()
-                if not waited:
-                    await trio.lowlevel.checkpoint()
-                return data
-            try:
-                raw = os.read(self._fd, _RAW_READ)
-            except BlockingIOError:
+                data = self.receive_nowait(size)
+            except trio.WouldBlock:
                 await trio.lowlevel.wait_readable(self._fd)
                 waited = True
                 continue
-            except OSError as exc:
-                raise trio.BrokenResourceError(str(exc)) from exc
-            if raw:
-                self._in.write(raw)
-            else:
-                self._in.write_eof()
+            if not waited:
+                await trio.lowlevel.checkpoint()
+            return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
@@ -172,11 +153,13 @@ class LeanTLS(trio.abc.Stream):
             except ssl.SSLWantReadError:
                 pass
             except (ssl.SSLEOFError, ssl.SSLSyscallError):
+                # The peer closed without close_notify: an end, as for https clients
+                # (trio's https_compatible, which the API server uses).
                 return b""
             except ssl.SSLError as exc:
                 raise trio.BrokenResourceError(f"TLS: {exc}") from exc
             else:
-                if self._out.pending:
+                if self._out.pending:  # e.g. an answer to a TLS 1.3 KeyUpdate
                     self._send_backlog_nowait()
                 return data
             try:

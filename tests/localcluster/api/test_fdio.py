@@ -5,7 +5,6 @@ intact, with concurrent senders."""
 from __future__ import annotations
 
 import random
-import socket
 import ssl
 
 import trio
@@ -13,24 +12,11 @@ import trio
 from localcluster.apiserver._fdio import LeanTLS, lean_tls, read_fd, write_fd
 from localcluster.apiserver._server import server_ssl_context
 from localcluster.pki import Pki
-
-
-def _pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        near = socket.create_connection(listener.getsockname())
-        far, _ = listener.accept()
-    near.setblocking(False)
-    far.setblocking(False)
-    return (
-        trio.SocketStream(trio.socket.from_stdlib_socket(near)),
-        trio.SocketStream(trio.socket.from_stdlib_socket(far)),
-    )
+from tests._tcp import trio_tcp_pair
 
 
 async def _tls_pair(pki: Pki) -> tuple[trio.SSLStream[trio.SocketStream], trio.abc.Stream]:
-    client_tcp, server_tcp = _pair()
+    client_tcp, server_tcp = trio_tcp_pair()
     client_ctx = ssl.create_default_context(cadata=pki.ca_cert_pem.decode())
     client = trio.SSLStream(client_tcp, client_ctx, server_hostname="127.0.0.1")
     server = trio.SSLStream(
@@ -94,7 +80,7 @@ async def test_bytes_both_ways_with_two_senders_and_the_end(pki: Pki) -> None:
 
 
 async def test_a_plain_stream_is_left_as_it_is() -> None:
-    a, b = _pair()
+    a, b = trio_tcp_pair()
     assert lean_tls(a) is a
     await write_fd(a.socket.fileno(), b"x" * 10)
     assert await read_fd(b.socket.fileno()) == b"x" * 10
