@@ -7,6 +7,7 @@ import ctypes
 import errno
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,34 +38,36 @@ def test_fuse_mount_names_owner_and_device() -> None:
     assert _system.fuse_mount("/tmp/covered", MOUNTINFO) is None
 
 
-@pytest.mark.root
-def test_the_helper_sets_read_ahead_only_on_fuse_mounts(tmp_path: Path) -> None:
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted on a fresh directory (something mounted that is not FUSE)."""
     libc = ctypes.CDLL(None, use_errno=True)
     target = tmp_path / "tmpfs"
     target.mkdir()
     assert libc.mount(b"tpv", os.fsencode(target), b"tmpfs", 0, None) == 0
     try:
-        with pytest.raises(OSError) as refused:
-            _system.set_read_ahead(str(target), 2048, uid=0)
-        assert refused.value.errno == errno.EPERM
+        yield target
     finally:
         libc.umount2(os.fsencode(target), 2)
 
 
 @pytest.mark.root
-def test_the_helper_refuses_to_unmount_what_is_not_fuse(tmp_path: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    target = tmp_path / "tmpfs"
-    target.mkdir()
-    assert libc.mount(b"tpv", os.fsencode(target), b"tmpfs", 0, None) == 0
-    try:
-        with pytest.raises(OSError) as refused:
-            _system.unmount(str(target), uid=0)
-        assert refused.value.errno == errno.EPERM
-        assert os.path.ismount(target)
-    finally:
-        libc.umount2(os.fsencode(target), 2)
-    _system.unmount(str(target), uid=0)  # nothing mounted: nothing to do
+def test_the_helper_sets_read_ahead_only_on_fuse_mounts(tmpfs: Path) -> None:
+    with pytest.raises(OSError) as refused:
+        _system.set_read_ahead(str(tmpfs), 2048, uid=0)
+    assert refused.value.errno == errno.EPERM
+
+
+@pytest.mark.root
+def test_the_helper_refuses_to_unmount_what_is_not_fuse(tmpfs: Path) -> None:
+    with pytest.raises(OSError) as refused:
+        _system.unmount(str(tmpfs), uid=0)
+    assert refused.value.errno == errno.EPERM
+    assert os.path.ismount(tmpfs)
+
+
+def test_unmounting_what_is_not_mounted_does_nothing(tmp_path: Path) -> None:
+    _system.unmount(str(tmp_path), uid=0)
 
 
 POD = {
