@@ -46,3 +46,26 @@ def test_list() -> None:
     assert lines[0] == "deployment echo-no-svc: ready to engage (traffic-agent not yet installed)"
     assert lines[1] == "deployment web        : intercepted"
     assert render_list({"workloads": []}) == "No Workloads (Deployments, StatefulSets, ReplicaSets)"
+
+
+def test_status_counts_the_engagements_and_lists_them() -> None:
+    from tpengine.cli._connect_cmd import render_status
+
+    info = {
+        "engine": {
+            "version": "v0.1.0",
+            "status": "Connected",
+            "namespace": "default",
+            "engagements": [
+                {"name": "web", "kind": "intercept", "namespace": "default"},
+                {"name": "db", "kind": "replace", "namespace": "shop", "problem": "port taken"},
+            ],
+        },
+        "network": {"tun": "tp0", "dns": "198.19.0.1", "subnets": ["10.96.0.0/12"]},
+    }
+    lines = render_status(info).splitlines()
+    at = lines.index("  Engagements       : 2 total")
+    assert lines[at + 1 : at + 3] == [
+        "    web: intercept in default",
+        "    db: replace in shop (port taken)",
+    ]

@@ -5,6 +5,7 @@ laptop and from another pod, through the Service), everyone else's the cluster's
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -127,6 +128,9 @@ def test_header_filtered_intercept(engaged: Any, tmp_path: Any) -> None:
     assert ("State", "ACTIVE") in rows("\n".join(lines))
     assert ("Intercepting", "HTTP requests with header 'x-user: susan'") in rows("\n".join(lines))
     assert "export GREETING='hello from the cluster'" in env_file.read_text()
+    status = tp(engaged, "status").stdout
+    assert re.search(r"^  Engagements +: 1 total$", status, re.M), status
+    assert "    web: intercept in default" in status.splitlines()
 
     # From the laptop: Susan's requests reach the laptop, everyone else's the cluster.
     engaged.kubectl_ok("rollout", "status", "deployment/web", "--timeout=90s")

@@ -253,10 +253,15 @@ def render_status(info: dict[str, Any]) -> str:
                 ),
                 ("Reconnects", str(engine.get("reconnects", 0))),
                 *([("Last error", engine["last_error"])] if engine.get("last_error") else []),
+                ("Engagements", f"{len(engine.get('engagements') or [])} total"),
             ],
             indent=2,
         )
     )
+    # Telepresence lists each intercept under its count, four spaces in.
+    for item in engine.get("engagements") or []:
+        problem = f" ({item['problem']})" if item.get("problem") else ""
+        lines.append(f"    {item['name']}: {item['kind']} in {item['namespace']}{problem}")
     subnets = network.get("subnets") or []
     dns = network.get("dns") or "not configured"
     if network.get("dns_upstream"):

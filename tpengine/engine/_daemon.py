@@ -290,7 +290,12 @@ class Engine:
     def status(self) -> dict[str, Any]:
         session = self.session.status() if self.session else {"status": "Connecting"}
         return {
-            "engine": {"version": f"v{__version__}", "pid": os.getpid(), **session},
+            "engine": {
+                "version": f"v{__version__}",
+                "pid": os.getpid(),
+                **session,
+                "engagements": self.engagements.summary(),
+            },
             "network": {
                 "tun": self.tun_name or None,
                 "dns": self.options.tun_address if self.tun_name else None,

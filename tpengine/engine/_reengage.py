@@ -66,6 +66,19 @@ class EngagementMemory:
         request = self.requests.pop(name, None)
         return None if request is None else self.local_view(name, "left")
 
+    def summary(self) -> list[dict[str, Any]]:
+        """This client's engagements for ``tp status``: name, kind, namespace, and why
+        re-engaging failed if it did."""
+        return [
+            {
+                "name": name,
+                "kind": request.get("kind", ""),
+                "namespace": request.get("namespace", ""),
+                **({"problem": self.problems[name]} if name in self.problems else {}),
+            }
+            for name, request in sorted(self.requests.items())
+        ]
+
     def local_view(self, name: str, message: str) -> dict[str, Any]:
         """What ``tp list`` shows of an engagement the manager does not have (now)."""
         request = self.requests.get(name, {"name": name})
