@@ -16,6 +16,7 @@ from functools import partial
 import trio
 import trio_websocket
 
+from tpengine.fdstream import FdStream
 from tpengine.tunnel import (
     IncomingDial,
     MuxSession,
@@ -318,6 +319,70 @@ async def mux_round_trips() -> Rate:
     return await _with_tunnel(echo, client)
 
 
+async def _with_raw_tunnel(
+    dial_handler: Callable[[IncomingDial], Awaitable[None]],
+    client_fn: Callable[[MuxSession], Awaitable[Rate]],
+) -> Rate:
+    """The tunnel raw over TCP, each end on its descriptor (FdStream): how the engine
+    reaches the manager (through the port-forward) and the agents do (in the cluster)."""
+
+    async def serve(tcp: trio.SocketStream) -> None:
+        carrier = FdStream(tcp)
+        async with open_mux_over_stream(
+            carrier, role=Role.SERVER, dial_handler=dial_handler
+        ) as session:
+            await session.wait_closed()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        tcp = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+        async with open_mux_over_stream(FdStream(tcp), role=Role.CLIENT) as client:
+            result = await client_fn(client)
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def _echo(dial: IncomingDial) -> None:
+    stream = await dial.accept_stream()
+    async with stream:
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+
+
+async def raw_round_trips() -> Rate:
+    async def client(session: MuxSession) -> Rate:
+        stream = await session.open_stream("10.0.0.1", 7)
+        start = _stamp()
+        for _ in range(ROUND_TRIPS):
+            await stream.send_all(SMALL)
+            got = 0
+            while got < len(SMALL):
+                got += len(await stream.receive_some())
+        return ROUND_TRIPS / (_stamp() - start)
+
+    return await _with_raw_tunnel(_echo, client)
+
+
+async def raw_connections() -> Rate:
+    """What each of ``ab``'s connections asks of the tunnel, one at a time: dial, one
+    request and its answer, close both ways."""
+    total = 1000
+
+    async def client(session: MuxSession) -> Rate:
+        start = _stamp()
+        for _ in range(total):
+            stream = await session.open_stream("10.0.0.1", 80)
+            await stream.send_all(SMALL)
+            await stream.receive_some()
+            await stream.send_eof()
+            while await stream.receive_some():
+                pass
+            await stream.aclose()
+        return total / (_stamp() - start)
+
+    return await _with_raw_tunnel(_echo, client)
+
+
 def _best(runs: dict[str, Callable[[], Awaitable[Rate]]], repeats: int) -> dict[str, Rate]:
     """Best of ``repeats`` interleaved runs, for wall and CPU rates separately: this
     machine is shared, so the best run is the least disturbed one, and interleaving
@@ -367,6 +432,8 @@ def main() -> None:
             "ws": ws_round_trips,
             "mux": mux_round_trips,
             "opens": mux_stream_opens,
+            "raw": raw_round_trips,
+            "rawconn": raw_connections,
         },
         REPEATS,
     )
@@ -374,8 +441,16 @@ def main() -> None:
     _line("raw trio TCP", rtt["tcp"], "/s ")
     _line("bare trio-websocket", rtt["ws"], "/s ")
     _line("tunnel stream", rtt["mux"], "/s ", rtt["ws"])
+    _line("tunnel stream, raw over TCP", rtt["raw"], "/s ")
     print("streams through the tunnel, 16 dialers at a time:")
     _line("dial + accept + close", rtt["opens"], "/s ")
+    raw = rtt["rawconn"]
+    print("connections through the raw tunnel, one at a time (dial, request, answer, close):")
+    _line("connections", raw, "/s ")
+    print(
+        f"  CPU of both tunnel ends per connection {1e6 / raw.cpu:.0f} µs, "
+        f"per 100-byte round trip {1e6 / rtt['raw'].cpu:.0f} µs"
+    )
 
 
 if __name__ == "__main__":
