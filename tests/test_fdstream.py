@@ -57,3 +57,66 @@ async def test_a_reset_is_a_broken_resource() -> None:
     with pytest.raises(trio.BrokenResourceError):
         await stream.receive_some()
     await stream.aclose()
+
+
+async def test_send_nowait_takes_what_the_socket_takes() -> None:
+    near, far = trio_tcp_pair()
+    stream = FdStream(far)
+    async with near, stream:
+        taken = 0
+        while (n := stream.send_nowait(b"z" * 65536)) > 0:
+            taken += n
+        assert taken > 0  # until the socket's buffers were full, then 0: no waiting
+        got = 0
+        while got < taken:
+            got += len(await near.receive_some(1 << 20))
+        assert got == taken
+        assert stream.send_nowait(b"again") == 5
+
+
+async def test_a_tunnel_on_descriptors_keeps_every_byte_in_order() -> None:
+    """The driver writes from the task that queued output when the socket takes it and
+    leaves the rest to its writer: many streams at once, sockets full most of the time."""
+    from tpengine.tunnel import IncomingDial, Role, open_mux_over_stream
+
+    async def echo(dial: IncomingDial) -> None:
+        s = await dial.accept_stream()
+        async with s:
+            while data := await s.receive_some():
+                await s.send_all(data)
+
+    near, far = trio_tcp_pair()
+    for side in (near, far):  # tiny buffers: most sends are taken in part
+        side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    payloads = [random.Random(i).randbytes(100_000 + i) for i in range(8)]
+    async with trio.open_nursery() as nursery:
+
+        async def server() -> None:
+            async with open_mux_over_stream(FdStream(far), role=Role.SERVER, dial_handler=echo):
+                await trio.sleep_forever()
+
+        nursery.start_soon(server)
+        async with open_mux_over_stream(FdStream(near), role=Role.CLIENT) as client:
+
+            async def one(payload: bytes) -> None:
+                stream = await client.open_stream("10.0.0.1", 7)
+                async with stream:
+                    got = bytearray()
+
+                    async def send() -> None:
+                        for i in range(0, len(payload), 1000):
+                            await stream.send_all(payload[i : i + 1000])
+                        await stream.send_eof()
+
+                    async with trio.open_nursery() as inner:
+                        inner.start_soon(send)
+                        while data := await stream.receive_some():
+                            got += data
+                    assert bytes(got) == payload
+
+            with trio.fail_after(30):  # a lost or reordered byte would hang a reader
+                async with trio.open_nursery() as clients:
+                    for payload in payloads:
+                        clients.start_soon(one, payload)
+        nursery.cancel_scope.cancel()

@@ -80,6 +80,18 @@ class FdStream(trio.abc.HalfCloseableStream):
             view = view[sent:]
             await trio.lowlevel.wait_writable(self._fd)
 
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """What the socket takes of ``data`` now (0 when its buffer is full), without
+        waiting or yielding. Raises like :meth:`send_all`."""
+        if self._closed:
+            raise trio.ClosedResourceError("socket was closed")
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._error(exc) from exc
+
     def _error(self, exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
         if self._closed or self._socket.fileno() == -1:
             return trio.ClosedResourceError("socket was closed")

@@ -108,6 +108,12 @@ class MuxSession:
         self._activity: trio.Event | None = None  # set on any progress, while draining
         self._rearm = trio.Event()
         self._done = trio.Event()
+        # Output the kicking task wrote itself when the writer was idle and the transport
+        # took it at once (a wake-up of the writer saved per message); what the
+        # transport did not take waits here for the writer, ahead of anything newer.
+        self._send_nowait = getattr(transport, "send_nowait", None)
+        self._writer_idle = False
+        self._leftover = b""
         self.termination: ConnectionTerminated | None = None
         self.peer_going_away = False
 
@@ -304,12 +310,19 @@ class MuxSession:
         conn = self._conn
         with self._writer_scope:
             while True:
-                if not conn.pending_output:
+                if self._leftover:
+                    data, self._leftover = self._leftover, b""
+                elif not conn.pending_output:
                     self._drained.set()
                     self._output = trio.Event()
-                    await self._output.wait()
+                    self._writer_idle = True
+                    try:
+                        await self._output.wait()
+                    finally:
+                        self._writer_idle = False
                     continue
-                data = conn.data_to_send()
+                else:
+                    data = conn.data_to_send()
                 try:
                     await self._transport.send(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -344,9 +357,20 @@ class MuxSession:
     def _kick(self) -> None:
         if self._activity is not None:
             self._activity.set()
-        if self._conn.pending_output:
-            self._drained = trio.Event() if self._drained.is_set() else self._drained
-            self._output.set()
+        if not self._conn.pending_output:
+            return
+        if self._writer_idle and self._send_nowait is not None:
+            data = self._conn.data_to_send()
+            try:
+                sent = self._send_nowait(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                sent = 0  # the writer meets the same error and ends the session
+            if sent == len(data):
+                return
+            self._leftover = data[max(sent, 0) :]
+            self._writer_idle = False
+        self._drained = trio.Event() if self._drained.is_set() else self._drained
+        self._output.set()
 
     async def _wait_output_room(self) -> None:
         while self._conn.pending_output > self._conn.config.connection_window:

@@ -72,6 +72,9 @@ class StreamTransport:
     def __init__(self, stream: trio.abc.Stream, receive_size: int = 256 * 1024) -> None:
         self.stream = stream
         self.receive_size = receive_size
+        #: What the stream takes of some bytes without waiting, for streams that can say
+        #: (a descriptor's: FdStream); the driver then writes from the task that queued.
+        self.send_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)
 
     async def receive(self) -> bytes:
         data = await self.stream.receive_some(self.receive_size)
