@@ -18,6 +18,7 @@ import trio.testing
 
 from agent._volumes import Connection, MountSpec, VolumeServer, serve_volumes
 from tpengine.fs import MountError, VolumeClient, VolumeMounts
+from tpengine.fs._client import Connect
 from tpengine.fs._mount import READ_AHEAD_KB, mount_device, set_read_ahead
 from tpengine.fs._protocol import NO_HANDLE, Op, Reply, Request, decode_frame, encode_request
 
@@ -228,6 +229,18 @@ class _HangingStream(trio.abc.Stream):
         await self.inner.aclose()
 
 
+def agent_pod(server: VolumeServer, nursery: trio.Nursery) -> Connect:
+    """A ``connect`` for the volume client: each dial is served by ``server`` over a
+    fresh in-memory stream, as if through the tunnel to the agent's pod."""
+
+    async def connect() -> trio.abc.Stream:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_volumes, server_end, server)
+        return client_end
+
+    return connect
+
+
 async def test_reads_of_a_big_file_give_its_bytes_whatever_the_offsets(tmp_path: Path) -> None:
     """The FUSE read path without a mount (read-ahead units, ranges across two units, the
     bytes OPEN brought): sequential reads as the kernel's read-ahead sends them (several
@@ -241,12 +254,8 @@ async def test_reads_of_a_big_file_give_its_bytes_whatever_the_offsets(tmp_path:
     server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
     (tmp_path / "remote" / "var" / "data" / "big.bin").write_bytes(big)
 
-    async def connect() -> trio.abc.Stream:
-        client_end, server_end = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_volumes, server_end, server)
-        return client_end
-
     async with trio.open_nursery() as nursery:
+        connect = agent_pod(server, nursery)
         client = VolumeClient(connect, streams=3)
         await nursery.start(client.run)
         fs = RemoteFs(client, nursery)
@@ -312,13 +321,9 @@ async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
     big = os.urandom(3 * 1024 * 1024 + 17)
     (tmp_path / "remote" / "var" / "data" / "big.bin").write_bytes(big)
 
-    async def connect() -> trio.abc.Stream:
-        client_end, server_end = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_volumes, server_end, server)
-        return client_end
-
     mount_point = tmp_path / "mnt"
     async with trio.open_nursery() as nursery:
+        connect = agent_pod(server, nursery)
         mounts = VolumeMounts()
         await nursery.start(mounts.run)
         info = await mounts.mount("web", connect, path=str(mount_point), read_only=False)
@@ -387,12 +392,8 @@ async def test_a_mount_unmounted_from_outside_ends_and_is_forgotten(tmp_path: Pa
 
     server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
 
-    async def connect() -> trio.abc.Stream:
-        client_end, server_end = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_volumes, server_end, server)
-        return client_end
-
     async with trio.open_nursery() as nursery:
+        connect = agent_pod(server, nursery)
         mounts = VolumeMounts()
         await nursery.start(mounts.run)
         await mounts.mount("web", connect, path=str(tmp_path / "mnt"), read_only=True)
@@ -411,12 +412,8 @@ async def test_each_mount_in_its_own_process_two_at_once(tmp_path: Path) -> None
 
     server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
 
-    async def connect() -> trio.abc.Stream:
-        client_end, server_end = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_volumes, server_end, server)
-        return client_end
-
     async with trio.open_nursery() as nursery:
+        connect = agent_pod(server, nursery)
         mounts = MountProcesses()
         await nursery.start(mounts.run)
         first = await mounts.mount("one", connect, path=str(tmp_path / "one"), read_only=False)
@@ -448,12 +445,8 @@ async def test_a_killed_mount_process_leaves_no_dead_mount(tmp_path: Path) -> No
 
     server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
 
-    async def connect() -> trio.abc.Stream:
-        client_end, server_end = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_volumes, server_end, server)
-        return client_end
-
     async with trio.open_nursery() as nursery:
+        connect = agent_pod(server, nursery)
         mounts = MountProcesses()
         await nursery.start(mounts.run)
         await mounts.mount("one", connect, path=str(tmp_path / "one"), read_only=True)
@@ -472,12 +465,8 @@ async def test_quitting_unmounts_through_the_mount_process(tmp_path: Path) -> No
 
     server = VolumeServer(MOUNTS, root=str(make_tree(tmp_path / "remote")))
 
-    async def connect() -> trio.abc.Stream:
-        client_end, server_end = trio.testing.memory_stream_pair()
-        outer.start_soon(serve_volumes, server_end, server)
-        return client_end
-
     async with trio.open_nursery() as outer:
+        connect = agent_pod(server, outer)
         mounts = MountProcesses()
         with trio.CancelScope() as engine:  # the engine's nursery, cancelled by tp quit
             async with trio.open_nursery() as nursery:
