@@ -19,8 +19,9 @@ import trio.testing
 from agent._volumes import Connection, MountSpec, VolumeServer, serve_volumes
 from tpengine.fs import MountError, VolumeClient, VolumeMounts
 from tpengine.fs._client import Connect
-from tpengine.fs._mount import READ_AHEAD_KB, mount_device, set_read_ahead
+from tpengine.fs._mount import READ_AHEAD_KB, set_read_ahead
 from tpengine.fs._protocol import NO_HANDLE, Op, Reply, Request, decode_frame, encode_request
+from tpengine.helper._system import fuse_mount
 
 MOUNTS = [
     MountSpec(path="/etc/web", read_only=True),
@@ -281,17 +282,6 @@ async def test_reads_of_a_big_file_give_its_bytes_whatever_the_offsets(tmp_path:
         nursery.cancel_scope.cancel()
 
 
-def test_the_device_of_a_mount_point_from_mountinfo() -> None:
-    mountinfo = (
-        "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/root rw\n"
-        "44 22 0:40 / /tmp/my\\040mount rw,nosuid - fuse.tpengine tpengine rw\n"
-        "45 22 0:41 / /tmp/my\\040mount rw,nosuid - fuse.tpengine tpengine rw\n"
-    )
-    assert mount_device(mountinfo, "/tmp/my mount") == "0:41"  # the one mounted last
-    assert mount_device(mountinfo, "/") == "259:1"
-    assert mount_device(mountinfo, "/tmp/my\\040mount") is None
-
-
 def test_read_ahead_of_a_path_that_is_no_mount_is_left_alone(tmp_path: Path) -> None:
     assert set_read_ahead(str(tmp_path), READ_AHEAD_KB) is False  # logged, not raised
 
@@ -342,9 +332,9 @@ async def test_fuse_mount_mirrors_the_volumes(tmp_path: Path) -> None:
             data = mount_point / "var" / "data"
             assert await in_thread((data / "big.bin").read_bytes) == big
             # The kernel reads ahead far enough for 1 MiB READs, several at once.
-            mountinfo = await in_thread(Path("/proc/self/mountinfo").read_text)
-            device = mount_device(mountinfo, str(mount_point))
-            read_ahead = await in_thread(Path(f"/sys/class/bdi/{device}/read_ahead_kb").read_text)
+            found = await in_thread(lambda: fuse_mount(str(mount_point)))
+            assert found is not None
+            read_ahead = await in_thread(Path(f"/sys/class/bdi/{found[1]}/read_ahead_kb").read_text)
             assert int(read_ahead) == READ_AHEAD_KB
             small = {f"f{i}": os.urandom(i * 997) for i in range(30)}
             many = tmp_path / "remote" / "var" / "data" / "many"

@@ -19,7 +19,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -269,33 +268,15 @@ async def _tune(fs: Any, mount_point: str, privileged: Tune | None) -> None:
         log.info("volumes: the helper did not set the read-ahead of %s: %s", mount_point, exc)
 
 
-def mount_device(mountinfo: str, path: str) -> str | None:
-    """The ``major:minor`` of the file system mounted last on ``path``, from the text of
-    ``/proc/self/mountinfo`` (proc(5): field 3; field 5 the mount point, with space,
-    tab, newline and backslash written as octal escapes)."""
-    found = None
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4 and _unescape(fields[4]) == path:
-            found = fields[2]
-    return found
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
 def set_read_ahead(mount_point: str, kb: int) -> bool:
-    """The kernel read-ahead of the FUSE mount on ``mount_point`` (its backing device's
-    ``/sys/class/bdi/<major:minor>/read_ahead_kb``); False, logged, when it cannot be set.
-    Reads mountinfo, not the mount itself: a stat of it would wait for this process."""
+    """The kernel read-ahead of the FUSE mount on ``mount_point`` (the helper's rule:
+    its backing device's ``/sys/class/bdi/<major:minor>/read_ahead_kb``, found in
+    mountinfo, not by a stat of the mount, which would wait for this process); False,
+    logged, when it cannot be set (not root: then the helper is asked)."""
+    from tpengine.helper._system import set_read_ahead as set_it
+
     try:
-        with open("/proc/self/mountinfo") as f:
-            device = mount_device(f.read(), mount_point)
-        if device is None:
-            raise OSError(errno.ENOENT, "not in /proc/self/mountinfo")
-        with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w") as f:
-            f.write(str(kb))
+        set_it(mount_point, kb)
     except OSError as exc:
         log.info("volumes: kernel read-ahead of %s stays as it is: %s", mount_point, exc)
         return False
