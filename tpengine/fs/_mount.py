@@ -22,7 +22,7 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -109,9 +109,13 @@ def fuse_options(read_only: bool) -> set[str]:
     return options
 
 
-class MountHost:
+M = TypeVar("M")
+
+
+class MountHost(Generic[M]):
     """What every holder of mounts shares: the helper's (un)registration and tuning
-    callbacks and the nursery that ``run`` keeps, in which each mount is one task."""
+    callbacks, its mounts by name (``active``) and the nursery that ``run`` keeps, in
+    which each mount is one task."""
 
     def __init__(
         self,
@@ -124,6 +128,7 @@ class MountHost:
         self._unregister = unregister
         self._tune = tune
         self._nursery: trio.Nursery | None = None
+        self.active: dict[str, M] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -135,18 +140,8 @@ class MountHost:
             self._nursery = None
 
 
-class VolumeMounts(MountHost):
+class VolumeMounts(MountHost["VolumeMount"]):
     """The engine's mounts served in this process (one at a time: pyfuse3's limit)."""
-
-    def __init__(
-        self,
-        *,
-        register: Register | None = None,
-        unregister: Register | None = None,
-        tune: Tune | None = None,
-    ) -> None:
-        super().__init__(register=register, unregister=unregister, tune=tune)
-        self.active: dict[str, VolumeMount] = {}
 
     async def mount(
         self, name: str, connect: Connect, *, path: str | None, read_only: bool

@@ -37,7 +37,6 @@ from tpengine.fs._mount import (
     FIRST_CONTACT,
     MountError,
     MountHost,
-    Register,
     Tune,
     _mount_error,
 )
@@ -56,18 +55,8 @@ class _Child:
     finished: trio.Event = field(default_factory=trio.Event)
 
 
-class MountProcesses(MountHost):
+class MountProcesses(MountHost[_Child]):
     """The engine's mounts, each served by a child process (see the module doc)."""
-
-    def __init__(
-        self,
-        *,
-        register: Register | None = None,
-        unregister: Register | None = None,
-        tune: Tune | None = None,
-    ) -> None:
-        super().__init__(register=register, unregister=unregister, tune=tune)
-        self.active: dict[str, _Child] = {}
 
     async def mount(
         self, name: str, connect: Connect, *, path: str | None, read_only: bool
