@@ -208,7 +208,32 @@ async def _with_tunnel(
     return result
 
 
-async def mux_throughput(streams: int) -> Rate:
+async def _with_raw_tunnel(
+    dial_handler: Callable[[IncomingDial], Awaitable[None]],
+    client_fn: Callable[[MuxSession], Awaitable[Rate]],
+) -> Rate:
+    """The tunnel raw over TCP, each end on its descriptor (FdStream): how the engine
+    reaches the manager (through the port-forward) and the agents do (in the cluster)."""
+
+    async def serve(tcp: trio.SocketStream) -> None:
+        carrier = FdStream(tcp)
+        async with open_mux_over_stream(
+            carrier, role=Role.SERVER, dial_handler=dial_handler
+        ) as session:
+            await session.wait_closed()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        tcp = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+        async with open_mux_over_stream(FdStream(tcp), role=Role.CLIENT) as client:
+            result = await client_fn(client)
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def mux_throughput(
+    streams: int, tunnel: Callable[..., Awaitable[Rate]] = _with_tunnel
+) -> Rate:
     per_stream = TOTAL // streams
     remaining = streams
     done = trio.Event()
@@ -240,7 +265,7 @@ async def mux_throughput(streams: int) -> Rate:
         await done.wait()
         return TOTAL / MB / (timing[0] - start)
 
-    return await _with_tunnel(sink, client)
+    return await tunnel(sink, client)
 
 
 async def mux_stream_opens() -> Rate:
@@ -269,79 +294,6 @@ async def mux_stream_opens() -> Rate:
     return await _with_tunnel(accept, client)
 
 
-async def mux_tcp_throughput() -> Rate:
-    """The same tunnel over a plain TCP byte stream (no websocket), one stream."""
-    done = trio.Event()
-    timing: list[Stamp] = []
-
-    async def sink(dial: IncomingDial) -> None:
-        stream = await dial.accept_stream()
-        got = 0
-        while got < TOTAL:
-            got += len(await stream.receive_some())
-        timing.append(_stamp())
-        done.set()
-
-    async def serve(tcp: trio.SocketStream) -> None:
-        async with open_mux_over_stream(tcp, role=Role.SERVER, dial_handler=sink) as session:
-            await session.wait_closed()
-
-    async with trio.open_nursery() as nursery:
-        [listener] = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
-        tcp = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
-        async with open_mux_over_stream(tcp, role=Role.CLIENT) as client:
-            stream = await client.open_stream("10.0.0.1", 9)
-            data = b"p" * CHUNK
-            start = _stamp()
-            for _ in range(TOTAL // CHUNK):
-                await stream.send_all(data)
-            await done.wait()
-        nursery.cancel_scope.cancel()
-    return TOTAL / MB / (timing[0] - start)
-
-
-async def mux_round_trips() -> Rate:
-    async def echo(dial: IncomingDial) -> None:
-        stream = await dial.accept_stream()
-        while data := await stream.receive_some():
-            await stream.send_all(data)
-
-    async def client(session: MuxSession) -> Rate:
-        stream = await session.open_stream("10.0.0.1", 7)
-        start = _stamp()
-        for _ in range(ROUND_TRIPS):
-            await stream.send_all(SMALL)
-            got = 0
-            while got < len(SMALL):
-                got += len(await stream.receive_some())
-        return ROUND_TRIPS / (_stamp() - start)
-
-    return await _with_tunnel(echo, client)
-
-
-async def _with_raw_tunnel(
-    dial_handler: Callable[[IncomingDial], Awaitable[None]],
-    client_fn: Callable[[MuxSession], Awaitable[Rate]],
-) -> Rate:
-    """The tunnel raw over TCP, each end on its descriptor (FdStream): how the engine
-    reaches the manager (through the port-forward) and the agents do (in the cluster)."""
-
-    async def serve(tcp: trio.SocketStream) -> None:
-        carrier = FdStream(tcp)
-        async with open_mux_over_stream(
-            carrier, role=Role.SERVER, dial_handler=dial_handler
-        ) as session:
-            await session.wait_closed()
-
-    async with trio.open_nursery() as nursery:
-        [listener] = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
-        tcp = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
-        async with open_mux_over_stream(FdStream(tcp), role=Role.CLIENT) as client:
-            result = await client_fn(client)
-        nursery.cancel_scope.cancel()
-    return result
-
-
 async def _echo(dial: IncomingDial) -> None:
     stream = await dial.accept_stream()
     async with stream:
@@ -349,18 +301,24 @@ async def _echo(dial: IncomingDial) -> None:
             await stream.send_all(data)
 
 
-async def raw_round_trips() -> Rate:
-    async def client(session: MuxSession) -> Rate:
-        stream = await session.open_stream("10.0.0.1", 7)
-        start = _stamp()
-        for _ in range(ROUND_TRIPS):
-            await stream.send_all(SMALL)
-            got = 0
-            while got < len(SMALL):
-                got += len(await stream.receive_some())
-        return ROUND_TRIPS / (_stamp() - start)
+async def _round_trips(session: MuxSession) -> Rate:
+    """``ROUND_TRIPS`` small messages echoed one at a time on one stream."""
+    stream = await session.open_stream("10.0.0.1", 7)
+    start = _stamp()
+    for _ in range(ROUND_TRIPS):
+        await stream.send_all(SMALL)
+        got = 0
+        while got < len(SMALL):
+            got += len(await stream.receive_some())
+    return ROUND_TRIPS / (_stamp() - start)
 
-    return await _with_raw_tunnel(_echo, client)
+
+async def mux_round_trips() -> Rate:
+    return await _with_tunnel(_echo, _round_trips)
+
+
+async def raw_round_trips() -> Rate:
+    return await _with_raw_tunnel(_echo, _round_trips)
 
 
 async def raw_connections() -> Rate:
@@ -411,7 +369,7 @@ def main() -> None:
             "ws256": partial(ws_throughput, 1, WS_RECEIVE_BUFFER),
             "mux1": partial(mux_throughput, 1),
             "mux16": partial(mux_throughput, 16),
-            "muxtcp": mux_tcp_throughput,
+            "muxtcp": partial(mux_throughput, 1, _with_raw_tunnel),
         },
         REPEATS,
     )
@@ -425,7 +383,7 @@ def main() -> None:
     )
     _line("tunnel, 1 stream", bulk["mux1"], "MB/s", ws1)
     _line("tunnel, 16 streams", bulk["mux16"], "MB/s", ws1)
-    _line("tunnel over plain TCP (no websocket), 1 stream", bulk["muxtcp"], "MB/s")
+    _line("tunnel raw over TCP (FdStream), 1 stream", bulk["muxtcp"], "MB/s")
     rtt = _best(
         {
             "tcp": tcp_round_trips,
