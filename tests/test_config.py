@@ -69,6 +69,7 @@ def test_the_environment_wins_over_the_file(
         ("routing: {alsoProxySubnets: [10.0.0.0/33]}", "'10.0.0.0/33' is not a CIDR"),
         ("routing: {neverProxySubnets: {a: b}}", "must be a list of strings"),
         ("cluster: {mappedNamespaces: [Shop]}", "'Shop' is not a namespace name"),
+        ("cluster: {mappedNamespaces: [-shop]}", "'-shop' is not a namespace name"),
         ("cluster: {defaultManagerNamespace: [a]}", "must be a namespace name"),
         ("logLevels: {engine: loud}", "'loud' is not one of"),
         ("images: {image: ''}", "must be an image reference"),

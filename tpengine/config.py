@@ -23,14 +23,16 @@ typo never silently does nothing.
 
 from __future__ import annotations
 
-import ipaddress
+import dataclasses
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tpengine.engine._paths import config_dir
+from tpengine.engine._routes import CidrError, parse_cidrs
 
 #: Log levels by Telepresence's names (``trace`` is Python's DEBUG), for the file's
 #: ``logLevels`` and for ``tp loglevel``.
@@ -43,7 +45,12 @@ LEVELS = {
     "trace": logging.DEBUG,
 }
 
-_NAMESPACE_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # an RFC 1123 label
+
+
+def is_namespace_name(name: str) -> bool:
+    """Whether ``name`` can name a Kubernetes namespace (an RFC 1123 DNS label)."""
+    return _NAMESPACE.fullmatch(name) is not None
 
 
 class ConfigError(ValueError):
@@ -103,13 +110,7 @@ def load_config(path: Path | None = None) -> Config:
             raise ConfigError(f"{path}: not valid YAML{line}") from None
     config = _from_data(data, path)
     image = os.environ.get("TP_IMAGE")
-    if image:
-        config = Config(**{**_fields(config), "image": image})
-    return config
-
-
-def _fields(config: Config) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in Config.__dataclass_fields__}
+    return dataclasses.replace(config, image=image) if image else config
 
 
 _SHAPE: dict[str, set[str]] = {
@@ -139,19 +140,16 @@ def _from_data(data: Any, path: Path) -> Config:
     def names(key: str, value: Any) -> tuple[str, ...]:
         listed = _list(value, f"cluster.{key}", path)
         for name in listed:
-            if not name or len(name) > 63 or not set(name) <= _NAMESPACE_CHARS:
+            if not is_namespace_name(name):
                 raise ConfigError(f"{path}: cluster.{key}: {name!r} is not a namespace name")
         return listed
 
     def cidrs(key: str) -> tuple[str, ...]:
         value = _list(get("routing", key), f"routing.{key}", path)
-        for text in value:
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise ConfigError(
-                    f"{path}: routing.{key}: {text!r} is not a CIDR (for example 10.0.0.0/16)"
-                ) from None
+        try:
+            parse_cidrs(value, f"{path}: routing.{key}:")  # the flags' own rule
+        except CidrError as exc:
+            raise ConfigError(str(exc)) from None
         return value
 
     manager_namespace = get("cluster", "defaultManagerNamespace") or "tpengine"

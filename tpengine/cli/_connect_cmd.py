@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -12,12 +11,12 @@ import typer
 
 from tpengine.cli._config_cmd import load_config_or_fail
 from tpengine.cli._output import OUTPUT_OPTION, OutputFormat, emit_structured, fail, key_value_block
+from tpengine.config import is_namespace_name
 from tpengine.engine._control_client import ControlError, EngineNotRunning, call_engine_sync
 from tpengine.engine._paths import logs_dir
 
 ENGINE_START_TIMEOUT = 15.0
 ENGINE_EXIT_TIMEOUT = 10.0  # a failed engine undoing what it made
-_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label: a namespace name
 
 
 def engine_call(
@@ -121,7 +120,7 @@ def _namespaces(values: list[str]) -> list[str]:
     Kubernetes namespace name (an RFC 1123 label)."""
     names = [n.strip() for value in values for n in value.split(",") if n.strip()]
     for name in names:
-        if not _LABEL.fullmatch(name):
+        if not is_namespace_name(name):
             fail(
                 f"--mapped-namespaces {name!r} is not a namespace name "
                 "(lower-case letters, digits and '-', at most 63)"
