@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchmarks._connect_cluster import (
     PINGPONG_PORT,
@@ -48,7 +49,7 @@ class Sample:
 
 def _process(pid: int) -> tuple[float, int]:
     """(resident MB, open descriptors) of ``pid``."""
-    status = open(f"/proc/{pid}/status").read()  # noqa: SIM115 (read at once)
+    status = Path(f"/proc/{pid}/status").read_text()
     rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
     return rss_kb / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
