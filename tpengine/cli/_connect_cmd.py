@@ -137,13 +137,11 @@ def _validate(
     namespace: str | None,
 ) -> None:
     # Imported here: the commands that only talk to a running engine stay light.
-    from tpengine.engine._routes import CidrError, parse_cidrs
+    from tpengine.engine._routes import CidrError, RoutingRules
     from tpengine.kube.kubeconfig import KubeconfigError, resolve_target
 
     try:
-        parse_cidrs(also, "--also-proxy")
-        parse_cidrs(never, "--never-proxy")
-        parse_cidrs(allow_conflicting, "--allow-conflicting-subnets")
+        RoutingRules.parse(also, never, allow_conflicting)  # as the engine will
         resolve_target(kubeconfig=kubeconfig, context=context, namespace=namespace)
     except (CidrError, KubeconfigError) as exc:
         fail(str(exc))

@@ -32,13 +32,7 @@ from tpengine.engine._laptop_routes import laptop_routes
 from tpengine.engine._loglevel import LogLevel, LogLevelError, parse_duration, parse_level
 from tpengine.engine._network import serve_tun
 from tpengine.engine._reengage import WAITING_FOR_MANAGER, EngagementMemory, keep_engaged
-from tpengine.engine._routes import (
-    Network,
-    SubnetConflict,
-    parse_cidrs,
-    resolve_conflicts,
-    routed_networks,
-)
+from tpengine.engine._routes import Network, RoutingRules, SubnetConflict
 from tpengine.engine._session import Session, SessionError, SessionInfo, State, open_session_with
 from tpengine.engine._topod import (
     LOCALHOST,
@@ -373,8 +367,9 @@ class Engine:
 
     async def _connect_and_serve_inner(self) -> None:
         opts = self.options
-        also = parse_cidrs(opts.also_proxy, "--also-proxy")
-        never = parse_cidrs(opts.never_proxy, "--never-proxy")
+        routing = RoutingRules.parse(
+            opts.also_proxy, opts.never_proxy, opts.allow_conflicting_subnets
+        )
         await self.say("Connecting to the cluster")
         api, target = await open_api(
             kubeconfig=opts.kubeconfig, context=opts.context, namespace=opts.namespace
@@ -403,15 +398,13 @@ class Engine:
                 self.ready.set()
                 self._news.set()
                 await trio.sleep_forever()
-            await self._serve_network(session, also, never)
+            await self._serve_network(session, routing)
 
-    async def _serve_network(
-        self, session: Session, also: list[Network], never: list[Network]
-    ) -> None:
+    async def _serve_network(self, session: Session, routing: RoutingRules) -> None:
         assert self.helper is not None
         opts = self.options
         # Refused before anything is made: a subnet a route of the laptop's already uses.
-        _, conflicts = await self._plan_routes(session, also, never)
+        _, conflicts = await self._plan_routes(session, routing)
         if conflicts:
             self.fail(str(conflicts[0]))
             return
@@ -430,12 +423,12 @@ class Engine:
         await self.say(f"Created TUN device {tun.name}")
         async with trio.open_nursery() as nursery:
             resolver = await self._start_dns(session, nursery)
-            await self._update_routes(session, also, never)
+            await self._update_routes(session, routing)
             await nursery.start(self.volumes.run)
             async with open_netstack(tun) as stack:
                 self._forwards = nursery
                 nursery.start_soon(serve_tun, stack, session)
-                nursery.start_soon(self._follow_cluster, session, resolver, also, never)
+                nursery.start_soon(self._follow_cluster, session, resolver, routing)
                 await self.say(
                     f"Network ready: {len(self.routed)} subnets routed to {tun.name}, DNS on {opts.tun_address}"
                 )
@@ -463,11 +456,9 @@ class Engine:
         await self.helper.set_dns([address])
         return resolver
 
-    async def _update_routes(
-        self, session: Session, also: list[Network], never: list[Network]
-    ) -> None:
+    async def _update_routes(self, session: Session, routing: RoutingRules) -> None:
         assert self.helper is not None
-        wanted, conflicts = await self._plan_routes(session, also, never)
+        wanted, conflicts = await self._plan_routes(session, routing)
         for conflict in conflicts:
             if conflict not in self.conflicts:
                 log.warning("not routed: %s", conflict)
@@ -481,27 +472,22 @@ class Engine:
         self.routed = wanted
 
     async def _plan_routes(
-        self, session: Session, also: list[Network], never: list[Network]
+        self, session: Session, routing: RoutingRules
     ) -> tuple[list[Network], list[SubnetConflict]]:
         """The networks to route: the cluster's and ``--also-proxy``, minus
         ``--never-proxy``, minus those a route of the laptop's already uses (unless
         allowed). At connect such a conflict fails ``tp connect``; a subnet the cluster
         gains later is left out, with a warning in the log and in ``tp status``."""
         cluster = [*session.info.cluster.pod_cidrs, *session.info.cluster.service_cidrs]
-        allowed = parse_cidrs(self.options.allow_conflicting_subnets, "--allow-conflicting-subnets")
-        existing = await laptop_routes(skip_link=self.tun_name or None)
-        wanted, conflicts = resolve_conflicts(
-            routed_networks(cluster, also, never), existing, allowed
-        )
-        return wanted, conflicts
+        return routing.plan(cluster, await laptop_routes(skip_link=self.tun_name or None))
 
     async def _follow_cluster(
-        self, session: Session, resolver: Resolver, also: list[Network], never: list[Network]
+        self, session: Session, resolver: Resolver, routing: RoutingRules
     ) -> None:
         while True:
             await session.wait_cluster_changed()
             resolver.set_policy(session.policy)
-            await self._update_routes(session, also, never)
+            await self._update_routes(session, routing)
             log.info("subnets now: %s", ", ".join(map(str, self.routed)))
 
 

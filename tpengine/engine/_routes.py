@@ -63,6 +63,34 @@ def routed_networks(
 
 
 @dataclass(frozen=True, kw_only=True)
+class RoutingRules:
+    """``--also-proxy``, ``--never-proxy`` and ``--allow-conflicting-subnets``, parsed."""
+
+    also: tuple[Network, ...] = ()
+    never: tuple[Network, ...] = ()
+    allowed: tuple[Network, ...] = ()
+
+    @classmethod
+    def parse(
+        cls, also: Iterable[str], never: Iterable[str], allowed: Iterable[str]
+    ) -> RoutingRules:
+        """Raises :class:`CidrError` naming the flag and the value."""
+        return cls(
+            also=tuple(parse_cidrs(also, "--also-proxy")),
+            never=tuple(parse_cidrs(never, "--never-proxy")),
+            allowed=tuple(parse_cidrs(allowed, "--allow-conflicting-subnets")),
+        )
+
+    def plan(
+        self, cluster: Iterable[Network], laptop: Iterable[LaptopRoute]
+    ) -> tuple[list[Network], list[SubnetConflict]]:
+        """What to route for ``cluster``'s subnets on a laptop with routes ``laptop``,
+        and the conflicts left out (see :func:`resolve_conflicts`)."""
+        wanted = routed_networks(cluster, self.also, self.never)
+        return resolve_conflicts(wanted, laptop, self.allowed)
+
+
+@dataclass(frozen=True, kw_only=True)
 class LaptopRoute:
     """A route the laptop had before us: its network and how ``ip route`` would show it."""
 
