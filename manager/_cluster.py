@@ -110,7 +110,7 @@ class ClusterWatcher:
         # Pods only when no node declares its podCIDR: on a big cluster, listing every
         # pod every few seconds is the manager's heaviest call by far.
         pods = [] if declares_pod_cidrs(nodes) else await self._list("pods")
-        namespaces = await self._list("namespaces", remember_version=True)
+        namespaces, self.namespaces_version = await self._list_at("namespaces")
         info = ClusterInfo(
             pod_cidrs=tuple(pod_cidrs(nodes, pods)),
             service_cidrs=service_cidrs,
@@ -123,20 +123,22 @@ class ClusterWatcher:
             log.info("cluster: %s", json.dumps(info.to_json()))
         self.ready.set()
 
-    async def _list(self, resource: str, *, remember_version: bool = False) -> list[dict[str, Any]]:
+    async def _list(self, resource: str) -> list[dict[str, Any]]:
+        items, _ = await self._list_at(resource)
+        return items
+
+    async def _list_at(self, resource: str) -> tuple[list[dict[str, Any]], str]:
+        """The items of ``resource`` and the list's resourceVersion (where a watch of it
+        resumes)."""
         try:
             async with self.api.call_api("GET", version="v1", url=resource) as response:
                 body = response.json()
-                if remember_version:
-                    self.namespaces_version = str(
-                        body.get("metadata", {}).get("resourceVersion", "")
-                    )
                 items: list[dict[str, Any]] = body.get("items") or []
-                return items
+                return items, str((body.get("metadata") or {}).get("resourceVersion", ""))
         except kr8s.ServerError as exc:
             status = exc.response.status_code if exc.response is not None else None
             if resource == "nodes" and status in (403, 404):
-                return []  # no nodes resource or no right to it: fall back to pod IPs
+                return [], ""  # no nodes resource or no right to it: fall back to pod IPs
             raise
 
     async def _service_cidrs(self) -> tuple[Network, ...]:

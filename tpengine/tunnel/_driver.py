@@ -367,7 +367,7 @@ class MuxSession:
                 sent = 0  # the writer meets the same error and ends the session
             if sent == len(data):
                 return
-            self._leftover = data[max(sent, 0) :]
+            self._leftover = data[sent:]
             self._writer_idle = False
         self._drained = trio.Event() if self._drained.is_set() else self._drained
         self._output.set()
