@@ -13,11 +13,18 @@ for SNI), TLS 1.3 post-handshake messages (session tickets, KeyUpdate: whatever 
 read produces for the peer is sent at once), close_notify both ways, and a ragged EOF
 read as end of stream (``https_compatible`` in trio's terms: the API server's HTTP
 framing says where data ends). Client side only; no renegotiation (TLS 1.3 has none).
+
+:meth:`TlsClientStream.send_nowait` encrypts and writes from the calling task without
+waiting (the tunnel's driver writes each message from the task that queued it). Data is
+committed once encrypted (its records carry sequence numbers, RFC 8446 §5.3): ciphertext
+the socket did not take is kept and goes out first on the next send, or on
+:meth:`TlsClientStream.flush`; :attr:`TlsClientStream.output_pending` says when some is kept.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 import trio
 
@@ -26,19 +33,19 @@ RECEIVE_SIZE = 256 * 1024
 
 
 class _OneAtATime:
-    __slots__ = ("_held", "_what")
+    __slots__ = ("held", "_what")
 
     def __init__(self, what: str) -> None:
-        self._held = False
+        self.held = False
         self._what = what
 
     def __enter__(self) -> None:
-        if self._held:
+        if self.held:
             raise trio.BusyResourceError(f"another task is already {self._what}")
-        self._held = True
+        self.held = True
 
     def __exit__(self, *exc: object) -> None:
-        self._held = False
+        self.held = False
 
 
 class TlsClientStream(trio.abc.Stream):
@@ -56,6 +63,12 @@ class TlsClientStream(trio.abc.Stream):
         self._receiving = _OneAtATime("receiving on this TLS stream")
         self._broken: str | None = None
         self._closed = False
+        #: Ciphertext taken out of the outgoing BIO that the socket has not taken yet:
+        #: it goes out before anything the BIO holds (whoever holds the send lock).
+        self._unsent = b""
+        self._transport_nowait: Callable[[bytes], int] | None = getattr(
+            transport, "send_nowait", None
+        )
 
     async def do_handshake(self) -> None:
         """RFC 8446 §4: until the server's Finished (certificate checked by the context)."""
@@ -86,14 +99,14 @@ class TlsClientStream(trio.abc.Stream):
     async def _flush(self) -> None:
         """Send what the TLS object produced, in order: whoever holds the lock sends all
         of the outgoing BIO, so bytes leave in the order they were produced."""
-        if not self._outgoing.pending:
+        if not self._outgoing.pending and not self._unsent:
             return
         try:
             self._send_lock.acquire_nowait()  # free: no scheduling point of its own
         except trio.WouldBlock:
             await self._send_lock.acquire()
         try:
-            data = self._outgoing.read()
+            data, self._unsent = self._unsent + self._outgoing.read(), b""
             if data:
                 await self.transport.send_all(data)
         except BaseException:
@@ -117,7 +130,55 @@ class TlsClientStream(trio.abc.Stream):
             except ssl.SSLError as exc:
                 self._broken = f"TLS error: {exc}"
                 raise trio.BrokenResourceError(self._broken) from exc
-            if self._outgoing.pending:
+            if self._outgoing.pending or self._unsent:
+                await self._flush()
+            else:
+                await trio.lowlevel.checkpoint()
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Encrypt all of ``data`` and write what the socket takes now, without waiting
+        or yielding: ``len(data)`` once encrypted (ciphertext the socket did not take is
+        kept, see :attr:`output_pending`), or 0 when nothing can be taken now: another
+        task is sending, earlier ciphertext is still unsent, the transport cannot write
+        without waiting, or the stream is closed or broken (the next :meth:`send_all`
+        says how)."""
+        nowait = self._transport_nowait
+        if (
+            nowait is None
+            or not data
+            or self._sending.held
+            or self._send_lock.locked()
+            or self._unsent
+            or self._closed
+            or self._broken is not None
+        ):
+            return 0
+        try:
+            self._ssl.write(data)
+        except ssl.SSLError as exc:
+            self._broken = f"TLS error: {exc}"
+            return 0
+        out = self._outgoing.read()  # with anything older the BIO held: in order
+        try:
+            sent = nowait(out)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._broken = f"TLS stream broken: {exc}"
+            return 0
+        if sent < len(out):
+            self._unsent = out[sent:]
+        return len(data)
+
+    @property
+    def output_pending(self) -> bool:
+        """Whether ciphertext of an earlier :meth:`send_nowait` is not on the wire yet:
+        :meth:`flush` (or any send) puts it there."""
+        return bool(self._unsent)
+
+    async def flush(self) -> None:
+        """Send the ciphertext :meth:`send_nowait` kept (a checkpoint when none is)."""
+        with self._sending:
+            self._check()
+            if self._unsent or self._outgoing.pending:
                 await self._flush()
             else:
                 await trio.lowlevel.checkpoint()

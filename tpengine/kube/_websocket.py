@@ -19,7 +19,7 @@ import os
 import ssl
 import struct
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -248,6 +248,12 @@ class WebSocketClient:
             self._reader.feed(head)
         self._send_lock = trio.StrictFIFOLock()
         self._pending: deque[tuple[int, bytes]] = deque()
+        # send_nowait: what the stream below takes without waiting, and the rest of a
+        # frame it took only part of (sent first by whoever sends next, under the lock:
+        # no other frame may start inside it, RFC 6455 §5.4).
+        self._stream_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)
+        self._holder = stream if isinstance(stream, TlsClientStream) else None
+        self._unsent = b""
         self.close_code: int | None = None  # the server's close code, once it closed
         self.close_reason = ""
         self._close_sent = False
@@ -292,9 +298,56 @@ class WebSocketClient:
         try:
             if self._close_sent:
                 raise trio.ClosedResourceError("websocket is closing")
-            await self.stream.send_all(frame)
+            await self.stream.send_all(self._after_unsent(frame))
         finally:
             self._send_lock.release()
+
+    def send_nowait(self, payload: bytes | bytearray | memoryview) -> int:
+        """Send ``payload`` as one binary message from this task without waiting:
+        ``len(payload)`` once the whole frame is taken (what the stream below did not
+        write yet is kept, see :attr:`output_pending`), or 0 when it cannot be now (a
+        send in progress, a frame's rest still unsent, closing, a stream that cannot
+        take it without waiting or is broken: the next :meth:`send_message` says how)."""
+        nowait = self._stream_nowait
+        if nowait is None or self._unsent or self._close_sent or self._send_lock.locked():
+            return 0
+        frame = encode_frame(BINARY, payload, masked=True)
+        try:
+            sent = nowait(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return 0
+        if not sent:
+            return 0  # none of the frame left: it is dropped whole (a fresh key next time)
+        if sent < len(frame):
+            self._unsent = frame[sent:]
+        return len(payload)
+
+    @property
+    def output_pending(self) -> bool:
+        """Whether bytes of an earlier :meth:`send_nowait` are not on the wire yet:
+        :meth:`flush` (or any send) puts them there."""
+        return bool(self._unsent) or (self._holder is not None and self._holder.output_pending)
+
+    async def flush(self) -> None:
+        """Send what :meth:`send_nowait` left (a checkpoint when nothing is)."""
+        await acquire(self._send_lock)
+        try:
+            if self._unsent:
+                data, self._unsent = self._unsent, b""
+                await self.stream.send_all(data)
+            elif self._holder is not None:
+                await self._holder.flush()
+            else:
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._send_lock.release()
+
+    def _after_unsent(self, frame: bytes) -> bytes:
+        """``frame`` behind the rest of a frame that send_nowait began (under the lock)."""
+        if not self._unsent:
+            return frame
+        data, self._unsent = self._unsent + frame, b""
+        return data
 
     async def _send_control(self, opcode: int, payload: bytes) -> None:
         await acquire(self._send_lock)
@@ -302,8 +355,9 @@ class WebSocketClient:
             if self._close_sent:
                 return
             self._close_sent = opcode == CLOSE
+            frame = encode_frame(opcode, payload, masked=True)
             try:
-                await self.stream.send_all(encode_frame(opcode, payload, masked=True))
+                await self.stream.send_all(self._after_unsent(frame))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
         finally:

@@ -122,6 +122,20 @@ class _ThinCarrier:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise trio.BrokenResourceError(f"connection to the API server lost ({exc})") from None
 
+    def send_nowait(self, message: bytes) -> int:
+        """All of a binary ``message`` without waiting, or 0 (see WebSocketClient)."""
+        return self.ws.send_nowait(message)
+
+    @property
+    def output_pending(self) -> bool:
+        return self.ws.output_pending
+
+    async def flush(self) -> None:
+        try:
+            await self.ws.flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise trio.BrokenResourceError(f"connection to the API server lost ({exc})") from None
+
     async def aclose(self) -> None:
         await self.ws.aclose()
 
@@ -181,6 +195,9 @@ class PortForwardStream(trio.abc.HalfCloseableStream):
         self._error: str | None = None
         self._send_busy = _Busy("sending on this port-forward")
         self._recv_busy = _Busy("receiving on this port-forward")
+        # Binary messages written from the calling task (the thin websocket client only;
+        # base64 text and kr8s's httpx-ws always go through send_all).
+        self._nowait_carrier = None if text or not isinstance(carrier, _ThinCarrier) else carrier
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         with self._send_busy:
@@ -193,6 +210,41 @@ class PortForwardStream(trio.abc.HalfCloseableStream):
                 else:
                     await self._carrier.send(b"\x00" + chunk)
             if not view:
+                await trio.lowlevel.checkpoint()
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Send the start of ``data`` (at most one message: SEND_CHUNK bytes) from this
+        task without waiting: the count taken, or 0 when nothing can be taken now (a
+        send in progress in another task, bytes of an earlier one still unsent, base64
+        or proxied mode, closed or failed: then :meth:`send_all` raises). Bytes taken
+        may still be on their way (:attr:`output_pending`; :meth:`flush` sends them)."""
+        carrier = self._nowait_carrier
+        if (
+            carrier is None
+            or not data
+            or self._send_busy.held
+            or self._closed
+            or self._eof_sent
+            or self._error is not None
+        ):
+            return 0
+        chunk = data[:SEND_CHUNK]
+        return len(chunk) if carrier.send_nowait(b"\x00" + chunk) else 0
+
+    @property
+    def output_pending(self) -> bool:
+        """Whether bytes :meth:`send_nowait` took are not on the wire yet."""
+        carrier = self._nowait_carrier
+        return carrier is not None and carrier.output_pending
+
+    async def flush(self) -> None:
+        """Put on the wire what :meth:`send_nowait` took (also done by any send)."""
+        with self._send_busy:
+            if self._closed:
+                raise trio.ClosedResourceError("port-forward was closed")
+            if self._nowait_carrier is not None:
+                await self._nowait_carrier.flush()
+            else:
                 await trio.lowlevel.checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:

@@ -112,6 +112,9 @@ class MuxSession:
         # took it at once (a wake-up of the writer saved per message); what the
         # transport did not take waits here for the writer, ahead of anything newer.
         self._send_nowait = getattr(transport, "send_nowait", None)
+        # A transport whose send_nowait may hold bytes it took (TLS ciphertext the socket
+        # took only part of) offers ``output_pending`` and ``flush()``: the writer flushes.
+        self._flush: Callable[[], Awaitable[None]] | None = getattr(transport, "flush", None)
         self._writer_idle = False
         self._leftover = b""
         self.termination: ConnectionTerminated | None = None
@@ -310,20 +313,23 @@ class MuxSession:
         conn = self._conn
         with self._writer_scope:
             while True:
-                if self._leftover:
-                    data, self._leftover = self._leftover, b""
-                elif not conn.pending_output:
-                    self._drained.set()
-                    self._output = trio.Event()
-                    self._writer_idle = True
-                    try:
-                        await self._output.wait()
-                    finally:
-                        self._writer_idle = False
-                    continue
-                else:
-                    data = conn.data_to_send()
                 try:
+                    if self._leftover:
+                        data, self._leftover = self._leftover, b""
+                    elif conn.pending_output:
+                        data = conn.data_to_send()
+                    elif self._flush is not None and self._holds_output():
+                        await self._flush()  # what send_nowait took; sends put it first
+                        continue
+                    else:
+                        self._drained.set()
+                        self._output = trio.Event()
+                        self._writer_idle = True
+                        try:
+                            await self._output.wait()
+                        finally:
+                            self._writer_idle = False
+                        continue
                     await self._transport.send(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     conn.receive_eof()
@@ -365,12 +371,17 @@ class MuxSession:
                 sent = self._send_nowait(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 sent = 0  # the writer meets the same error and ends the session
-            if sent == len(data):
-                return
-            self._leftover = data[sent:]
-            self._writer_idle = False
+            if sent < len(data):
+                self._leftover = data[sent:]
+            elif self._flush is None or not self._holds_output():
+                return  # all of it on the wire
+            self._writer_idle = False  # the writer sends the rest (or flushes)
         self._drained = trio.Event() if self._drained.is_set() else self._drained
         self._output.set()
+
+    def _holds_output(self) -> bool:
+        """Whether the transport holds bytes its send_nowait took (see ``_flush``)."""
+        return bool(getattr(self._transport, "output_pending", False))
 
     async def _wait_output_room(self) -> None:
         while self._conn.pending_output > self._conn.config.connection_window:

@@ -73,8 +73,20 @@ class StreamTransport:
         self.stream = stream
         self.receive_size = receive_size
         #: What the stream takes of some bytes without waiting, for streams that can say
-        #: (a descriptor's: FdStream); the driver then writes from the task that queued.
+        #: (a descriptor's: FdStream; a port-forward's: TLS and websocket on one); the
+        #: driver then writes from the task that queued.
         self.send_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)
+        # A stream whose send_nowait may take bytes before they are on the wire (a TLS
+        # record or websocket frame the socket took only part of) says so with
+        # ``output_pending`` and sends them with ``flush()`` (None: a descriptor's stream
+        # never holds any).
+        self.flush: Callable[[], Awaitable[None]] | None = getattr(stream, "flush", None)
+
+    @property
+    def output_pending(self) -> bool:
+        """Whether bytes that :attr:`send_nowait` took are still to be sent (by
+        :attr:`flush`, or the next :meth:`send`)."""
+        return self.flush is not None and bool(getattr(self.stream, "output_pending", False))
 
     async def receive(self) -> bytes:
         data = await self.stream.receive_some(self.receive_size)
