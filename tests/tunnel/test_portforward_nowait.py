@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 
 import trio
+import trio.testing
 
 from tests._tcp import trio_tcp_pair
 from tests.kube._tls_pair import tls_pair
@@ -27,13 +28,28 @@ class _CountingPortForward(PortForwardStream):
         await super().flush()
 
 
-async def _relay(api: trio.abc.Stream, pod: trio.abc.Stream) -> None:
+class _Relay:
     """The API server's side: client frames (channel 0 + data) to the pod's connection,
-    the pod's bytes back as unmasked frames, after the port on both channels."""
+    the pod's bytes back as unmasked frames, after the port on both channels. Reading
+    from the client pauses while :attr:`reading` is not set (its socket fills up)."""
 
-    async def up() -> None:
+    def __init__(self) -> None:
+        self.reading = trio.Event()
+        self.reading.set()
+
+    async def run(self, api: trio.abc.Stream, pod: trio.abc.Stream) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._down, api, pod)
+            await self._up(api, pod)
+            nursery.cancel_scope.cancel()
+
+    async def _up(self, api: trio.abc.Stream, pod: trio.abc.Stream) -> None:
         reader = FrameReader(expect_masked=True)
-        while data := await api.receive_some(65536):
+        while True:
+            await self.reading.wait()
+            data = await api.receive_some(65536)
+            if not data:
+                return
             reader.feed(data)
             while (message := reader.next_message()) is not None:
                 opcode, payload = message
@@ -42,17 +58,12 @@ async def _relay(api: trio.abc.Stream, pod: trio.abc.Stream) -> None:
                 assert opcode == BINARY and payload[:1] == b"\x00"
                 await pod.send_all(payload[1:])
 
-    async def down() -> None:
+    async def _down(self, api: trio.abc.Stream, pod: trio.abc.Stream) -> None:
         port = (8081).to_bytes(2, "little")
         await api.send_all(encode_frame(BINARY, b"\x00" + port, masked=False))
         await api.send_all(encode_frame(BINARY, b"\x01" + port, masked=False))
         while data := await pod.receive_some(65536):
             await api.send_all(encode_frame(BINARY, b"\x00" + data, masked=False))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(down)
-        await up()
-        nursery.cancel_scope.cancel()
 
 
 async def _echo(dial: IncomingDial) -> None:
@@ -71,28 +82,35 @@ async def _pod_side(stream: trio.SocketStream) -> None:
 async def test_tunnel_over_the_port_forward_carrier_loses_and_reorders_nothing() -> None:
     rng = random.Random(21)
     small = [rng.randbytes(64) for _ in range(200)]
+    held = rng.randbytes(600_000)
     bulk = rng.randbytes(3_000_000)
-    relay_end, pod_end = trio_tcp_pair()
+    relay, (relay_end, pod_end) = _Relay(), trio_tcp_pair()
     async with (
         tls_pair() as (tls, api_side, _),
         trio.open_nursery() as nursery,
     ):
-        nursery.start_soon(_relay, api_side, relay_end)
+        nursery.start_soon(relay.run, api_side, relay_end)
         pf = _CountingPortForward(_ThinCarrier(WebSocketClient(tls, None, b"")), "test")
         nursery.start_soon(_pod_side, pod_end)
         async with open_mux_over_stream(pf, role=Role.CLIENT) as client:
             stream = await client.open_stream("10.0.0.1", 7)
             for message in small:  # round trips: each written by the queuing task
                 await stream.send_all(message)
-                got = b""
-                while len(got) < len(message):
-                    got += await stream.receive_some()
-                assert got == message
+                assert await _receive_exactly(stream, len(message)) == message
+            # The API server stops reading: the socket takes part of a record, the TLS
+            # stream keeps the rest, and the writer flushes it (blocked until resumed).
+            relay.reading = trio.Event()
+            for pos in range(0, len(held), 50_000):
+                await stream.send_all(held[pos : pos + 50_000])
+                await trio.lowlevel.checkpoint()  # the writer runs (or stays idle)
+            await trio.testing.wait_all_tasks_blocked()
+            assert pf.flushes == 1  # the writer is in it, waiting for the socket
+            relay.reading.set()
+            assert await _receive_exactly(stream, len(held)) == held
             back = bytearray()
 
             async def receive() -> None:
-                while len(back) < len(bulk):
-                    back.extend(await stream.receive_some())
+                back.extend(await _receive_exactly(stream, len(bulk)))
 
             async with trio.open_nursery() as both:
                 both.start_soon(receive)
@@ -102,6 +120,14 @@ async def test_tunnel_over_the_port_forward_carrier_loses_and_reorders_nothing()
                         await trio.lowlevel.checkpoint()  # writer idle: send_nowait again
             assert bytes(back) == bulk
             await stream.aclose()
-        assert pf.flushes > 0  # the socket took part of a record, the writer sent the rest
         nursery.cancel_scope.cancel()
     await trio.aclose_forcefully(relay_end)
+
+
+async def _receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
+    got = bytearray()
+    while len(got) < size:
+        data = await stream.receive_some()
+        assert data, "the stream ended early"
+        got += data
+    return bytes(got)
