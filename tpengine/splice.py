@@ -10,6 +10,15 @@ A side that is a plain :class:`trio.SocketStream` is read and written on its fil
 descriptor directly: try the nonblocking call first and wait only when it would block.
 trio's socket methods add a scheduling pass after every call that did not wait; on a
 chain of processes relaying small messages those passes are most of the CPU per message.
+
+Hand-off without a task: a source that can *forward* (``set_forward(fn)``: a tunnel stream,
+a netstack connection) calls ``fn(data)`` from the task that received the data (the
+tunnel's reader, the TUN loop), and a sink that can take bytes without waiting
+(``send_nowait(data) -> int``, or a socket's descriptor) takes them there and then: the
+pump task of that direction is not woken at all. ``fn`` takes nothing while the pump holds
+bytes it has not written yet (they must go first), and the source keeps what ``fn`` did
+not take for the pump, so the byte order never changes. The end of the stream (EOF, a
+reset) always goes through the pump.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Callable
 
 import trio
 
@@ -113,6 +123,38 @@ async def _send(sink: _Side, fd: int, data: bytes | bytearray) -> None:
             raise _Broken(sink) from None
 
 
+def _write_nowait(fd: int, data: bytes) -> int:
+    try:
+        return os.write(fd, data)
+    except OSError:  # would block, or broken: the pump's own write says which
+        return 0
+
+
+class _Forward:
+    """The hand-off of one direction (see the module doc): what the source calls with
+    new data, taking nothing while the pump holds bytes of its own."""
+
+    __slots__ = ("holding", "write")
+
+    def __init__(self, write: Callable[[bytes], int]) -> None:
+        self.holding = False
+        self.write = write
+
+    def __call__(self, data: bytes) -> int:
+        if self.holding:
+            return 0
+        return self.write(data)
+
+
+def _forward_for(source: _Side, sink: _Side, sink_fd: int) -> _Forward | None:
+    if getattr(source, "set_forward", None) is None:
+        return None
+    if sink_fd >= 0:
+        return _Forward(lambda data: _write_nowait(sink_fd, data))
+    write = getattr(sink, "send_nowait", None)
+    return None if write is None else _Forward(write)
+
+
 class _Splice:
     def __init__(self) -> None:
         self.broken: set[int] = set()
@@ -121,29 +163,53 @@ class _Splice:
         source_sock, sink_sock = _socket_of(source), _socket_of(sink)
         source_fd = -1 if source_sock is None else source_sock.fileno()
         sink_fd = -1 if sink_sock is None else sink_sock.fileno()
+        forward = _forward_for(source, sink, sink_fd)
+        if forward is not None:
+            source.set_forward(forward)  # type: ignore[union-attr]
         try:
-            while True:
-                data = await _receive(source, source_fd)
-                if not data:
-                    break
-                await _send(sink, sink_fd, data)
-                if source_fd >= 0 and sink_fd >= 0:
-                    # Neither side's call is then a scheduling point by itself.
-                    await trio.lowlevel.checkpoint()
-            try:
-                if sink_sock is not None:
-                    # What SocketStream.send_eof does, minus its scheduling pass.
-                    sink_sock.shutdown(socket.SHUT_WR)
-                elif isinstance(sink, trio.abc.HalfCloseableStream):
-                    await sink.send_eof()
-                else:
-                    assert isinstance(sink, trio.abc.Stream)
-                    await sink.aclose()
-            except (*_GONE, OSError):
-                raise _Broken(sink) from None
+            await self._copy(source, source_fd, sink, sink_fd, sink_sock, forward)
         except _Broken as exc:
             self.broken.add(id(exc.side))
             done.cancel()  # one side broke: the other direction has nowhere to go either
+        finally:
+            if forward is not None:
+                source.set_forward(None)  # type: ignore[union-attr]
+
+    @staticmethod
+    async def _copy(
+        source: _Side,
+        source_fd: int,
+        sink: _Side,
+        sink_fd: int,
+        sink_sock: _AnySocket | None,
+        forward: _Forward | None,
+    ) -> None:
+        while True:
+            data = await _receive(source, source_fd)
+            if not data:
+                break
+            if forward is None:
+                await _send(sink, sink_fd, data)
+            else:
+                forward.holding = True
+                try:
+                    await _send(sink, sink_fd, data)
+                finally:
+                    forward.holding = False
+            if source_fd >= 0 and sink_fd >= 0:
+                # Neither side's call is then a scheduling point by itself.
+                await trio.lowlevel.checkpoint()
+        try:
+            if sink_sock is not None:
+                # What SocketStream.send_eof does, minus its scheduling pass.
+                sink_sock.shutdown(socket.SHUT_WR)
+            elif isinstance(sink, trio.abc.HalfCloseableStream):
+                await sink.send_eof()
+            else:
+                assert isinstance(sink, trio.abc.Stream)
+                await sink.aclose()
+        except (*_GONE, OSError):
+            raise _Broken(sink) from None
 
 
 async def splice(a: trio.abc.Stream, b: trio.abc.Stream) -> None:

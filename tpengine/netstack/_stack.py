@@ -27,7 +27,7 @@ from tpengine import wire
 
 from ._config import TcpConfig
 from ._device import Device
-from ._events import Closed, ConnectionReset, Established
+from ._events import Closed, ConnectionReset, Established, Readable
 from ._fragments import FragmentReassembler
 from ._packets import segment_from_view, write_segment
 from ._segment import ACK, FIN, RST, SYN, TcpSegment, reset_for
@@ -287,7 +287,14 @@ class Netstack:
             for seg in segments:
                 write_segment(self._dev, seg, src, dst, ep.send_mss)
             self.stats.tcp_out += len(segments)
-        self._dispatch_events(conn)
+        if self._dispatch_events(conn, now):
+            # Data went on at once: what the endpoint owes now (a window update) goes too.
+            segments = ep.segments_to_send(now)
+            if segments:
+                src, dst = conn.key[2], conn.key[0]
+                for seg in segments:
+                    write_segment(self._dev, seg, src, dst, ep.send_mss)
+                self.stats.tcp_out += len(segments)
         deadline = ep.get_timer()
         if deadline != conn.deadline:
             conn.deadline = deadline
@@ -315,11 +322,16 @@ class Netstack:
         if scope is not None and deadline < scope.deadline:
             scope.deadline = deadline
 
-    def _dispatch_events(self, conn: Connection) -> None:
+    def _dispatch_events(self, conn: Connection, now: float) -> bool:
+        """Hand the endpoint's events to its stream; returns whether data was handed on
+        at once (``TcpStream.set_forward``)."""
         ep = conn.endpoint
         stream = conn.stream
-        woke = False
+        woke = readable = False
         while (event := ep.next_event()) is not None:
+            if type(event) is Readable:
+                readable = True
+                continue
             woke = True
             if conn.pending is not None and isinstance(
                 event, Established | Closed | ConnectionReset
@@ -331,8 +343,11 @@ class Netstack:
             if isinstance(event, Closed) and self._conns.get(conn.key) is conn:
                 del self._conns[conn.key]
                 conn.deadline = None
-        if woke and stream is not None:
+        if stream is None:
+            return False
+        if woke:
             stream._wake()
+        return readable and stream._hand_on(now)
 
     # ------------------------------------------------------------------ input
 

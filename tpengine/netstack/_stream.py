@@ -9,7 +9,9 @@ It raises only trio's resource errors: ``ClosedResourceError`` after our own
 
 from __future__ import annotations
 
+import logging
 import operator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from ._stack import Connection
 
 _DEFAULT_RECEIVE = 65536
+
+log = logging.getLogger(__name__)
 
 
 class TcpStream(trio.abc.HalfCloseableStream):
@@ -34,6 +38,8 @@ class TcpStream(trio.abc.HalfCloseableStream):
         self._receiving = False
         self._recv_wakeup: trio.Event | None = None
         self._send_wakeup: trio.Event | None = None
+        self._forward: Callable[[bytes], int] | None = None
+        self._unread = b""  # received and offered to _forward, which did not take it
 
     @property
     def source(self) -> tuple[str, int]:
@@ -52,7 +58,7 @@ class TcpStream(trio.abc.HalfCloseableStream):
     @property
     def receive_buffered(self) -> int:
         """Bytes received and not read yet (at most the configured receive buffer)."""
-        return self._conn.endpoint.receive_buffered
+        return self._conn.endpoint.receive_buffered + len(self._unread)
 
     @property
     def send_buffered(self) -> int:
@@ -80,6 +86,51 @@ class TcpStream(trio.abc.HalfCloseableStream):
     def _check_open(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the stream was closed")
+
+    # ------------------------------------------------------------------ hand-off (tpengine.splice)
+
+    def set_forward(self, forward: Callable[[bytes], int] | None) -> None:
+        """Offer data from the application to ``forward`` as it arrives, in the TUN loop,
+        before waking a reader: it returns how many bytes it took; the rest is read with
+        :meth:`receive_some` as usual (first). None stops it."""
+        self._forward = forward
+
+    def _hand_on(self, now: float) -> bool:
+        """Data became readable: offer it to the forward. Returns whether any was taken
+        (the endpoint may then owe the peer a window update); wakes the reader for what
+        is left."""
+        forward = self._forward
+        if forward is None or self._unread or self._closed:
+            self._wake(writers=False)
+            return False
+        ep = self._conn.endpoint
+        handed = False
+        while data := ep.receive_data(_DEFAULT_RECEIVE, now):
+            handed = True
+            try:
+                taken = forward(data)
+            except Exception:  # a bug downstream must not take the TUN loop down
+                log.exception("forwarding data of %r failed", self)
+                taken, self._forward = 0, None
+            if taken < len(data):
+                self._unread = data[taken:]
+                self._wake(writers=False)
+                break
+        return handed
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Take as much of ``data`` as the send buffer has room for, without waiting;
+        returns how many bytes (0 also when the stream cannot send: :meth:`send_all`
+        then says why)."""
+        if self._closed or self._eof_sent or self._sending:
+            return 0
+        ep = self._conn.endpoint
+        if ep.reset_reason is not None or ep.state not in _CAN_SEND:
+            return 0
+        n = ep.send(data)
+        if n:
+            self._conn.flush()
+        return n
 
     # ------------------------------------------------------------------ sending
 
@@ -164,6 +215,9 @@ class TcpStream(trio.abc.HalfCloseableStream):
             blocked = False
             while True:
                 self._check_open()
+                if self._unread:  # left by the hand-off: it comes first
+                    data, self._unread = self._take_unread(max_bytes)
+                    break
                 ep = self._conn.endpoint
                 data = ep.receive_data(max_bytes or _DEFAULT_RECEIVE, trio.current_time())
                 if data:
@@ -184,6 +238,12 @@ class TcpStream(trio.abc.HalfCloseableStream):
         finally:
             self._receiving = False
 
+    def _take_unread(self, max_bytes: int | None) -> tuple[bytes, bytes]:
+        unread = self._unread
+        if max_bytes is None or max_bytes >= len(unread):
+            return unread, b""
+        return unread[:max_bytes], unread[max_bytes:]
+
     # ------------------------------------------------------------------ closing
 
     async def aclose(self) -> None:
@@ -191,9 +251,13 @@ class TcpStream(trio.abc.HalfCloseableStream):
             self._closed = True
             ep = self._conn.endpoint
             if ep.state is not TcpState.CLOSED:
-                ep.close_input()  # unread or later data: RST, as Linux close() does
-                self._close_sending()
+                if self._unread:
+                    ep.abort()  # unread data: RST, as Linux close() does
+                else:
+                    ep.close_input()  # unread or later data: RST, as Linux close() does
+                    self._close_sending()
                 self._conn.flush()
+            self._unread = b""
             self._wake()
         await trio.lowlevel.checkpoint()
 

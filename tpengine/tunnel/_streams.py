@@ -8,8 +8,10 @@ died) and BusyResourceError (two tasks sending or receiving at once).
 
 from __future__ import annotations
 
+import logging
 import operator
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -21,6 +23,8 @@ from ._state import StreamState
 
 if TYPE_CHECKING:
     from ._driver import MuxSession
+
+log = logging.getLogger(__name__)
 
 
 class _Busy:
@@ -61,10 +65,35 @@ class MuxStream(trio.abc.HalfCloseableStream):
         self._credit = trio.Event()
         self._send_busy = _Busy("another task is already sending on this stream")
         self._recv_busy = _Busy("another task is already receiving on this stream")
+        self._forward: Callable[[bytes], int] | None = None
 
     def __repr__(self) -> str:
         d = self.destination
         return f"<MuxStream {self.stream_id} {d.host}:{d.port}>"
+
+    # -- hand-off without a task (tpengine.splice) --------------------------------------
+
+    def set_forward(self, forward: Callable[[bytes], int] | None) -> None:
+        """Offer data from the peer to ``forward`` as it arrives, in the tunnel's reader,
+        before waking a reader: it returns how many bytes it took; the rest is read with
+        :meth:`receive_some` as usual. Only data that finds nothing buffered is offered,
+        so the order of the bytes never changes. None stops it."""
+        self._forward = forward
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Queue as much of ``data`` as the windows allow without waiting; returns how
+        many bytes were taken (0 also when the stream cannot send: :meth:`send_all`
+        then says why). ``data`` must not change afterwards (frames point into it)."""
+        if self._closed or self._broken is not None or self._eof_sent:
+            return 0
+        try:
+            taken = self.session._conn.send_data(self.stream_id, data)
+        except LocalProtocolError:
+            return 0
+        if taken:
+            self.sent += taken
+            self.session._kick()
+        return taken
 
     @property
     def buffered(self) -> int:
@@ -214,6 +243,18 @@ class MuxStream(trio.abc.HalfCloseableStream):
             self.session._kick()
 
     def _on_data(self, data: bytes) -> None:
+        forward = self._forward
+        if forward is not None and not self._buf:
+            try:
+                taken = forward(data)
+            except Exception:  # a bug downstream must not end the whole tunnel
+                log.exception("forwarding data of %r failed", self)
+                taken, self._forward = 0, None
+            if taken:
+                self.session._conn.acknowledge_received(self.stream_id, taken)
+                if taken == len(data):
+                    return
+                data = data[taken:]
         self._buf.append(data)
         self._buffered += len(data)
         self._readable.set()
