@@ -18,7 +18,12 @@ from tests.kube._tls_pair import small_buffers, tls_pair
 from tpengine.fdstream import FdStream
 from tpengine.kube._tls import TlsClientStream
 from tpengine.kube._websocket import BINARY, CLOSE, PING, PONG, FrameReader, WebSocketClient
-from tpengine.kube.portforward import SEND_CHUNK, PortForwardStream, _ThinCarrier
+from tpengine.kube.portforward import (
+    SEND_CHUNK,
+    PortForwardStream,
+    _HttpxCarrier,
+    _ThinCarrier,
+)
 
 
 async def _read_all(stream: trio.abc.ReceiveStream, into: bytearray, size: int) -> None:
@@ -232,9 +237,12 @@ async def test_port_forward_over_tls_keeps_order_and_flushes() -> None:
         assert pf.send_nowait(b"x") == 0
 
 
-async def test_port_forward_takes_nothing_in_base64_mode_after_eof_or_empty() -> None:
+async def test_port_forward_takes_nothing_in_base64_or_proxied_mode_after_eof_or_empty() -> None:
     async with tls_pair() as (client, _, _):
         assert _port_forward(client, text=True).send_nowait(b"data") == 0
+        proxied = PortForwardStream(_HttpxCarrier(None), "test")  # kr8s's httpx-ws
+        assert proxied.send_nowait(b"data") == 0
+        assert not proxied.output_pending
         pf = _port_forward(client)
         assert pf.send_nowait(b"") == 0
         assert pf.send_nowait(b"data") == 4
