@@ -8,7 +8,11 @@ message; this client speaks RFC 6455 directly over a trio TCP or TLS stream inst
   kubeconfig's credentials as kr8s read them (bearer token, client certificate, CA);
 * frames are encoded and parsed here (:class:`FrameReader` is sans-IO): client frames are
   masked with a fresh random key each (RFC 6455 §5.3), server frames must not be (§5.1);
-* a message is parsed in the task that asked for it: no background task, no queue.
+* a message is parsed in the task that asked for it: no background task, no queue;
+* a message can be sent from the task that has it without waiting
+  (:meth:`WebSocketClient.send_nowait`): a frame is taken whole or not at all, and the
+  rest of one the socket took only part of goes out before any other frame (§5.4: frames
+  do not interleave; control frames only between frames).
 """
 
 from __future__ import annotations

@@ -17,6 +17,13 @@ plain websocket channel protocol itself, over the thin websocket client of
 * one websocket carries one TCP connection; the API server closing the websocket is the
   pod side's end of stream.
 
+Sending without waiting: :meth:`PortForwardStream.send_nowait` puts one message through
+the websocket and TLS onto the socket from the calling task (the tunnel's driver writes
+each of its messages so, instead of waking its writer task); what the socket did not take
+yet stays with the TLS stream (or the websocket, without TLS), goes out first on the next
+send, and :meth:`PortForwardStream.flush` sends it (``output_pending`` says when to). The
+base64 variant and kr8s's websocket (behind a proxy) take nothing that way.
+
 Half-close: this protocol has no way to signal a FIN for one direction (the SPDY variant
 has stream FIN; the plain channel protocol has none, and v5's CLOSE signal exists only
 for exec). :meth:`PortForwardStream.send_eof` therefore only closes our sending side
