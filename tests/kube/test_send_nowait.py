@@ -12,6 +12,7 @@ import struct
 
 import pytest
 import trio
+import trio.testing
 
 from tests._tcp import trio_tcp_pair
 from tests.kube._tls_pair import small_buffers, tls_pair
@@ -189,6 +190,60 @@ async def test_websocket_flush_sends_the_rest_then_nothing_is_pending() -> None:
             (BINARY, b"last"),
             (CLOSE, struct.pack("!H", 1000)),
         ]
+    finally:
+        await trio.aclose_forcefully(far)
+
+
+async def test_websocket_frames_stay_whole_under_a_random_mix_of_sends() -> None:
+    """send_nowait, send_message, flush and pongs (answered by the reading task) in a
+    seeded random order against a slow reader: every frame parses, data in order."""
+    rng = random.Random(9)
+    near, far = trio_tcp_pair()
+    small_buffers(near, far)
+    ws = WebSocketClient(FdStream(near), None, b"")
+    sent: list[bytes] = []
+    pings = 0
+    wire = bytearray()
+
+    async def slow_reader() -> None:
+        while data := await far.receive_some(rng.choice((512, 4096, 65536))):
+            wire.extend(data)
+            for _ in range(rng.randrange(3)):
+                await trio.lowlevel.checkpoint()
+
+    async def answer_pings() -> None:
+        with contextlib.suppress(trio.ClosedResourceError):
+            await ws.receive_message()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_reader)
+            nursery.start_soon(answer_pings)
+            for i in range(400):
+                payload = rng.randbytes(rng.choice((10, 700, 5000, 40_000)))
+                roll = rng.random()
+                if roll < 0.6:
+                    if ws.send_nowait(payload) == len(payload):
+                        sent.append(payload)
+                        continue
+                    await ws.send_message(payload)
+                    sent.append(payload)
+                elif roll < 0.9:
+                    await ws.send_message(payload)
+                    sent.append(payload)
+                elif roll < 0.95:
+                    await ws.flush()
+                else:
+                    pings += 1
+                    await far.send_all(bytes((0x80 | PING, 2)) + b"%02d" % (i % 100))
+            # Every ping read and answered before closing (unread bytes would make the
+            # close a reset, RFC 1122 §4.2.2.13).
+            await trio.testing.wait_all_tasks_blocked()
+            await ws.aclose()
+        frames = _frames(bytes(wire))
+        assert [p for op, p in frames if op == BINARY] == sent
+        assert sum(op == PONG for op, _ in frames) == pings
+        assert frames[-1] == (CLOSE, struct.pack("!H", 1000))
     finally:
         await trio.aclose_forcefully(far)
 
