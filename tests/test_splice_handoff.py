@@ -63,6 +63,27 @@ async def tunnel(serve: Serve) -> AsyncIterator[MuxSession]:
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def spliced_to_socket(
+    pair: Callable[[], tuple[socket.socket, socket.socket]],
+) -> AsyncIterator[tuple[MuxStream, socket.socket]]:
+    """The manager's path: a dialed tunnel stream whose far end :func:`splice_socket`
+    joins to the near end of ``pair()``; yields the dialer's stream and the far socket."""
+    far_end: list[socket.socket] = []
+    spliced = trio.Event()
+
+    async def serve(stream: MuxStream) -> None:
+        near, far = pair()
+        far_end.append(far)
+        spliced.set()
+        await splice_socket(stream, near)
+
+    async with tunnel(serve) as client:
+        stream = await client.open_stream("app", 80)
+        await spliced.wait()
+        yield stream, far_end[0]
+
+
 def _slow_socket_pair() -> tuple[socket.socket, socket.socket]:
     """A loopback pair with small buffers, so writes into the near end are often
     partial while the far end reads slowly."""
@@ -70,6 +91,15 @@ def _slow_socket_pair() -> tuple[socket.socket, socket.socket]:
     near.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     return near, far
+
+
+async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        chunk = await stream.receive_some(n - len(got))
+        assert chunk, f"end of stream after {len(got)} of {n} bytes"
+        got += chunk
+    return got
 
 
 async def _read_slowly(stream: trio.abc.ReceiveStream, rng: random.Random) -> bytes:
@@ -86,31 +116,14 @@ async def test_tunnel_to_socket_small_messages_and_bulk_keep_their_order() -> No
     rng = random.Random(11)
     messages = [rng.randbytes(rng.randrange(1, 1500)) for _ in range(200)]
     bulk = rng.randbytes(300_000)
-    upstream: dict[str, trio.SocketStream] = {}
-    spliced = trio.Event()
-
-    async def serve(stream: MuxStream) -> None:
-        near, far = _slow_socket_pair()
-        upstream["far"] = trio.SocketStream(trio.socket.from_stdlib_socket(far))
-        spliced.set()
-        await splice_socket(stream, near)
-
     with trio.fail_after(30):
-        async with tunnel(serve) as client:
-            stream = await client.open_stream("app", 80)
-            await spliced.wait()
-            far = upstream["far"]
+        async with spliced_to_socket(_slow_socket_pair) as (stream, far_socket):
+            far = trio.SocketStream(trio.socket.from_stdlib_socket(far_socket))
             for message in messages:  # ping-pong: each one answered before the next
                 await stream.send_all(message)
-                got = b""
-                while len(got) < len(message):
-                    got += await far.receive_some(len(message) - len(got))
-                assert got == message
+                assert await _receive_exactly(far, len(message)) == message
                 await far.send_all(message[::-1])
-                back = b""
-                while len(back) < len(message):
-                    back += await stream.receive_some(len(message) - len(back))
-                assert back == message[::-1]
+                assert await _receive_exactly(stream, len(message)) == message[::-1]
             received: dict[str, bytes] = {}
 
             async def read_far() -> None:
@@ -128,21 +141,9 @@ async def test_tunnel_to_socket_small_messages_and_bulk_keep_their_order() -> No
 
 
 async def test_reset_of_the_dialed_socket_resets_the_tunnel_stream() -> None:
-    upstream: dict[str, socket.socket] = {}
-    spliced = trio.Event()
-
-    async def serve(stream: MuxStream) -> None:
-        near, far = tcp_pair()
-        upstream["far"] = far
-        spliced.set()
-        await splice_socket(stream, near)
-
     with trio.fail_after(10):
-        async with tunnel(serve) as client:
-            stream = await client.open_stream("app", 80)
-            await spliced.wait()
+        async with spliced_to_socket(tcp_pair) as (stream, far):
             await stream.send_all(b"x" * 1000)
-            far = upstream["far"]
             await trio.lowlevel.wait_readable(far)
             far.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
             far.close()  # RST
@@ -183,10 +184,7 @@ async def test_netstack_to_tunnel_both_ways_intact() -> None:
             async with app:
                 for message in messages:
                     await app.send_all(message)
-                    got = b""
-                    while len(got) < len(message):
-                        got += await app.receive_some(len(message) - len(got))
-                    assert got == message
+                    assert await _receive_exactly(app, len(message)) == message
                 echoed: dict[str, bytes] = {}
 
                 async def read_back() -> None:

@@ -281,25 +281,24 @@ class Netstack:
     def _flush(self, conn: Connection, now: float) -> None:
         """Write what the endpoint has to send, dispatch its events, re-arm its timer."""
         ep = conn.endpoint
+        self._write_segments(conn, now)
+        if self._dispatch_events(conn, now):
+            # Data went on at once: what the endpoint owes now (a window update) goes too.
+            self._write_segments(conn, now)
+        deadline = ep.get_timer()
+        if deadline != conn.deadline:
+            conn.deadline = deadline
+            if deadline is not None:
+                self._arm(conn, deadline)
+
+    def _write_segments(self, conn: Connection, now: float) -> None:
+        ep = conn.endpoint
         segments = ep.segments_to_send(now)
         if segments:
             src, dst = conn.key[2], conn.key[0]
             for seg in segments:
                 write_segment(self._dev, seg, src, dst, ep.send_mss)
             self.stats.tcp_out += len(segments)
-        if self._dispatch_events(conn, now):
-            # Data went on at once: what the endpoint owes now (a window update) goes too.
-            segments = ep.segments_to_send(now)
-            if segments:
-                src, dst = conn.key[2], conn.key[0]
-                for seg in segments:
-                    write_segment(self._dev, seg, src, dst, ep.send_mss)
-                self.stats.tcp_out += len(segments)
-        deadline = ep.get_timer()
-        if deadline != conn.deadline:
-            conn.deadline = deadline
-            if deadline is not None:
-                self._arm(conn, deadline)
 
     def _arm(self, conn: Connection, deadline: float) -> None:
         """Queue ``conn``'s timer. A re-armed timer leaves its old entry in the heap
