@@ -514,6 +514,7 @@ def down(name: str, *, echo: Echo = print) -> list[str]:
             f"run `tp local-cluster down --name {name}` with the HOME that started it"
         )
     removed: list[str] = []
+    namespaces = _namespace_inodes(names)  # before the daemon's shutdown removes pods'
     daemon = _daemon_pid(name)
     if daemon:
         _stop_pid(daemon, grace=30)
@@ -533,6 +534,7 @@ def down(name: str, *, echo: Echo = print) -> list[str]:
             _stop_pid(laptop, grace=5)
             which = "laptop" if index == 1 else f"laptop {index}"
             removed.append(f"{which} holder and resolver (pid {laptop}) with its mount namespace")
+    removed += _kill_strays(names, namespaces)
     if names.node_ns in named_namespaces():
         removed.append(f"nftables table ip {names.nft_table} (in {names.node_ns})")
     removed += remove_cluster(names)
@@ -556,6 +558,46 @@ def down(name: str, *, echo: Echo = print) -> list[str]:
         echo(f"Removed {line}")
     if not removed:
         echo(f"Local cluster {name} is not up: nothing to remove")
+    return removed
+
+
+def _namespace_inodes(names: Any) -> dict[int, str]:
+    """The node's and pods' network namespaces (laptops are the user's), by inode."""
+    from localcluster._names import existing_namespaces
+
+    found = {}
+    for ns in existing_namespaces(names):
+        if names.laptop_index(ns) is None:
+            with contextlib.suppress(OSError):
+                found[os.stat(f"/run/netns/{ns}").st_ino] = ns
+    return found
+
+
+def _kill_strays(names: Any, namespaces: dict[int, str]) -> list[str]:
+    """Processes still inside one of ``namespaces`` once the daemon and the recorded pod
+    processes are gone: a pod started while the cluster was going down (its pid not
+    recorded yet) would otherwise outlive it, orphaned in a namespace whose name the
+    daemon already removed (a process keeps its namespace, and so its inode, alive).
+    An inode now named by another cluster's namespace is not ours any more."""
+    from localcluster._names import existing_namespaces, named_namespaces
+
+    ours = set(existing_namespaces(names))
+    for ns in named_namespaces():
+        if ns not in ours:
+            with contextlib.suppress(OSError):
+                namespaces.pop(os.stat(f"/run/netns/{ns}").st_ino, None)
+    removed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            where = namespaces.get(os.stat(f"/proc/{entry}/ns/net").st_ino)
+        except OSError:
+            continue
+        if where is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), signal.SIGKILL)
+            removed.append(f"stray process (pid {entry}) in {where}")
     return removed
 
 

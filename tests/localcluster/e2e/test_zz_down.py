@@ -65,10 +65,22 @@ def test_down_leaves_nothing(cluster: Any) -> None:
     pids = [status["daemon_pid"], status["laptop_pid"]]
     pids += [int(p) for f in (cluster.state_dir / "pids").iterdir() for p in f.read_text().split()]
     assert len(pids) > 2  # the earlier tests left pods running
-
-    down = cluster.tp("local-cluster", "down", "--name", cluster.name)
-    assert down.returncode == 0, down.stderr
-    assert f"Removed network namespace {cluster.name}-node" in down.stdout
+    # A process in a pod's namespace that the cluster has no record of (a pod started
+    # while the cluster went down): `down` must not leave it running, orphaned.
+    pod_ns = sorted(p for p in os.listdir("/run/netns") if p.startswith(f"{cluster.name}-pod-"))
+    stray = subprocess.Popen(
+        ["ip", "netns", "exec", pod_ns[0], "sleep", "3600"], start_new_session=True
+    )
+    try:
+        down = cluster.tp("local-cluster", "down", "--name", cluster.name)
+        assert down.returncode == 0, down.stderr
+        assert f"Removed network namespace {cluster.name}-node" in down.stdout
+        assert stray.wait(timeout=10) == -9
+        assert f"Removed stray process (pid {stray.pid}) in {pod_ns[0]}" in down.stdout
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait()
 
     assert not [p for p in pids if _alive(p)]
     netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
