@@ -22,7 +22,6 @@ import hashlib
 import os
 import ssl
 import struct
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -251,7 +250,6 @@ class WebSocketClient:
         if head:
             self._reader.feed(head)
         self._send_lock = trio.StrictFIFOLock()
-        self._pending: deque[tuple[int, bytes]] = deque()
         # send_nowait: what the stream below takes without waiting, and the rest of a
         # frame it took only part of (sent first by whoever sends next, under the lock:
         # no other frame may start inside it, RFC 6455 §5.4).
