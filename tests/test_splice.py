@@ -12,15 +12,8 @@ import pytest
 import trio
 import trio.testing
 
-from tests._tcp import tcp_pair, trio_tcp_pair
+from tests._tcp import receive_all, tcp_pair, trio_tcp_pair
 from tpengine.splice import splice, splice_socket
-
-
-async def _read_all(stream: trio.abc.Stream) -> bytes:
-    data = bytearray()
-    while chunk := await stream.receive_some(1 << 16):
-        data += chunk
-    return bytes(data)
 
 
 @pytest.mark.parametrize(
@@ -52,11 +45,11 @@ async def test_each_direction_carries_its_bytes_and_its_fin(kinds: str) -> None:
     async def client_side() -> None:
         await client.send_all(request)
         await client.send_eof()  # FIN towards the server; the answer still comes back
-        got["answer"] = await _read_all(client)
+        got["answer"] = await receive_all(client)
         await client.aclose()
 
     async def server_side() -> None:
-        got["request"] = await _read_all(server)
+        got["request"] = await receive_all(server)
         await server.send_all(answer)
         await server.aclose()
 

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from tests._tcp import tcp_pair, trio_tcp_pair
+from tests._tcp import receive_all, receive_exactly, tcp_pair, trio_tcp_pair
 from tpengine.fdstream import FdStream
 from tpengine.splice import splice, splice_socket
 from tpengine.tunnel import (
@@ -93,15 +93,6 @@ def _slow_socket_pair() -> tuple[socket.socket, socket.socket]:
     return near, far
 
 
-async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
-    got = b""
-    while len(got) < n:
-        chunk = await stream.receive_some(n - len(got))
-        assert chunk, f"end of stream after {len(got)} of {n} bytes"
-        got += chunk
-    return got
-
-
 async def _read_slowly(stream: trio.abc.ReceiveStream, rng: random.Random) -> bytes:
     out = bytearray()
     while chunk := await stream.receive_some(rng.choice((1, 100, 4096, 65536))):
@@ -121,9 +112,9 @@ async def test_tunnel_to_socket_small_messages_and_bulk_keep_their_order() -> No
             far = trio.SocketStream(trio.socket.from_stdlib_socket(far_socket))
             for message in messages:  # ping-pong: each one answered before the next
                 await stream.send_all(message)
-                assert await _receive_exactly(far, len(message)) == message
+                assert await receive_exactly(far, len(message)) == message
                 await far.send_all(message[::-1])
-                assert await _receive_exactly(stream, len(message)) == message[::-1]
+                assert await receive_exactly(stream, len(message)) == message[::-1]
             received: dict[str, bytes] = {}
 
             async def read_far() -> None:
@@ -184,14 +175,11 @@ async def test_netstack_to_tunnel_both_ways_intact() -> None:
             async with app:
                 for message in messages:
                     await app.send_all(message)
-                    assert await _receive_exactly(app, len(message)) == message
+                    assert await receive_exactly(app, len(message)) == message
                 echoed: dict[str, bytes] = {}
 
                 async def read_back() -> None:
-                    out = bytearray()
-                    while chunk := await app.receive_some(1 << 16):
-                        out += chunk
-                    echoed["all"] = bytes(out)
+                    echoed["all"] = await receive_all(app)
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(read_back)

@@ -9,12 +9,13 @@ import contextlib
 import random
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
 import trio.testing
 
-from tests._tcp import trio_tcp_pair
+from tests._tcp import receive_all, receive_exactly, trio_tcp_pair
 from tests.kube._tls_pair import small_buffers, tls_pair
 from tpengine.fdstream import FdStream
 from tpengine.kube._tls import TlsClientStream
@@ -28,10 +29,20 @@ from tpengine.kube.portforward import (
 
 
 async def _read_all(stream: trio.abc.ReceiveStream, into: bytearray, size: int) -> None:
-    while len(into) < size:
-        data = await stream.receive_some(65536)
-        assert data, "the stream ended early"
-        into += data
+    into += await receive_exactly(stream, size)
+
+
+async def _wire_while(far: trio.abc.ReceiveStream, act: Callable[[], Awaitable[None]]) -> bytes:
+    """What ``far`` receives until its end while ``act`` runs (and closes the other end)."""
+    got: dict[str, bytes] = {}
+
+    async def read() -> None:
+        got["wire"] = await receive_all(far)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await act()
+    return got["wire"]
 
 
 def _fill(send_nowait: object, piece: bytes, pending: object) -> list[bytes]:
@@ -126,6 +137,14 @@ async def test_tls_takes_nothing_once_closed_or_broken() -> None:
             await client.send_all(b"x")
 
 
+def _websocket_over_small_buffers() -> tuple[WebSocketClient, trio.SocketStream]:
+    """A websocket client straight on TCP (no TLS) whose socket fills fast; and the far
+    end of that socket."""
+    near, far = trio_tcp_pair()
+    small_buffers(near, far)
+    return WebSocketClient(FdStream(near), None, b""), far
+
+
 def _frames(wire: bytes) -> list[tuple[int, bytes]]:
     reader = FrameReader(expect_masked=True)  # client frames are masked (RFC 6455 §5.1)
     reader.feed(wire)
@@ -138,9 +157,7 @@ def _frames(wire: bytes) -> list[tuple[int, bytes]]:
 async def test_websocket_rest_of_a_frame_goes_before_a_pong_and_the_close() -> None:
     """Plain TCP under the websocket: the socket takes part of a frame; the pong that
     the reading task owes and the closing frame follow it whole, never inside it."""
-    near, far = trio_tcp_pair()
-    small_buffers(near, far)
-    ws = WebSocketClient(FdStream(near), None, b"")
+    ws, far = _websocket_over_small_buffers()
     payload = random.Random(5).randbytes(5000)
     try:
         taken = _fill(ws.send_nowait, payload, lambda: ws.output_pending)
@@ -168,25 +185,18 @@ async def test_websocket_rest_of_a_frame_goes_before_a_pong_and_the_close() -> N
 
 
 async def test_websocket_flush_sends_the_rest_then_nothing_is_pending() -> None:
-    near, far = trio_tcp_pair()
-    small_buffers(near, far)
-    ws = WebSocketClient(FdStream(near), None, b"")
+    ws, far = _websocket_over_small_buffers()
     payload = random.Random(6).randbytes(3000)
     try:
         taken = _fill(ws.send_nowait, payload, lambda: ws.output_pending)
-        wire = bytearray()
-        async with trio.open_nursery() as nursery:
 
-            async def read() -> None:
-                while data := await far.receive_some(65536):
-                    wire.extend(data)
-
-            nursery.start_soon(read)
+        async def finish() -> None:
             await ws.flush()
             assert not ws.output_pending
             await ws.send_message(b"last")
             await ws.aclose()
-        assert _frames(bytes(wire)) == [(BINARY, p) for p in taken] + [
+
+        assert _frames(await _wire_while(far, finish)) == [(BINARY, p) for p in taken] + [
             (BINARY, b"last"),
             (CLOSE, struct.pack("!H", 1000)),
         ]
@@ -198,9 +208,7 @@ async def test_websocket_frames_stay_whole_under_a_random_mix_of_sends() -> None
     """send_nowait, send_message, flush and pongs (answered by the reading task) in a
     seeded random order against a slow reader: every frame parses, data in order."""
     rng = random.Random(9)
-    near, far = trio_tcp_pair()
-    small_buffers(near, far)
-    ws = WebSocketClient(FdStream(near), None, b"")
+    ws, far = _websocket_over_small_buffers()
     sent: list[bytes] = []
     pings = 0
     wire = bytearray()
@@ -276,19 +284,14 @@ async def test_port_forward_over_tls_keeps_order_and_flushes() -> None:
             sent.append(piece)
         assert pf.send_nowait(b"held back") == 0
         sent.append(b"by send_all")
-        wire = bytearray()
-        async with trio.open_nursery() as nursery:
 
-            async def read() -> None:
-                while data := await server.receive_some(65536):
-                    wire.extend(data)
-
-            nursery.start_soon(read)
+        async def finish() -> None:
             await pf.send_all(b"by send_all")
             assert not pf.output_pending
             await pf.flush()  # nothing left: a checkpoint
             await pf.aclose()
-        assert _channel_data(bytes(wire)) == b"".join(sent)
+
+        assert _channel_data(await _wire_while(server, finish)) == b"".join(sent)
         assert pf.send_nowait(b"x") == 0
 
 

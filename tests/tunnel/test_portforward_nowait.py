@@ -10,7 +10,7 @@ import random
 import trio
 import trio.testing
 
-from tests._tcp import trio_tcp_pair
+from tests._tcp import receive_exactly, trio_tcp_pair
 from tests.kube._tls_pair import tls_pair
 from tpengine.fdstream import FdStream
 from tpengine.kube._websocket import BINARY, CLOSE, FrameReader, WebSocketClient, encode_frame
@@ -96,7 +96,7 @@ async def test_tunnel_over_the_port_forward_carrier_loses_and_reorders_nothing()
             stream = await client.open_stream("10.0.0.1", 7)
             for message in small:  # round trips: each written by the queuing task
                 await stream.send_all(message)
-                assert await _receive_exactly(stream, len(message)) == message
+                assert await receive_exactly(stream, len(message)) == message
             # The API server stops reading: the socket takes part of a record, the TLS
             # stream keeps the rest, and the writer flushes it (blocked until resumed).
             relay.reading = trio.Event()
@@ -106,11 +106,11 @@ async def test_tunnel_over_the_port_forward_carrier_loses_and_reorders_nothing()
             await trio.testing.wait_all_tasks_blocked()
             assert pf.flushes == 1  # the writer is in it, waiting for the socket
             relay.reading.set()
-            assert await _receive_exactly(stream, len(held)) == held
+            assert await receive_exactly(stream, len(held)) == held
             back = bytearray()
 
             async def receive() -> None:
-                back.extend(await _receive_exactly(stream, len(bulk)))
+                back.extend(await receive_exactly(stream, len(bulk)))
 
             async with trio.open_nursery() as both:
                 both.start_soon(receive)
@@ -122,12 +122,3 @@ async def test_tunnel_over_the_port_forward_carrier_loses_and_reorders_nothing()
             await stream.aclose()
         nursery.cancel_scope.cancel()
     await trio.aclose_forcefully(relay_end)
-
-
-async def _receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
-    got = bytearray()
-    while len(got) < size:
-        data = await stream.receive_some()
-        assert data, "the stream ended early"
-        got += data
-    return bytes(got)

@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests._tcp import receive_all
 from tpengine.tunnel import (
     DialRejected,
     IncomingDial,
@@ -16,13 +17,6 @@ from tpengine.tunnel import (
     RejectReason,
     RemoteError,
 )
-
-
-async def _read_all(stream: trio.abc.ReceiveStream) -> bytes:
-    out = bytearray()
-    while chunk := await stream.receive_some():
-        out += chunk
-    return bytes(out)
 
 
 async def echo(dial: IncomingDial) -> None:
@@ -46,7 +40,7 @@ async def test_thousand_concurrent_streams_carry_random_data_intact(open_tunnel_
                 await stream.send_eof()
 
             nursery.start_soon(writer)
-            results[i] = await _read_all(stream)
+            results[i] = await receive_all(stream)
 
     async with open_tunnel_pair(dial_handler=echo) as (client, server):
         async with trio.open_nursery() as nursery:
@@ -69,7 +63,7 @@ async def test_stalled_reader_holds_only_its_window_while_others_flow(open_tunne
             stalled.append(stream)
             stalled_ready.set()
             await trio.sleep_forever()  # accepts, never reads
-        total = len(await _read_all(stream))
+        total = len(await receive_all(stream))
         await stream.send_all(str(total).encode())
 
     async with open_tunnel_pair(dial_handler=handler, config=cfg) as (client, _):
@@ -82,7 +76,7 @@ async def test_stalled_reader_holds_only_its_window_while_others_flow(open_tunne
                 stream = await client.open_stream("10.0.0.1", 80, tag=b"bulk")
                 await stream.send_all(bytes([i]) * (2 * 1024 * 1024))
                 await stream.send_eof()
-                assert await _read_all(stream) == b"2097152"
+                assert await receive_all(stream) == b"2097152"
                 await stream.aclose()
 
             async with trio.open_nursery() as others:
@@ -102,7 +96,7 @@ async def test_half_close_propagates_both_ways(open_tunnel_pair) -> None:  # typ
 
     async def handler(dial: IncomingDial) -> None:
         stream = await dial.accept_stream()
-        seen.append(await _read_all(stream))  # ends when the client half-closes
+        seen.append(await receive_all(stream))  # ends when the client half-closes
         await stream.send_all(b"reply after your EOF")
         await stream.send_eof()
 
@@ -112,7 +106,7 @@ async def test_half_close_propagates_both_ways(open_tunnel_pair) -> None:  # typ
         await stream.send_eof()
         with pytest.raises(trio.ClosedResourceError):
             await stream.send_all(b"more")
-        assert await _read_all(stream) == b"reply after your EOF"
+        assert await receive_all(stream) == b"reply after your EOF"
         assert seen == [b"request"]
         await stream.aclose()
         with pytest.raises(trio.ClosedResourceError):
@@ -227,7 +221,7 @@ async def test_the_server_end_dials_the_client_for_an_intercept(open_tunnel_pair
         d = dial.destination
         seen.append((d.host, d.port, d.tag))
         stream = await dial.accept_stream()
-        request = await _read_all(stream)
+        request = await receive_all(stream)
         await stream.send_all(b"local handler saw " + request)
         await stream.send_eof()
 
@@ -239,11 +233,11 @@ async def test_the_server_end_dials_the_client_for_an_intercept(open_tunnel_pair
         assert stream.stream_id % 2 == 0
         await stream.send_all(b"GET /")
         await stream.send_eof()
-        assert await _read_all(stream) == b"local handler saw GET /"
+        assert await receive_all(stream) == b"local handler saw GET /"
         await stream.aclose()
         # ... while the client's own dials keep working on the same tunnel.
         mine = await client.open_stream("10.0.0.1", 80)
         await mine.send_all(b"x")
         await mine.send_eof()
-        assert await _read_all(mine) == b"x"
+        assert await receive_all(mine) == b"x"
     assert seen == [("127.0.0.1", 8080, b"intercept:web/susan")]
