@@ -33,6 +33,7 @@ from typing import Any
 
 from tpengine.engine._paths import config_dir
 from tpengine.engine._routes import CidrError, parse_cidrs
+from tpengine.kube.kubeconfig import yaml_where
 
 #: Log levels by Telepresence's names (``trace`` is Python's DEBUG), for the file's
 #: ``logLevels`` and for ``tp loglevel``.
@@ -105,9 +106,7 @@ def load_config(path: Path | None = None) -> Config:
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            where = getattr(exc, "problem_mark", None)
-            line = f" (line {where.line + 1})" if where is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{line}") from None
+            raise ConfigError(f"{path}: not valid YAML{yaml_where(exc)}") from None
     config = _from_data(data, path)
     image = os.environ.get("TP_IMAGE")
     return dataclasses.replace(config, image=image) if image else config

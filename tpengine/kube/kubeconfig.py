@@ -53,9 +53,7 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise KubeconfigError(f"kubeconfig {path} is not valid YAML{where}") from None
+        raise KubeconfigError(f"kubeconfig {path} is not valid YAML{yaml_where(exc)}") from None
     if not isinstance(data, dict):
         raise KubeconfigError(f"kubeconfig {path} is not a kubeconfig (expected a mapping)")
     return data
@@ -116,3 +114,9 @@ def resolve_target(
         namespace=namespace or ctx.get("namespace") or "default",
         user=str(ctx.get("user") or ""),
     )
+
+
+def yaml_where(exc: yaml.YAMLError) -> str:
+    """`` (line N)`` of a YAML error that knows where it is, else nothing."""
+    mark = getattr(exc, "problem_mark", None)
+    return f" (line {mark.line + 1})" if mark is not None else ""
