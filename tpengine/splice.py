@@ -23,6 +23,7 @@ reset) always goes through the pump.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
@@ -150,7 +151,7 @@ def _forward_for(source: _Side, sink: _Side, sink_fd: int) -> _Forward | None:
     if getattr(source, "set_forward", None) is None:
         return None
     if sink_fd >= 0:
-        return _Forward(lambda data: _write_nowait(sink_fd, data))
+        return _Forward(functools.partial(_write_nowait, sink_fd))
     write = getattr(sink, "send_nowait", None)
     return None if write is None else _Forward(write)
 
